@@ -1,0 +1,1 @@
+"""Proactive alerts: operator reminder rules, an exactly-once outbox, delivery and the scheduler."""

@@ -1,0 +1,3 @@
+"""notifier tables (named migrations, applied by yiwang.store)."""
+
+MIGRATIONS: list[tuple[str, str]] = []

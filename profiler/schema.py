@@ -1,0 +1,3 @@
+"""profiler tables (named migrations, applied by yiwang.store)."""
+
+MIGRATIONS: list[tuple[str, str]] = []

@@ -1,0 +1,76 @@
+"""The one ``yiwang`` command. Thin: each command parses, calls one library function, formats.
+
+Errors from the library (:class:`yiwang.errors.YiwangError`) become a one-line message and an exit code
+here, at the edge, and nowhere else. Exit codes: 0 ok, 1 unexpected failure, 2 bad input or config,
+3 not found, 4 not allowed, 5 wrong state (e.g. nothing ingested yet).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from yiwang.cli.context import AppContext, console, err_console
+from yiwang.errors import YiwangError
+
+app = typer.Typer(
+    name="yiwang",
+    help="Profiles, tags, 个性推荐 feeds and proactive alerts for a one-network government-services portal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each area module exposes register(app); an area owns its commands, the shell only lists them.
+COMMAND_MODULES = (
+    "yiwang.cli.foundation",
+    "yiwang.cli.profiles",
+    "yiwang.cli.recommend",
+    "yiwang.cli.alerts",
+    "yiwang.cli.service",
+    "yiwang.cli.pipeline",
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    home: Optional[Path] = typer.Option(
+        None, "--home", help="Store directory (default: $YIWANG_HOME, else ./.yiwang).", show_default=False
+    ),
+) -> None:
+    """yiwang: the profiling and proactive-recommendation engine."""
+    ctx.obj = AppContext(home=home)
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def main() -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        app(standalone_mode=False)
+    except YiwangError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,69 @@
+"""What every command shares: settings (read once), the store, consoles, the --as-of parser, progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import sqlite_utils
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from yiwang.settings import Settings, load_settings
+from yiwang.store import open_db
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class AppContext:
+    home: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+    _db: sqlite_utils.Database | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(home=self.home)
+        return self._settings
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        if self._db is None:
+            self._db = open_db(self.settings.db_path)
+        return self._db
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    return ctx.find_root().obj
+
+
+def parse_as_of(value: str | None) -> date:
+    """--as-of DATE (YYYY-MM-DD); default today in Asia/Shanghai."""
+    if value is None:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        return datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"--as-of {value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+AS_OF_HELP = "Run as if today were this date (YYYY-MM-DD, Asia/Shanghai); default today. Makes runs reproducible."
+
+
+def progress() -> Progress:
+    """The progress display for long work (on stderr, so --json output stays clean)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )

@@ -1,0 +1,7 @@
+"""CLI commands: profiles."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,114 @@
+"""Settings, read once from the environment (prefix ``YIWANG_``), an optional ``.env`` file, and defaults.
+
+A bad value raises :class:`yiwang.errors.ConfigError` naming the environment key at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from yiwang.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TIMEZONE = "Asia/Shanghai"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YIWANG_", env_file=".env", extra="ignore")
+
+    # -- foundation ------------------------------------------------------------------------------
+    home: Path = Field(default=Path(".yiwang"), description="Directory holding the SQLite store and event log")
+    data_dir: Path = Field(default=REPO_ROOT / "data", description="Reference data (catalogue, licence types, taxonomy, rules)")
+    id_hash_key: str | None = Field(default=None, description="HMAC key for resident ID numbers; generated into HOME if unset")
+    ingest_batch_rows: int = Field(default=2_000_000, gt=0, description="Rows per streamed batch when ingesting events")
+
+    # -- profiles and tags -------------------------------------------------------------------------
+    tag_rules_file: Path | None = Field(default=None, description="Tag rules file; default DATA_DIR/tag_rules.yaml")
+    occupation_min_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
+
+    # -- recommender -------------------------------------------------------------------------------
+    feed_size: int = Field(default=20, gt=0, le=200)
+    feed_versions_kept: int = Field(default=5, gt=0)
+    renewal_window_days: int = Field(default=90, gt=0)
+
+    # -- alerts and delivery -----------------------------------------------------------------------
+    reminder_rules_file: Path | None = Field(default=None, description="Reminder rules; default DATA_DIR/reminder_rules.yaml")
+    webhook_url: str | None = None
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=6, gt=0)
+    webhook_backoff_base_s: float = Field(default=30.0, ge=0)
+    quiet_hours: str = Field(default="22:00-08:00", description="No webhook sends in this local-time window")
+    daily_alert_cap: int = Field(default=3, ge=0)
+
+    # -- scheduler (cron expressions, Asia/Shanghai) -----------------------------------------------
+    schedule_profile_tag: str = "0 1 * * *"
+    schedule_feed_refresh: str = "0 3 * * *"
+    schedule_retrain: str = "0 2 * * 0"
+    schedule_alerts: str = "5 * * * *"
+    schedule_delivery: str = "*/2 * * * *"
+
+    # -- HTTP API ----------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, gt=0, lt=65536)
+    api_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    api_max_events_per_request: int = Field(default=1000, gt=0)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours_shape(cls, v: str) -> str:
+        try:
+            start, end = v.split("-")
+            for part in (start, end):
+                hh, mm = part.split(":")
+                if not (0 <= int(hh) < 24 and 0 <= int(mm) < 60):
+                    raise ValueError
+        except ValueError:
+            raise ValueError("expected HH:MM-HH:MM, e.g. 22:00-08:00") from None
+        return v
+
+    # -- derived paths -----------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "yiwang.db"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.home / "events"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    def hash_key(self) -> bytes:
+        """The HMAC key for resident IDs: from settings, else a random key kept (0600) in HOME."""
+        if self.id_hash_key:
+            return self.id_hash_key.encode()
+        path = self.home / "secrets" / "id_hash.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from env/.env/defaults plus explicit overrides; a bad value names its key."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "?"
+        raise ConfigError(f"setting YIWANG_{field.upper()}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process."""
+    return load_settings()

@@ -1,0 +1,105 @@
+"""The serving store: one SQLite file in WAL mode, schema changed only through named migrations.
+
+Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``);
+they are applied in the order of :data:`MIGRATION_SOURCES`, each once, recorded in ``_migrations``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from yiwang.errors import StateError
+
+# Areas in dependency order: later areas may reference tables of earlier ones.
+MIGRATION_SOURCES = (
+    "yiwang.schema",
+    "profiler.schema",
+    "taggers.schema",
+    "recommender.schema",
+    "notifier.schema",
+    "yiwang.api.schema",
+)
+
+
+def all_migrations() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for module_name in MIGRATION_SOURCES:
+        for name, sql in importlib.import_module(module_name).MIGRATIONS:
+            if name in seen:
+                raise RuntimeError(f"duplicate migration name {name!r} in {module_name}")
+            seen.add(name)
+            out.append((name, sql))
+    return out
+
+
+def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A raw sqlite3 connection with the pragmas every yiwang connection uses."""
+    db_path = Path(db_path)
+    if readonly:
+        if not db_path.exists():
+            raise StateError(f"no store at {db_path}: run `yiwang ingest` first")
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    else:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
+    """Open (creating if needed) the store and bring its schema up to date."""
+    db = sqlite_utils.Database(connect(db_path))
+    if migrate:
+        apply_migrations(db)
+    return db
+
+
+def apply_migrations(db: sqlite_utils.Database) -> list[str]:
+    """Apply every pending migration in order; returns the names applied now."""
+    conn = db.conn
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, sql in all_migrations():
+        if name in done:
+            continue
+        # BEGIN IMMEDIATE serialises concurrent first-time openers; re-check inside the lock.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("COMMIT")
+                continue
+            for statement in _split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (name, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def _split_sql(sql: str) -> list[str]:
+    statements, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements
