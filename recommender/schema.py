@@ -1,3 +1,31 @@
-"""recommender tables (named migrations, applied by yiwang.store)."""
+"""Feed tables: each batch publishes a new version; a pointer names the version being served."""
 
-MIGRATIONS: list[tuple[str, str]] = []
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "recommender_0001_feeds",
+        """
+        CREATE TABLE feed_versions (
+            version INTEGER PRIMARY KEY,
+            model_version TEXT NOT NULL,
+            as_of TEXT NOT NULL,
+            generated_at TEXT NOT NULL,
+            status TEXT NOT NULL,             -- building / published / retired
+            subjects INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE feed_items (
+            version INTEGER NOT NULL,
+            subject_id TEXT NOT NULL,
+            rank INTEGER NOT NULL,            -- 1-based
+            item_id TEXT NOT NULL,
+            score REAL NOT NULL,
+            reasons_json TEXT NOT NULL,       -- [{"source":..., "zh":..., "en":..., "ref":...}, ...] 1-3 reasons
+            PRIMARY KEY (version, subject_id, rank)
+        ) WITHOUT ROWID;
+        CREATE TABLE serving_pointers (
+            name TEXT PRIMARY KEY,            -- e.g. 'feed_version'
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        """,
+    ),
+]

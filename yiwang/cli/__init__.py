@@ -28,9 +28,11 @@ app = typer.Typer(
 
 # Each area module exposes register(app); an area owns its commands, the shell only lists them.
 COMMAND_MODULES = (
-    "yiwang.cli.foundation",
+    "yiwang.cli.synth",
+    "yiwang.cli.ingest",
     "yiwang.cli.profiles",
     "yiwang.cli.recommend",
+    "yiwang.cli.evaluate",
     "yiwang.cli.alerts",
     "yiwang.cli.service",
     "yiwang.cli.pipeline",

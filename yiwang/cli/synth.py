@@ -1,4 +1,4 @@
-"""CLI commands: foundation."""
+"""CLI commands: synth."""
 
 import typer
 

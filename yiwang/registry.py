@@ -1,0 +1,106 @@
+"""Columnar snapshots of the registries for batch jobs.
+
+SQLite serves single-subject reads; batch jobs (profiles, taggers, recommender, alerts) scan the same
+tables as Parquet snapshots under ``HOME/snapshots/<table>.parquet``, which ingest rewrites (atomically:
+write to a temporary file, then rename) after every successful load of that table.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import polars as pl
+
+# Column types of each snapshot; the SQLite tables hold the same columns (booleans as 0/1 there).
+SNAPSHOT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "people": {
+        "person_id": pl.String(),
+        "birth_date": pl.Date(),
+        "gender": pl.String(),
+        "district": pl.String(),
+        "local_hukou": pl.Boolean(),
+        "id_hash": pl.String(),
+        "marital_status": pl.String(),
+        "household_id": pl.String(),
+        "occupation": pl.String(),
+        "low_income": pl.Boolean(),
+        "disability": pl.Boolean(),
+    },
+    "enterprises": {
+        "enterprise_id": pl.String(),
+        "name": pl.String(),
+        "industry": pl.String(),
+        "district": pl.String(),
+        "founded_on": pl.Date(),
+        "employees": pl.Int64(),
+        "uscc": pl.String(),
+        "legal_rep_id": pl.String(),
+    },
+    "licenses": {
+        "license_id": pl.String(),
+        "holder_id": pl.String(),
+        "license_type": pl.String(),
+        "issued_on": pl.Date(),
+        "expires_on": pl.Date(),
+    },
+    "catalog": {
+        "item_id": pl.String(),
+        "name": pl.String(),
+        "department": pl.String(),
+        "audience": pl.String(),
+        "category": pl.String(),
+        "life_events": pl.String(),
+        "crowds": pl.String(),
+        "occupations": pl.String(),
+        "industries": pl.String(),
+        "once_per_subject": pl.Boolean(),
+        "min_age": pl.Int64(),
+        "max_age": pl.Int64(),
+        "local_hukou_only": pl.Boolean(),
+        "renews_license": pl.String(),
+    },
+}
+
+
+def snapshot_path(home: Path, table: str) -> Path:
+    return Path(home) / "snapshots" / f"{table}.parquet"
+
+
+def scan_table(home: Path, table: str) -> pl.LazyFrame:
+    """A registry table as a LazyFrame with its snapshot schema (empty and typed if never ingested)."""
+    schema = SNAPSHOT_SCHEMAS[table]
+    path = snapshot_path(home, table)
+    if not path.exists():
+        return pl.LazyFrame(schema=schema)
+    return pl.scan_parquet(path).select([pl.col(c).cast(t) for c, t in schema.items()])
+
+
+def write_snapshot(home: Path, table: str, conn: sqlite3.Connection) -> int:
+    """Rewrite ``table``'s snapshot from SQLite; returns its row count."""
+    schema = SNAPSHOT_SCHEMAS[table]
+    cols = ", ".join(schema)
+    cur = conn.execute(f"SELECT {cols} FROM {table}")
+    frames = []
+    while True:
+        rows = cur.fetchmany(500_000)
+        if not rows:
+            break
+        frames.append(pl.DataFrame(rows, schema=list(schema), orient="row", infer_schema_length=None))
+    raw = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=list(schema))
+    df = raw.select([_to_type(c, t) for c, t in schema.items()])
+    path = snapshot_path(home, table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+    return df.height
+
+
+def _to_type(col: str, dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.Date():
+        return pl.col(col).cast(pl.String).str.to_date("%Y-%m-%d", strict=False).alias(col)
+    if dtype == pl.Boolean():
+        return (pl.col(col).cast(pl.Int64) != 0).alias(col)
+    return pl.col(col).cast(dtype).alias(col)
