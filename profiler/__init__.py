@@ -1,1 +1,183 @@
-"""One file per person and per enterprise (一人一档, 一企一档): attributes, licences and behaviour, built in batch."""
+"""One file per person and per enterprise (一人一档, 一企一档): attributes, licences and behaviour, built in batch.
+
+Entry points:
+
+- :func:`build_profiles` computes every profile as one lazy Polars plan (:mod:`profiler.build`) and publishes
+  it twice: to SQLite (``profiles``, swapped in by rename inside one transaction) for single-subject reads,
+  and to ``HOME/profiles/profiles.parquet`` (written to a temporary name, then renamed) for batch jobs.
+- :func:`scan_profiles` is the latest published batch as a LazyFrame (recommender, alerts, taggers).
+- :func:`read_profile` is one subject's profile as a JSON-ready dict (HTTP API, CLI); the sensitive fields
+  (``low_income``, ``disability``) are left out unless the caller has the profile scope.
+
+``progress``, where accepted, is a callable ``progress(stage: str, done: int, total: int)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import sqlite_utils
+
+from profiler.build import ENTERPRISE_FIELDS, PERSON_FIELDS, PERSON_SENSITIVE_FIELDS, profile_frame
+from yiwang.errors import StateError
+from yiwang.eventlog import scan_events
+from yiwang.registry import scan_table
+from yiwang.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+
+PROFILE_STAGES = ("compute", "write parquet", "write sqlite", "publish")
+INSERT_CHUNK = 100_000
+NOT_APPLICABLE = {
+    "person": ENTERPRISE_FIELDS,
+    "enterprise": tuple(f for f in PERSON_FIELDS if f != "district"),
+    "unknown": tuple(f for f in PERSON_FIELDS + ENTERPRISE_FIELDS),
+}
+
+
+@dataclass
+class ProfileSummary:
+    batch_id: int
+    as_of: str
+    persons: int
+    enterprises: int
+    unknown: int
+    parquet_path: str
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def profiles_path(settings: Settings) -> Path:
+    return Path(settings.home) / "profiles" / "profiles.parquet"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def compute_profiles(settings: Settings, as_of: date) -> pl.DataFrame:
+    """The profiles of every subject at ``as_of`` from the registry snapshots and the event log (not published)."""
+    home = settings.home
+    plan = profile_frame(
+        scan_table(home, "people"),
+        scan_table(home, "enterprises"),
+        scan_table(home, "licenses"),
+        scan_events(settings.events_dir),
+        scan_table(home, "catalog"),
+        as_of,
+    )
+    return plan.collect()
+
+
+def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> ProfileSummary:
+    """Compute every profile at ``as_of`` and publish them atomically to SQLite and Parquet."""
+    t0 = datetime.now()
+    tick = progress or (lambda stage, done, total: None)
+    total = len(PROFILE_STAGES)
+    conn = db.conn
+    cur = conn.execute(
+        "INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now())
+    )
+    batch_id = cur.lastrowid
+    conn.commit()
+
+    tick("compute", 0, total)
+    df = compute_profiles(settings, as_of)
+    counts = dict(df.group_by("subject_type").len().iter_rows())
+
+    tick("write parquet", 1, total)
+    final = profiles_path(settings)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{batch_id}.tmp")
+    df.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")).write_parquet(tmp, compression="zstd")
+
+    tick("write sqlite", 2, total)
+    _fill_build_table(conn, df, batch_id)
+
+    tick("publish", 3, total)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DROP TABLE IF EXISTS profiles_old")
+        conn.execute("ALTER TABLE profiles RENAME TO profiles_old")
+        conn.execute("ALTER TABLE profiles_build RENAME TO profiles")
+        conn.execute(
+            "UPDATE profile_batches SET published_at = ?, n_persons = ?, n_enterprises = ?, n_unknown = ? WHERE batch_id = ?",
+            (_now(), counts.get("person", 0), counts.get("enterprise", 0), counts.get("unknown", 0), batch_id),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    os.replace(tmp, final)
+    conn.execute("DROP TABLE IF EXISTS profiles_old")
+    conn.commit()
+    tick("publish", total, total)
+    return ProfileSummary(
+        batch_id=batch_id,
+        as_of=as_of.isoformat(),
+        persons=counts.get("person", 0),
+        enterprises=counts.get("enterprise", 0),
+        unknown=counts.get("unknown", 0),
+        parquet_path=str(final),
+        seconds=round((datetime.now() - t0).total_seconds(), 2),
+    )
+
+
+def _fill_build_table(conn, df: pl.DataFrame, batch_id: int) -> None:
+    """Fill ``profiles_build`` in chunks (each its own transaction, so other writers are not starved)."""
+    conn.execute("DROP TABLE IF EXISTS profiles_build")
+    ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'profiles'").fetchone()[0]
+    # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
+    conn.execute(re.sub(r'^CREATE TABLE\s+("profiles"|profiles)', "CREATE TABLE profiles_build", ddl, count=1))
+    conn.commit()
+    rows = df.select(
+        "subject_id",
+        "subject_type",
+        pl.lit(batch_id, pl.Int64),
+        pl.struct(pl.exclude("subject_id", "subject_type")).struct.json_encode(),
+    )
+    for offset in range(0, rows.height, INSERT_CHUNK):
+        chunk = rows.slice(offset, INSERT_CHUNK)
+        with conn:
+            conn.executemany("INSERT INTO profiles_build VALUES (?, ?, ?, ?)", chunk.iter_rows())
+
+
+def latest_batch(db: sqlite_utils.Database) -> dict | None:
+    row = db.conn.execute(
+        "SELECT batch_id, as_of, published_at FROM profile_batches WHERE published_at IS NOT NULL ORDER BY batch_id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else {"batch_id": row[0], "as_of": row[1], "published_at": row[2]}
+
+
+def scan_profiles(settings: Settings) -> pl.LazyFrame:
+    """The latest published profiles (one row per subject) for batch jobs; StateError before the first build."""
+    path = profiles_path(settings)
+    if not path.exists():
+        raise StateError(f"no profiles at {path}: run `yiwang profile` first")
+    return pl.scan_parquet(path)
+
+
+def read_profile(db: sqlite_utils.Database, subject_id: str, include_sensitive: bool = False) -> dict | None:
+    """One subject's published profile as a JSON-ready dict, or None if the subject has none."""
+    row = db.conn.execute(
+        "SELECT subject_id, subject_type, batch_id, profile_json FROM profiles WHERE subject_id = ?", (subject_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    profile = {"subject_id": row[0], "subject_type": row[1], "batch_id": row[2], **json.loads(row[3])}
+    # One wide table holds every subject type; a reader gets only the fields that apply to this subject.
+    for key in NOT_APPLICABLE.get(profile["subject_type"], ()):
+        profile.pop(key, None)
+    if not include_sensitive:
+        for key in PERSON_SENSITIVE_FIELDS:
+            profile.pop(key, None)
+    return profile

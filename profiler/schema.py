@@ -1,3 +1,28 @@
-"""profiler tables (named migrations, applied by yiwang.store)."""
+"""profiler tables (named migrations, applied by yiwang.store).
 
-MIGRATIONS: list[tuple[str, str]] = []
+``profiles`` is never updated in place: each batch fills ``profiles_build`` and swaps it in by rename inside
+one transaction, so a reader sees the old batch or the new one, never a mix.
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "profiler_0001_profiles",
+        """
+        CREATE TABLE profiles (
+            subject_id TEXT PRIMARY KEY,
+            subject_type TEXT NOT NULL,       -- person / enterprise / unknown (seen only in events)
+            batch_id INTEGER NOT NULL,
+            profile_json TEXT NOT NULL        -- the whole profile, sensitive fields included (stripped at read)
+        ) WITHOUT ROWID;
+        CREATE TABLE profile_batches (
+            batch_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            as_of TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            published_at TEXT,
+            n_persons INTEGER,
+            n_enterprises INTEGER,
+            n_unknown INTEGER
+        );
+        """,
+    ),
+]
