@@ -1,0 +1,164 @@
+"""A batch of interactions from the portal, validated as ingest validates, appended to the event log.
+
+All or nothing: one bad event rejects the batch (422, naming each bad event by index and field) so the
+portal can fix and resend; resending is safe because the log skips event_ids it already holds, and events
+sent without an id get the same derived id ingest gives them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import sqlite_utils
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from yiwang.api.audit import audited
+from yiwang.api.auth import require
+from yiwang.api.db import get_db
+from yiwang.api.errors import PayloadTooLarge
+from yiwang.api.keys import ApiKey
+from yiwang.errors import ContractError
+from yiwang.eventlog import ACTIONS, CHANNELS, append_events, derived_event_id
+from yiwang.settings import TIMEZONE
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+LOCAL = ZoneInfo(TIMEZONE)
+# The portal went live long after this; anything earlier is a client bug (e.g. a 0 epoch), not history.
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+CLOCK_SKEW = timedelta(minutes=10)
+
+# append_events de-duplicates against files already written; two concurrent appends of one event_id
+# would both pass that check, so appends from this process go one at a time.
+_append_lock = threading.Lock()
+
+
+class EventIn(BaseModel):
+    # Extra fields never make an event fail, as in the data contract.
+    model_config = ConfigDict(extra="ignore")
+
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
+    subject_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    item_id: str = Field(min_length=1, max_length=64)
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    ts: datetime = Field(description="ISO-8601; a time without offset is Asia/Shanghai")
+    channel: Literal[CHANNELS] | None = None  # type: ignore[valid-type]
+
+
+class EventBatch(BaseModel):
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventsAccepted(BaseModel):
+    received: int = Field(description="Events in the request")
+    inserted: int = Field(description="Events newly stored")
+    duplicates: int = Field(description="Events whose event_id was already stored or repeated in the request")
+    ingest_id: int
+
+
+class RejectedEvent(ContractError):
+    """One or more events in a batch break the contract; the batch is stored not at all."""
+
+    def __init__(self, problems: list[dict]):
+        self.details = problems
+        shown = "; ".join(f"events[{p['index']}].{p['field']}: {p['reason']}" for p in problems[:5])
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(f"{len(problems)} invalid event(s): {shown}{more}")
+
+
+@router.post("", response_model=EventsAccepted, summary="Append a batch of interactions (idempotent on event_id)")
+def post_events(
+    batch: EventBatch,
+    db: Annotated[sqlite_utils.Database, Depends(get_db)],
+    key: Annotated[ApiKey, Depends(require("events:write"))],
+    request: Request,
+) -> EventsAccepted:
+    settings = request.app.state.settings
+    if len(batch.events) > settings.api_max_events_per_request:
+        raise PayloadTooLarge(
+            f"{len(batch.events)} events in one request; the limit is {settings.api_max_events_per_request}"
+        )
+    timestamps = _validate(db, batch.events)
+    frame = pl.DataFrame(
+        {
+            "event_id": [e.event_id for e in batch.events],
+            "subject_id": [e.subject_id for e in batch.events],
+            "item_id": [e.item_id for e in batch.events],
+            "action": [e.action for e in batch.events],
+            "ts": timestamps,
+            "channel": [e.channel for e in batch.events],
+        },
+        schema={"event_id": pl.String, "subject_id": pl.String, "item_id": pl.String, "action": pl.String,
+                "ts": pl.Datetime("us", "UTC"), "channel": pl.String},
+    )
+    frame = frame.with_columns(pl.coalesce(pl.col("event_id"), derived_event_id()).alias("event_id"))
+    unique = frame.unique(subset="event_id", keep="first", maintain_order=True)
+    with _append_lock:
+        ingest_id = _open_ingest(db, key)
+        with audited(db, request, key, "events.append", f"ingest:{ingest_id}"):
+            try:
+                inserted, already = append_events(settings.events_dir, unique, ingest_id)
+            except BaseException:
+                _close_ingest(db, ingest_id, "failed", {"received": frame.height})
+                raise
+            summary = {"received": frame.height, "inserted": inserted, "duplicates": frame.height - inserted}
+            _close_ingest(db, ingest_id, "done", summary)
+    return EventsAccepted(ingest_id=ingest_id, **summary)
+
+
+def _validate(db: sqlite_utils.Database, events: list[EventIn]) -> list[datetime]:
+    problems: list[dict] = []
+    now = datetime.now(timezone.utc)
+    timestamps = []
+    for i, e in enumerate(events):
+        try:
+            ts = (e.ts.replace(tzinfo=LOCAL) if e.ts.tzinfo is None else e.ts).astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01 shifted before year 1
+            ts = EARLIEST - timedelta(days=1)
+        timestamps.append(ts)
+        if ts < EARLIEST:
+            problems.append({"index": i, "field": "ts", "reason": "before 2000-01-01"})
+        elif ts > now + CLOCK_SKEW:
+            problems.append({"index": i, "field": "ts", "reason": "in the future"})
+    known = _known_items(db, {e.item_id for e in events})
+    for i, e in enumerate(events):
+        if e.item_id not in known:
+            problems.append({"index": i, "field": "item_id", "reason": "not in the catalogue"})
+    if problems:
+        problems.sort(key=lambda p: p["index"])
+        raise RejectedEvent(problems)
+    return timestamps
+
+
+def _known_items(db: sqlite_utils.Database, item_ids: set[str]) -> set[str]:
+    ids = list(item_ids)
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        known.update(r[0] for r in db.conn.execute(f"SELECT item_id FROM catalog WHERE item_id IN ({marks})", chunk))
+    return known
+
+
+def _open_ingest(db: sqlite_utils.Database, key: ApiKey) -> int:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with db.conn:
+        cur = db.conn.execute(
+            "INSERT INTO ingests (source, started_at, status) VALUES (?, ?, 'running')", (f"api:{key.key_id}", now)
+        )
+    return int(cur.lastrowid)
+
+
+def _close_ingest(db: sqlite_utils.Database, ingest_id: int, status: str, summary: dict) -> None:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with db.conn:
+        db.conn.execute(
+            "UPDATE ingests SET finished_at = ?, status = ?, summary_json = ? WHERE ingest_id = ?",
+            (now, status, json.dumps(summary), ingest_id),
+        )
