@@ -9,6 +9,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=REPO_ROOT / "data", description="Reference data (catalogue, licence types, taxonomy, rules)")
     id_hash_key: str | None = Field(default=None, description="HMAC key for resident ID numbers; generated into HOME if unset")
     ingest_batch_rows: int = Field(default=2_000_000, gt=0, description="Rows per streamed batch when ingesting events")
+    unknown_subject_events: Literal["quarantine", "keep"] = Field(
+        default="quarantine", description="Events of subjects in neither registry: quarantine them, or keep them"
+    )
 
     # -- profiles and tags -------------------------------------------------------------------------
     tag_rules_file: Path | None = Field(default=None, description="Tag rules file; default DATA_DIR/tag_rules.yaml")

@@ -1,7 +1,106 @@
-"""CLI commands: ingest."""
+"""CLI commands: ingest (load an export directory) and quarantine (what was rejected, and why)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.table import Table
+
+from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
+
+
+def summary_table(summary) -> Table:
+    table = Table(title=f"ingest {summary.ingest_id} of {summary.source} (as of {summary.as_of})")
+    for col in ("table", "rows in", "inserted", "updated", "unchanged", "quarantined", "rows/s"):
+        table.add_column(col, justify="left" if col == "table" else "right", no_wrap=True)
+    for t in summary.tables.values():
+        if t.rejected:
+            table.add_row(t.table, "[red]file rejected[/]", "-", "-", "-", "-", "-")
+            continue
+        table.add_row(
+            t.table, f"{t.rows_in:,}", f"{t.inserted:,}", f"{t.updated:,}", f"{t.unchanged:,}",
+            f"{t.quarantined:,}", f"{t.rows_per_s:,.0f}",
+        )
+    return table
+
+
+def reasons_table(summary) -> Table | None:
+    rows = [(t.table, r, n) for t in summary.tables.values() for r, n in sorted(t.reasons.items(), key=lambda kv: -kv[1])]
+    if not rows:
+        return None
+    table = Table(title="quarantined rows by reason")
+    for col in ("table", "reason", "rows"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for t, r, n in rows:
+        table.add_row(t, r, f"{n:,}")
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("ingest")
+    def ingest_cmd(
+        ctx: typer.Context,
+        export_dir: Path = typer.Argument(..., help="Export directory holding <table>.csv or <table>.parquet files."),
+        as_of: Optional[str] = typer.Option(None, "--as-of", help=AS_OF_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ) -> None:
+        """Validate an export against the data contract and load it; rejected rows go to the quarantine.
+
+        Exit code 2 when a whole file was refused (the other files are still loaded).
+        """
+        from yiwang.ingest import ingest_export
+
+        app_ctx = app_context(ctx)
+        day = parse_as_of(as_of)
+        with progress() as bar:
+            summary = ingest_export(app_ctx.settings, app_ctx.db, export_dir, as_of=day, progress=bar)
+        if as_json:
+            console.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
+        else:
+            console.print(summary_table(summary))
+            if (reasons := reasons_table(summary)) is not None:
+                console.print(reasons)
+            for t in summary.tables.values():
+                if t.note:
+                    console.print(f"{t.table}: {t.note}")
+            if summary.quarantined:
+                console.print(f"{summary.quarantined:,} rows quarantined: see `yiwang quarantine --ingest {summary.ingest_id}`")
+        for message in summary.rejected_files:
+            err_console.print(f"[bold red]file rejected:[/] {message}", highlight=False)
+        if summary.rejected_files:
+            raise typer.Exit(2)
+
+    @app.command("quarantine")
+    def quarantine_cmd(
+        ctx: typer.Context,
+        ingest: Optional[int] = typer.Option(None, "--ingest", help="Ingest id (default: the latest)."),
+        table: Optional[str] = typer.Option(None, "--table", help="Only this table (people, events, ...)."),
+        limit: int = typer.Option(20, "--limit", min=0, help="Sample rows to show."),
+        as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    ) -> None:
+        """Show the rows an ingest quarantined: counts per table, reason and field, then sample rows."""
+        from yiwang.ingest import read_quarantine
+
+        data = read_quarantine(app_context(ctx).db, ingest, table, limit)
+        if as_json:
+            console.print_json(json.dumps(data, ensure_ascii=False))
+            return
+        counts = Table(title=f"quarantine of ingest {data['ingest_id']} ({data['source']})")
+        for col in ("table", "reason", "field", "rows"):
+            counts.add_column(col, justify="right" if col == "rows" else "left")
+        for c in data["counts"]:
+            counts.add_row(c["table"], c["reason"], c["field"] or "-", f"{c['rows']:,}")
+        console.print(counts)
+        for r in data["rejected_files"]:
+            console.print(f"[red]file rejected[/] ({r['table']}): {r['message']}", highlight=False)
+        if data["rows"]:
+            rows = Table(title=f"first {len(data['rows'])} rows")
+            for col in ("table", "line", "field", "reason", "raw"):
+                rows.add_column(col, overflow="fold")
+            for r in data["rows"]:
+                src = Path(r["source_file"]).name
+                rows.add_row(r["table"], f"{src}:{r['line']}" if r["line"] is not None else src, r["field"] or "-", r["reason"], r["raw"] or "")
+            console.print(rows)

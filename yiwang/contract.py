@@ -1,0 +1,455 @@
+"""The data contract: what an export's tables look like and the row rules ingest enforces.
+
+Every rule is a Polars expression over a frame whose contract columns are still strings, so a batch of
+millions of rows is validated without touching Python per row. :func:`validate` gives each row the
+*first* rule it breaks (``_field``, ``_reason``), in the order the rules are listed here, which is also
+the order documented in docs/data-contract.md.
+
+Checksums: resident ID numbers follow GB 11643-1999 (ISO 7064 MOD 11-2), unified social credit codes
+follow GB 32100-2015 (MOD 31 over a 31-character alphabet). Scalar versions exist for tests and for
+single values (the HTTP API); the Polars versions are what ingest uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from yiwang.eventlog import ACTIONS, CHANNELS
+from yiwang.settings import TIMEZONE
+
+DISTRICTS = (
+    "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",
+    "宝山区", "嘉定区", "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
+)
+INDUSTRIES = tuple("ABCDEFGHIJKLMNOPQRST")  # GB/T 4754-2017 sections
+GENDERS = ("M", "F")
+AUDIENCES = ("person", "enterprise")
+TRUE_WORDS = ("1", "true", "t", "yes", "y")
+FALSE_WORDS = ("0", "false", "f", "no", "n")
+# Before this a birth or founding date is a data-entry error, not history.
+EARLIEST_DATE = date(1880, 1, 1)
+
+# --- GB 11643 resident ID: 6-digit address code, 8-digit birth date, 3-digit sequence, check char ----
+ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
+ID_CHECK_CHARS = "10X98765432"  # indexed by (weighted sum mod 11)
+
+# --- GB 32100 USCC: 31-char alphabet (no I O Z S V), weights 3^i mod 31, check = (31 - sum mod 31) mod 31 --
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_WEIGHTS = tuple(pow(3, i, 31) for i in range(17))  # 1 3 9 27 19 26 16 17 20 29 25 13 8 24 10 30 28
+_USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+
+
+def resident_id_check_char(first17: str) -> str:
+    """The GB 11643 check character for the first 17 digits of a resident ID number."""
+    if len(first17) != 17 or not first17.isdigit() or not first17.isascii():
+        raise ValueError("expected 17 ASCII digits")
+    total = sum(int(ch) * w for ch, w in zip(first17, ID_WEIGHTS))
+    return ID_CHECK_CHARS[total % 11]
+
+
+def is_valid_resident_id(value: str) -> bool:
+    """True for an 18-character GB 11643 number with a real birth date and the right check character."""
+    if len(value) != 18 or not value[:17].isascii() or not value[:17].isdigit():
+        return False
+    try:
+        datetime.strptime(value[6:14], "%Y%m%d")
+    except ValueError:
+        return False
+    return resident_id_check_char(value[:17]) == value[17].upper()
+
+
+def uscc_check_char(first17: str) -> str:
+    """The GB 32100 check character for the first 17 characters of a unified social credit code."""
+    if len(first17) != 17 or any(ch not in _USCC_VALUE for ch in first17):
+        raise ValueError(f"expected 17 characters from {USCC_ALPHABET}")
+    total = sum(_USCC_VALUE[ch] * w for ch, w in zip(first17, USCC_WEIGHTS))
+    return USCC_ALPHABET[(31 - total % 31) % 31]
+
+
+def is_valid_uscc(value: str) -> bool:
+    """True for an 18-character GB 32100 code over the USCC alphabet with the right check character."""
+    if len(value) != 18 or any(ch not in _USCC_VALUE for ch in value):
+        return False
+    return uscc_check_char(value[:17]) == value[17]
+
+
+def resident_id_problem(col: pl.Expr) -> pl.Expr:
+    """Per row: null when the ID is absent or valid, else ``"bad_format"`` or ``"bad_checksum"``."""
+    upper = col.str.to_uppercase()
+    shape_ok = upper.str.contains(r"^[0-9]{17}[0-9X]$") & upper.str.slice(6, 8).str.to_date(
+        "%Y%m%d", strict=False
+    ).is_not_null()
+    total = pl.sum_horizontal(
+        [upper.str.slice(i, 1).cast(pl.Int64, strict=False) * w for i, w in enumerate(ID_WEIGHTS)]
+    )
+    expected = (total % 11).replace_strict(
+        {i: ch for i, ch in enumerate(ID_CHECK_CHARS)}, default=None, return_dtype=pl.String
+    )
+    return (
+        pl.when(col.is_null())
+        .then(None)
+        .when(~shape_ok)
+        .then(pl.lit("bad_format"))
+        .when(expected != upper.str.slice(17, 1))
+        .then(pl.lit("bad_checksum"))
+        .otherwise(None)
+    )
+
+
+def uscc_problem(col: pl.Expr) -> pl.Expr:
+    """Per row: null when the USCC is absent or valid, else ``"bad_format"`` or ``"bad_checksum"``."""
+    shape_ok = col.str.contains(f"^[{USCC_ALPHABET}]{{18}}$")
+    values = [
+        col.str.slice(i, 1).replace_strict(_USCC_VALUE, default=None, return_dtype=pl.Int64)
+        for i in range(17)
+    ]
+    total = pl.sum_horizontal([v * w for v, w in zip(values, USCC_WEIGHTS)])
+    expected = ((31 - total % 31) % 31).replace_strict(
+        dict(enumerate(USCC_ALPHABET)), default=None, return_dtype=pl.String
+    )
+    return (
+        pl.when(col.is_null())
+        .then(None)
+        .when(~shape_ok)
+        .then(pl.lit("bad_format"))
+        .when(expected != col.str.slice(17, 1))
+        .then(pl.lit("bad_checksum"))
+        .otherwise(None)
+    )
+
+
+def mask_id_number(col: pl.Expr) -> pl.Expr:
+    """Keep only the 6-digit address code of a resident ID (never the birth date or sequence)."""
+    return (
+        pl.when(col.is_null() | (col.str.len_chars() == 0))
+        .then(col)
+        .when(col.str.len_chars() >= 18)
+        .then(col.str.slice(0, 6) + pl.lit("*" * 12))
+        .otherwise(pl.lit("*" * 18))
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Table specs
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # id | text | date | bool | int | enum | ts | resident_id | uscc
+    required: bool
+    values: tuple[str, ...] = ()
+    doc: str = ""
+    # Reason used when an enum value is not allowed (the brief names unknown_action / unknown_channel).
+    enum_reason: str = "bad_value"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    key: str
+    columns: tuple[Column, ...]
+    doc: str = ""
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+
+CATALOG = TableSpec(
+    "catalog",
+    "item_id",
+    (
+        Column("item_id", "id", True, doc="unique item code"),
+        Column("name", "text", True, doc="official item name (Chinese)"),
+        Column("department", "text", True, doc="owning department"),
+        Column("audience", "enum", True, AUDIENCES, doc="person or enterprise"),
+        Column("category", "text", True),
+        Column("life_events", "text", False, doc="life-event tag codes separated by |"),
+        Column("crowds", "text", False, doc="crowd tag codes separated by |"),
+        Column("occupations", "text", False, doc="occupation tag codes separated by |"),
+        Column("industries", "text", False, doc="industry letters / enterprise tag codes separated by |"),
+        Column("once_per_subject", "bool", False, doc="a subject does this item at most once (empty = 0)"),
+        Column("min_age", "int", False),
+        Column("max_age", "int", False),
+        Column("local_hukou_only", "bool", False, doc="empty = 0"),
+        Column("renews_license", "text", False, doc="license_type this item renews"),
+    ),
+    "the service catalogue",
+)
+
+PEOPLE = TableSpec(
+    "people",
+    "person_id",
+    (
+        Column("person_id", "id", True),
+        Column("birth_date", "date", True, doc="YYYY-MM-DD, not after as_of"),
+        Column("gender", "enum", True, GENDERS),
+        Column("district", "enum", True, DISTRICTS, doc="one of Shanghai's 16 districts"),
+        Column("local_hukou", "bool", True),
+        Column("id_number", "resident_id", False, doc="18-char resident ID; stored only as an HMAC"),
+        Column("marital_status", "text", False),
+        Column("household_id", "text", False),
+        Column("occupation", "text", False, doc="bare occupation code, e.g. teacher"),
+        Column("low_income", "bool", False),
+        Column("disability", "bool", False),
+    ),
+    "the population registry",
+)
+
+ENTERPRISES = TableSpec(
+    "enterprises",
+    "enterprise_id",
+    (
+        Column("enterprise_id", "id", True),
+        Column("name", "text", True),
+        Column("industry", "enum", True, INDUSTRIES, doc="GB/T 4754 section letter A-T"),
+        Column("district", "enum", True, DISTRICTS),
+        Column("founded_on", "date", True, doc="YYYY-MM-DD, not after as_of"),
+        Column("employees", "int", True, doc="integer >= 0"),
+        Column("uscc", "uscc", False, doc="GB 32100 unified social credit code"),
+        Column("legal_rep_id", "text", False, doc="person_id of the legal representative"),
+    ),
+    "the legal-person registry",
+)
+
+LICENSES = TableSpec(
+    "licenses",
+    "license_id",
+    (
+        Column("license_id", "id", True),
+        Column("holder_id", "id", True, doc="a person_id or enterprise_id already registered"),
+        Column("license_type", "id", True, doc="a code of data/license_types.csv (when that file exists)"),
+        Column("issued_on", "date", True, doc="YYYY-MM-DD, not after as_of"),
+        Column("expires_on", "date", False, doc="YYYY-MM-DD, not before issued_on; empty = no expiry"),
+    ),
+    "e-licences held by people and enterprises",
+)
+
+EVENTS = TableSpec(
+    "events",
+    "event_id",
+    (
+        Column("subject_id", "id", True),
+        Column("item_id", "id", True, doc="an item of the catalogue"),
+        Column("action", "enum", True, ACTIONS, enum_reason="unknown_action"),
+        Column("ts", "ts", True, doc="ISO-8601; naive = Asia/Shanghai; not after as_of"),
+        Column("event_id", "text", False, doc="derived from the other fields when empty"),
+        Column("channel", "enum", False, CHANNELS, enum_reason="unknown_channel"),
+    ),
+    "interactions of subjects with catalogue items",
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (CATALOG, PEOPLE, ENTERPRISES, LICENSES, EVENTS)}
+INGEST_ORDER = ("catalog", "people", "enterprises", "licenses", "events")
+
+# Every reason a row can be quarantined for, with its meaning (docs/data-contract.md lists the same).
+REASONS: dict[str, str] = {
+    "malformed_row": "the CSV row has a different number of fields than the header",
+    "nul_byte": "a field contains a NUL byte",
+    "missing_value": "a required field is empty",
+    "bad_integer": "not a whole number",
+    "out_of_range": "a number outside its allowed range (negative count or age, min_age > max_age)",
+    "bad_bool": "not one of 1/0/true/false/yes/no",
+    "bad_date": "not a real date in YYYY-MM-DD form, or before 1880",
+    "bad_timestamp": "not an ISO-8601 timestamp (YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+HH:MM])",
+    "bad_value": "a value outside the allowed set (gender, district, industry, audience)",
+    "unknown_action": "action is not one of " + "|".join(ACTIONS),
+    "unknown_channel": "channel is not one of " + "|".join(CHANNELS),
+    "bad_format": "resident ID / USCC of the wrong length, alphabet or (ID) embedded birth date",
+    "bad_checksum": "resident ID (GB 11643) or USCC (GB 32100) check character is wrong",
+    "future_birth_date": "birth_date after as_of",
+    "future_date": "founded_on / issued_on after as_of",
+    "ts_after_as_of": "event time (Asia/Shanghai date) after as_of",
+    "expires_before_issued": "expires_on earlier than issued_on",
+    "unknown_license_type": "license_type not in the licence-type catalogue",
+    "unknown_subject": "holder_id / subject_id is in neither the people nor the enterprises registry",
+    "unknown_item": "item_id is not in the catalogue",
+    "duplicate_key": "primary key already seen earlier in the same file (the first valid row is kept)",
+}
+
+
+@dataclass
+class Context:
+    """What the cross-table rules need: the reference date and the ids already registered."""
+
+    as_of: date
+    known_items: pl.Series | None = None
+    known_subjects: pl.Series | None = None
+    license_types: pl.Series | None = None
+    keep_unknown_subjects: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def end_of_as_of_utc(self) -> datetime:
+        """The first instant after ``as_of`` in Asia/Shanghai, in UTC (events at or after it are future)."""
+        local = datetime.combine(self.as_of + timedelta(days=1), datetime.min.time(), ZoneInfo(TIMEZONE))
+        return local.astimezone(ZoneInfo("UTC"))
+
+
+def normalise(columns: list[str]) -> list[pl.Expr]:
+    """Trim surrounding whitespace and turn empty strings into nulls (the contract treats them alike)."""
+    out = []
+    for c in columns:
+        s = pl.col(c).str.strip_chars()
+        out.append(pl.when(s.str.len_bytes() == 0).then(None).otherwise(s).alias(c))
+    return out
+
+
+def parse_bool(col: pl.Expr) -> pl.Expr:
+    low = col.str.to_lowercase()
+    return pl.when(low.is_in(TRUE_WORDS)).then(True).when(low.is_in(FALSE_WORDS)).then(False).otherwise(None)
+
+
+def parse_date(col: pl.Expr) -> pl.Expr:
+    d = col.str.to_date("%Y-%m-%d", strict=False)
+    return pl.when(d >= EARLIEST_DATE).then(d).otherwise(None)
+
+
+def parse_ts(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 to UTC; a value without an offset is local Asia/Shanghai time (the portal's clock)."""
+    s = col.str.replace(" ", "T", literal=True).str.replace(r"Z$", "+00:00")
+    s = pl.when(s.str.contains(r"[+-]\d\d:\d\d$")).then(s).otherwise(s + pl.lit("+08:00"))
+    # +08:00 is Asia/Shanghai's offset for every date since 1992 (no DST), so appending it is exact.
+    return s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC")
+
+
+def parsed_columns(spec: TableSpec, present: set[str]) -> list[pl.Expr]:
+    """Typed versions of the contract columns, named ``_p_<column>`` (null where unparseable)."""
+    out = []
+    for c in spec.columns:
+        if c.name not in present:
+            continue
+        col = pl.col(c.name)
+        if c.kind == "date":
+            out.append(parse_date(col).alias(f"_p_{c.name}"))
+        elif c.kind == "bool":
+            out.append(parse_bool(col).alias(f"_p_{c.name}"))
+        elif c.kind == "int":
+            out.append(col.str.to_integer(strict=False).alias(f"_p_{c.name}"))
+        elif c.kind == "ts":
+            out.append(parse_ts(col).alias(f"_p_{c.name}"))
+    return out
+
+
+def row_rules(spec: TableSpec, present: set[str], ctx: Context) -> list[tuple[str, str, pl.Expr]]:
+    """``(field, reason, broken)`` for every rule of ``spec``, in checking order."""
+    rules: list[tuple[str, str, pl.Expr]] = []
+    cols = [c for c in spec.columns if c.name in present]
+    for c in cols:
+        rules.append((c.name, "nul_byte", pl.col(c.name).str.contains("\x00", literal=True)))
+    for c in cols:
+        if c.required:
+            rules.append((c.name, "missing_value", pl.col(c.name).is_null()))
+    for c in cols:
+        col, parsed = pl.col(c.name), pl.col(f"_p_{c.name}")
+        given = col.is_not_null()
+        if c.kind == "date":
+            rules.append((c.name, "bad_date", given & parsed.is_null()))
+        elif c.kind == "bool":
+            rules.append((c.name, "bad_bool", given & parsed.is_null()))
+        elif c.kind == "int":
+            rules.append((c.name, "bad_integer", given & parsed.is_null()))
+            rules.append((c.name, "out_of_range", parsed < 0))
+        elif c.kind == "ts":
+            rules.append((c.name, "bad_timestamp", given & parsed.is_null()))
+        elif c.kind == "enum":
+            rules.append((c.name, c.enum_reason, given & ~col.is_in(c.values)))
+        elif c.kind == "resident_id":
+            problem = resident_id_problem(col)
+            rules.append((c.name, "bad_format", problem == "bad_format"))
+            rules.append((c.name, "bad_checksum", problem == "bad_checksum"))
+        elif c.kind == "uscc":
+            problem = uscc_problem(col)
+            rules.append((c.name, "bad_format", problem == "bad_format"))
+            rules.append((c.name, "bad_checksum", problem == "bad_checksum"))
+    # Cross-field and cross-table rules.
+    if spec is PEOPLE:
+        rules.append(("birth_date", "future_birth_date", pl.col("_p_birth_date") > ctx.as_of))
+    if spec is ENTERPRISES:
+        rules.append(("founded_on", "future_date", pl.col("_p_founded_on") > ctx.as_of))
+    if spec is CATALOG and {"min_age", "max_age"} <= present:
+        rules.append(("min_age", "out_of_range", pl.col("_p_min_age") > pl.col("_p_max_age")))
+    if spec is LICENSES:
+        rules.append(("issued_on", "future_date", pl.col("_p_issued_on") > ctx.as_of))
+        if "expires_on" in present:
+            rules.append(
+                ("expires_on", "expires_before_issued", pl.col("_p_expires_on") < pl.col("_p_issued_on"))
+            )
+        if ctx.license_types is not None:
+            rules.append(
+                ("license_type", "unknown_license_type", ~pl.col("license_type").is_in(ctx.license_types))
+            )
+        if ctx.known_subjects is not None:
+            rules.append(("holder_id", "unknown_subject", ~pl.col("holder_id").is_in(ctx.known_subjects)))
+    if spec is EVENTS:
+        rules.append(("ts", "ts_after_as_of", pl.col("_p_ts") >= ctx.end_of_as_of_utc))
+        if ctx.known_items is not None:
+            rules.append(("item_id", "unknown_item", ~pl.col("item_id").is_in(ctx.known_items)))
+        if ctx.known_subjects is not None and not ctx.keep_unknown_subjects:
+            rules.append(("subject_id", "unknown_subject", ~pl.col("subject_id").is_in(ctx.known_subjects)))
+    return rules
+
+
+def validate(spec: TableSpec, frame: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    """Add ``_p_*`` typed columns and ``_field`` / ``_reason`` (null on rows that pass every rule).
+
+    ``frame`` holds the file's columns as strings. Contract columns are normalised in place (trimmed,
+    empty = null); columns outside the contract are left as they came. Duplicate keys are not checked
+    here: that needs the whole file (see :func:`mark_duplicates`).
+    """
+    present = set(spec.names) & set(frame.columns)
+    df = frame.with_columns(normalise([c for c in spec.names if c in present]))
+    df = df.with_columns(parsed_columns(spec, present))
+    rules = row_rules(spec, present, ctx)
+    # One chain yielding the index of the first broken rule (built in reverse so the first listed wins),
+    # then index -> field / reason: each rule is evaluated once however many outputs it feeds.
+    first: pl.Expr = pl.lit(None, dtype=pl.Int32)
+    for i in range(len(rules) - 1, -1, -1):
+        first = pl.when(rules[i][2].fill_null(False)).then(pl.lit(i, dtype=pl.Int32)).otherwise(first)
+    fields = {i: r[0] for i, r in enumerate(rules)}
+    reasons = {i: r[1] for i, r in enumerate(rules)}
+    return (
+        df.lazy()
+        .with_columns(first.alias("_rule"))
+        .with_columns(
+            pl.col("_rule").replace_strict(fields, default=None, return_dtype=pl.String).alias("_field"),
+            pl.col("_rule").replace_strict(reasons, default=None, return_dtype=pl.String).alias("_reason"),
+        )
+        .drop("_rule")
+        .collect()
+    )
+
+
+def mark_duplicates(df: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Among rows that passed every other rule, mark all but the first (by ``_line``) of each key."""
+    dup = pl.col("_reason").is_null() & pl.col(key).is_not_null() & (
+        pl.int_range(pl.len()).over(key, "_ok") > 0
+    )
+    return (
+        df.with_columns(pl.col("_reason").is_null().alias("_ok"))
+        .sort("_line", maintain_order=True)
+        .with_columns(
+            pl.when(dup).then(pl.lit(key)).otherwise(pl.col("_field")).alias("_field"),
+            pl.when(dup).then(pl.lit("duplicate_key")).otherwise(pl.col("_reason")).alias("_reason"),
+        )
+        .drop("_ok")
+    )
+
+
+def raw_json(columns: list[str]) -> pl.Expr:
+    """The row as JSON for the quarantine, with the resident ID number masked."""
+    fields = [mask_id_number(pl.col(c)).alias(c) if c == "id_number" else pl.col(c) for c in columns]
+    return pl.struct(fields).struct.json_encode()

@@ -1,0 +1,739 @@
+"""Validated ingest of one export directory into the store.
+
+Tables load in :data:`yiwang.contract.INGEST_ORDER`; each file is judged on its own, so one rejected file
+(unreadable, empty, wrong encoding, missing a required column) never stops the others. Every data row
+read ends up either stored (inserted / updated / unchanged) or in the ``quarantine`` table, and the
+summary checks that identity for every table before it is stored.
+
+Registries (catalog, people, enterprises, licenses) are read whole into Polars (1M rows is ~100 MB),
+validated with expressions, and upserted through a temporary staging table in one transaction. Events
+are streamed in bounded batches: each batch is validated and spilled by month to a staging directory,
+and only after the whole file has been read cleanly is each month handed to
+:func:`yiwang.eventlog.append_events` (so a file that breaks half-way stores nothing, and each month
+partition is written once per ingest instead of once per batch).
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import json
+import re
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import sqlite_utils
+
+from yiwang import contract
+from yiwang.contract import EVENTS, TABLES, Context, TableSpec
+from yiwang.errors import ContractError
+from yiwang.eventlog import EVENT_SCHEMA, append_events, derived_event_id
+from yiwang.registry import write_snapshot
+from yiwang.settings import TIMEZONE, Settings
+
+# Columns of each SQLite registry table (besides ingest_id), in table order.
+DB_COLUMNS: dict[str, tuple[str, ...]] = {
+    "catalog": (
+        "item_id", "name", "department", "audience", "category", "life_events", "crowds", "occupations",
+        "industries", "once_per_subject", "min_age", "max_age", "local_hukou_only", "renews_license",
+    ),
+    "people": (
+        "person_id", "birth_date", "gender", "district", "local_hukou", "id_hash", "marital_status",
+        "household_id", "occupation", "low_income", "disability",
+    ),
+    "enterprises": (
+        "enterprise_id", "name", "industry", "district", "founded_on", "employees", "uscc", "legal_rep_id",
+    ),
+    "licenses": ("license_id", "holder_id", "license_type", "issued_on", "expires_on"),
+}
+# NOT NULL booleans of the catalogue: an absent value means "no".
+DEFAULT_FALSE = {"once_per_subject", "local_hukou_only"}
+
+ENCODING_SAMPLE_BYTES = 4 << 20
+CSV_BLOCK_BYTES = 32 << 20
+# Anything shaped like an 18-character resident ID inside free text (malformed rows) is masked too.
+_ID_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})[0-9]{11}[0-9Xx](?![0-9])")
+
+
+# ------------------------------------------------------------------------------------------------
+# Summary
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableSummary:
+    table: str
+    source: str | None = None
+    format: str | None = None
+    encoding: str | None = None
+    rows_in: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    rejected: str | None = None  # the whole file was refused (its rows were not read): why
+    note: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def stored(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_in / self.seconds if self.seconds > 0 else 0.0
+
+    def add_reasons(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+        self.quarantined = sum(self.reasons.values())
+
+
+@dataclass
+class IngestSummary:
+    ingest_id: int
+    source: str
+    as_of: str
+    status: str = "running"
+    started_at: str = ""
+    finished_at: str | None = None
+    tables: dict[str, TableSummary] = field(default_factory=dict)
+
+    @property
+    def rejected_files(self) -> list[str]:
+        return [t.rejected for t in self.tables.values() if t.rejected]
+
+    @property
+    def rows_in(self) -> int:
+        return sum(t.rows_in for t in self.tables.values())
+
+    @property
+    def quarantined(self) -> int:
+        return sum(t.quarantined for t in self.tables.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ingest_id": self.ingest_id,
+            "source": self.source,
+            "as_of": self.as_of,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "rows_in": self.rows_in,
+            "quarantined": self.quarantined,
+            "rejected_files": self.rejected_files,
+            "tables": {
+                name: {**asdict(t), "stored": t.stored, "rows_per_s": round(t.rows_per_s, 1)}
+                for name, t in self.tables.items()
+            },
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading files
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    table: str
+    path: Path
+    format: str  # csv / parquet
+    columns: list[str]
+    encoding: str | None = None
+
+
+def find_file(export_dir: Path, table: str) -> Path | None:
+    """``<table>.csv`` or ``<table>.parquet`` in the export; both at once is ambiguous and refused."""
+    found = [p for p in (export_dir / f"{table}.csv", export_dir / f"{table}.parquet") if p.exists()]
+    if len(found) > 1:
+        raise ContractError(f"{found[0]} and {found[1]} both exist: keep one file per table")
+    return found[0] if found else None
+
+
+def detect_encoding(path: Path) -> str:
+    """``utf-8`` or ``gb18030`` (a superset of GBK and GB2312), judged on the first few MB."""
+    with open(path, "rb") as f:
+        head = f.read(ENCODING_SAMPLE_BYTES)
+    if not head:
+        raise ContractError(f"{path}: empty file (no header line)")
+    if len(head) == ENCODING_SAMPLE_BYTES and b"\n" in head:
+        head = head[: head.rindex(b"\n")]  # do not judge a character cut in half at the sample's end
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        utf8_error = exc
+    try:
+        head.decode("gb18030")
+        return "gb18030"
+    except UnicodeDecodeError:
+        line = head[: utf8_error.start].count(b"\n") + 1
+        raise ContractError(
+            f"{path}: line {line}: byte 0x{head[utf8_error.start]:02x} at offset {utf8_error.start} is neither "
+            "UTF-8 nor GB18030/GBK; re-export the file as UTF-8"
+        ) from None
+
+
+def open_source(table: str, path: Path) -> Source:
+    """Check that ``path`` is readable, not empty, decodable, with a usable header; read no rows yet."""
+    try:
+        if path.is_dir():
+            raise ContractError(f"{path}: is a directory, not a file")
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError:
+        raise ContractError(f"{path}: cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if path.suffix == ".parquet":
+        try:
+            columns = pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowException, OSError) as exc:
+            raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
+        return Source(table, path, "parquet", list(columns))
+    encoding = detect_encoding(path)
+    with open(path, encoding=encoding, newline="") as f:
+        header_line = f.readline().lstrip("\ufeff")
+    if not header_line.strip():
+        raise ContractError(f"{path}: line 1: empty header line")
+    columns = [c.strip() for c in next(csv.reader([header_line]))]
+    if "" in columns:
+        raise ContractError(f"{path}: line 1: column {columns.index('') + 1} has an empty name")
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise ContractError(f"{path}: line 1: duplicate column name(s) {', '.join(dupes)}")
+    if any("\x00" in c for c in columns):
+        raise ContractError(f"{path}: line 1: NUL byte in the header")
+    return Source(table, path, "csv", columns, encoding)
+
+
+def check_columns(spec: TableSpec, src: Source) -> None:
+    missing = [c for c in spec.required if c not in src.columns]
+    if missing:
+        raise ContractError(
+            f"{src.path}: missing required column(s) {', '.join(missing)} "
+            f"(table {spec.name} requires {', '.join(spec.required)}); file not loaded"
+        )
+
+
+@dataclass
+class Batch:
+    frame: pl.DataFrame  # the file's columns as strings, plus _line
+    malformed: list[tuple[int | None, str]]  # (line, text) of CSV rows with the wrong number of fields
+
+
+def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
+    """The file in batches of about ``batch_rows`` rows, every column a string, each row with its line.
+
+    CSV ``_line`` is the record number with the header as 1 (equal to the physical line unless a quoted
+    field holds a newline or blank lines precede the row); Parquet ``_line`` is the 1-based row number.
+    """
+    try:
+        if src.format == "parquet":
+            yield from _parquet_batches(src, batch_rows)
+        else:
+            yield from _csv_batches(src, batch_rows)
+    except pa.ArrowInvalid as exc:
+        text = str(exc)
+        if "UTF8" in text or "utf8" in text.lower():
+            raise ContractError(f"{src.path}: invalid UTF-8 past the first {ENCODING_SAMPLE_BYTES >> 20} MB ({text})") from None
+        raise ContractError(f"{src.path}: cannot be parsed ({text})") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{src.path}: not valid {src.encoding} ({exc.reason} at byte {exc.start} of a block)") from None
+
+
+def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
+    malformed: list[tuple[int | None, str]] = []
+
+    def on_bad_row(row) -> str:
+        malformed.append((row.number, row.text))
+        return "skip"
+
+    with open(src.path, encoding=src.encoding, newline="") as f:
+        names_in_file = next(csv.reader([f.readline().lstrip("\ufeff")]))
+    reader = pacsv.open_csv(
+        src.path,
+        # Single-threaded parsing is as fast here and is what gives malformed rows their numbers.
+        read_options=pacsv.ReadOptions(
+            use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=src.encoding or "utf8"
+        ),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names_in_file},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    kept = 0  # data rows yielded so far
+    seen_bad = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+
+    def flush() -> Batch:
+        nonlocal kept, seen_bad, pending, pending_rows
+        table = pa.Table.from_batches(pending) if pending else None
+        n = pending_rows
+        if table is not None:
+            frame = pl.from_arrow(table)
+            frame.columns = src.columns
+        else:
+            frame = pl.DataFrame(schema={c: pl.String for c in src.columns})
+        frame = frame.with_columns(pl.Series("_line", _record_numbers(kept, n, malformed), dtype=pl.Int64))
+        new_bad = malformed[seen_bad:]
+        seen_bad = len(malformed)
+        kept += n
+        pending, pending_rows = [], 0
+        return Batch(frame, new_bad)
+
+    for rb in reader:
+        pending.append(rb)
+        pending_rows += rb.num_rows
+        if pending_rows >= batch_rows:
+            yield flush()
+    yield flush()
+
+
+def _record_numbers(start: int, n: int, malformed: list[tuple[int | None, str]]) -> np.ndarray:
+    """Record numbers (header = 1) of kept rows ``start .. start+n-1``, skipping malformed records."""
+    ordinals = np.arange(start, start + n, dtype=np.int64)
+    bad = np.array(sorted(num for num, _ in malformed if num is not None), dtype=np.int64)
+    if bad.size == 0:
+        return ordinals + 2
+    # Malformed record i (sorted) sits just before kept ordinal bad[i] - i - 2.
+    slots = bad - np.arange(bad.size) - 2
+    return ordinals + 2 + np.searchsorted(slots, ordinals, side="right")
+
+
+def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
+    pf = pq.ParquetFile(src.path)
+    done = 0
+    for rb in pf.iter_batches(batch_size=batch_rows):
+        frame = pl.from_arrow(pa.Table.from_batches([rb]))
+        frame = frame.with_columns([_as_string(c, frame.schema[c]) for c in frame.columns])
+        frame = frame.with_columns(pl.int_range(done + 1, done + 1 + frame.height, dtype=pl.Int64).alias("_line"))
+        done += frame.height
+        yield Batch(frame, [])
+    if done == 0:
+        yield Batch(pl.DataFrame(schema={**{c: pl.String for c in src.columns}, "_line": pl.Int64}), [])
+
+
+def _as_string(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator)."""
+    col = pl.col(name)
+    if dtype == pl.Date:
+        return col.dt.strftime("%Y-%m-%d").alias(name)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            return col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").alias(name)
+        return col.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").alias(name)
+    if dtype == pl.Boolean:
+        return col.cast(pl.Int8).cast(pl.String).alias(name)
+    return col.cast(pl.String).alias(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Store helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def _quarantine_rows(
+    conn: sqlite3.Connection, ingest_id: int, table: str, source: Path, rows: pl.DataFrame
+) -> dict[str, int]:
+    """Insert rows with columns _line, _field, _reason, _raw; returns counts per reason."""
+    if rows.height == 0:
+        return {}
+    data = rows.select(
+        pl.lit(ingest_id, dtype=pl.Int64).alias("ingest_id"),
+        pl.lit(table).alias("table_name"),
+        pl.lit(str(source)).alias("source_file"),
+        pl.col("_line"),
+        pl.col("_field"),
+        pl.col("_reason"),
+        pl.col("_raw"),
+    )
+    conn.executemany(
+        "INSERT INTO quarantine (ingest_id, table_name, source_file, line, field, reason, raw) VALUES (?,?,?,?,?,?,?)",
+        data.iter_rows(),
+    )
+    counts = rows.group_by("_reason").len()
+    return dict(zip(counts["_reason"].to_list(), counts["len"].to_list()))
+
+
+def _malformed_frame(bad: list[tuple[int | None, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "_line": [n for n, _ in bad],
+            "_field": [None] * len(bad),
+            "_reason": ["malformed_row"] * len(bad),
+            "_raw": [json.dumps({"text": _ID_IN_TEXT.sub(r"\1" + "*" * 12, t)}, ensure_ascii=False) for _, t in bad],
+        },
+        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String, "_raw": pl.String},
+    )
+
+
+def _rejected_rows(original: pl.DataFrame, checked: pl.DataFrame) -> pl.DataFrame:
+    """The rows ``checked`` marks bad, with their raw text as it came in the file (IDs masked)."""
+    bad = checked["_reason"].is_not_null()
+    file_cols = [c for c in original.columns if c != "_line"]
+    raw = original.filter(bad).select(pl.col("_line"), contract.raw_json(file_cols).alias("_raw"))
+    return raw.with_columns(checked.filter(bad).select("_field", "_reason")).select("_line", "_field", "_reason", "_raw")
+
+
+def _ids(conn: sqlite3.Connection, sql: str) -> pl.Series:
+    out: list[str] = []
+    cur = conn.execute(sql)
+    while rows := cur.fetchmany(200_000):
+        out.extend(r[0] for r in rows)
+    return pl.Series(out, dtype=pl.String)
+
+
+def _db_frame(spec: TableSpec, ok: pl.DataFrame, key: bytes) -> pl.DataFrame:
+    """The valid rows in the SQLite table's column order and types (dates ISO, booleans 0/1)."""
+    present = set(ok.columns)
+    exprs = []
+    for name in DB_COLUMNS[spec.name]:
+        if name == "id_hash":
+            exprs.append(pl.lit(None, dtype=pl.String).alias(name))  # filled below, outside Polars
+            continue
+        col = spec.column(name)
+        if name not in present:
+            exprs.append(pl.lit(0 if name in DEFAULT_FALSE else None).alias(name))
+        elif col.kind == "date":
+            exprs.append(pl.col(f"_p_{name}").cast(pl.String).alias(name))
+        elif col.kind == "bool":
+            e = pl.col(f"_p_{name}").cast(pl.Int64)
+            exprs.append((e.fill_null(0) if name in DEFAULT_FALSE else e).alias(name))
+        elif col.kind == "int":
+            exprs.append(pl.col(f"_p_{name}").alias(name))
+        else:
+            exprs.append(pl.col(name).alias(name))
+    out = ok.select(exprs)
+    if spec.name == "people" and "id_number" in present:
+        # HMAC has no Polars kernel; hmac.digest is the one-shot C path (~1 s per million).
+        numbers = ok["id_number"].str.to_uppercase().to_list()
+        hashes = [None if n is None else hmac.digest(key, n.encode(), "sha256").hex() for n in numbers]
+        out = out.with_columns(pl.Series("id_hash", hashes, dtype=pl.String))
+    return out
+
+
+def _upsert(conn: sqlite3.Connection, table: str, rows: pl.DataFrame, ingest_id: int) -> tuple[int, int, int]:
+    """Upsert by primary key through a staging table; returns (inserted, updated, unchanged)."""
+    cols = DB_COLUMNS[table]
+    key = cols[0]
+    col_list = ", ".join(cols)
+    same = " AND ".join(f"m.{c} IS s.{c}" for c in cols[1:])
+    same_excluded = " AND ".join(f"{table}.{c} IS excluded.{c}" for c in cols[1:])
+    conn.execute("DROP TABLE IF EXISTS temp._stage")
+    conn.execute(f"CREATE TEMP TABLE _stage AS SELECT {col_list} FROM main.{table} WHERE 0")
+    conn.executemany(f"INSERT INTO temp._stage VALUES ({', '.join('?' * len(cols))})", rows.iter_rows())
+    inserted = conn.execute(
+        f"SELECT count(*) FROM temp._stage s WHERE NOT EXISTS (SELECT 1 FROM main.{table} m WHERE m.{key} = s.{key})"
+    ).fetchone()[0]
+    unchanged = conn.execute(
+        f"SELECT count(*) FROM temp._stage s JOIN main.{table} m ON m.{key} = s.{key} WHERE {same}"
+    ).fetchone()[0]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+    conn.execute(
+        f"INSERT INTO main.{table} ({col_list}, ingest_id) SELECT {col_list}, ? FROM temp._stage WHERE true "
+        f"ON CONFLICT({key}) DO UPDATE SET {updates}, ingest_id = excluded.ingest_id WHERE NOT ({same_excluded})",
+        (ingest_id,),
+    )
+    conn.execute("DROP TABLE temp._stage")
+    return inserted, rows.height - inserted - unchanged, unchanged
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading tables
+# ------------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Adapter over an optional rich ``Progress`` (what the CLI passes); silent when there is none."""
+
+    def __init__(self, progress) -> None:
+        self._p = progress
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, table: str, done: int, total: int | None = None) -> None:
+        if self._p is None:
+            return
+        if table not in self._tasks:
+            self._tasks[table] = self._p.add_task(f"ingest {table}", total=total)
+        self._p.update(self._tasks[table], completed=done, total=total)
+
+
+def _load_registry(
+    settings: Settings, conn: sqlite3.Connection, ingest_id: int, src: Source, ctx: Context, ts: TableSummary, bar: _Progress
+) -> None:
+    spec = TABLES[src.table]
+    batches = list(read_batches(src, batch_rows=10**12))  # registries are read whole: duplicates span the file
+    original = pl.concat([b.frame for b in batches], how="vertical")
+    malformed = [m for b in batches for m in b.malformed]
+    ts.rows_in = original.height + len(malformed)
+    bar.update(src.table, 0, ts.rows_in)
+    checked = contract.mark_duplicates(contract.validate(spec, original, ctx), spec.key)
+    ok = checked.filter(pl.col("_reason").is_null())
+    rejected = pl.concat([_rejected_rows(original, checked), _malformed_frame(malformed)], how="vertical")
+    rows = _db_frame(spec, ok, settings.hash_key())
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ts.inserted, ts.updated, ts.unchanged = _upsert(conn, spec.name, rows, ingest_id)
+        ts.add_reasons(_quarantine_rows(conn, ingest_id, spec.name, src.path, rejected))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    write_snapshot(settings.home, spec.name, conn)
+    bar.update(src.table, ts.rows_in, ts.rows_in)
+
+
+def _load_events(
+    settings: Settings, conn: sqlite3.Connection, ingest_id: int, src: Source, ctx: Context, ts: TableSummary, bar: _Progress
+) -> None:
+    staging = settings.home / "tmp" / f"ingest-{ingest_id}-events"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    hashes: list[pl.Series] = []
+    conn.execute("BEGIN IMMEDIATE")  # quarantine rows become visible only if the whole file reads cleanly
+    try:
+        for k, batch in enumerate(read_batches(src, settings.ingest_batch_rows)):
+            ts.rows_in += batch.frame.height + len(batch.malformed)
+            checked = contract.validate(EVENTS, batch.frame, ctx)
+            rejected = pl.concat(
+                [_rejected_rows(batch.frame, checked), _malformed_frame(batch.malformed)], how="vertical"
+            )
+            ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, rejected))
+            ok = checked.filter(pl.col("_reason").is_null())
+            given_id = pl.col("event_id") if "event_id" in ok.columns else pl.lit(None, dtype=pl.String)
+            channel = pl.col("channel") if "channel" in ok.columns else pl.lit(None, dtype=pl.String)
+            ok = ok.select(
+                pl.col("subject_id"), pl.col("item_id"), pl.col("action"), pl.col("_p_ts").alias("ts"),
+                given_id.alias("event_id"), channel.alias("channel"), pl.col("_line"),
+            ).with_columns(pl.coalesce(pl.col("event_id"), derived_event_id()).alias("event_id"))
+            ok = ok.with_columns(pl.col("event_id").hash().alias("_h"), pl.col("ts").dt.strftime("%Y-%m").alias("_month"))
+            hashes.append(ok["_h"])
+            for (month,), part in ok.partition_by("_month", as_dict=True).items():
+                d = staging / f"month={month}"
+                d.mkdir(exist_ok=True)
+                part.drop("_month").write_parquet(d / f"b{k:06d}.parquet", compression="lz4", statistics=False)
+            bar.update("events", ts.rows_in)
+
+        # Duplicate event_ids across the whole file: candidates by 64-bit hash, then confirmed exactly.
+        losers = pl.DataFrame(schema={"_line": pl.Int64})
+        all_h = pl.concat(hashes) if hashes else pl.Series("_h", [], dtype=pl.UInt64)
+        cand_h = all_h.filter(all_h.is_duplicated()).unique()
+        months = sorted(staging.glob("month=*"))
+        if cand_h.len():
+            cand = (
+                pl.scan_parquet([f for m in months for f in m.glob("*.parquet")])
+                .filter(pl.col("_h").is_in(cand_h.implode()))
+                .sort("_line")
+                .collect()
+            )
+            dup = cand.filter(~pl.col("event_id").is_first_distinct())
+            if dup.height:
+                cols = ["event_id", "subject_id", "item_id", "action", "ts", "channel"]
+                dup_q = dup.select(
+                    pl.col("_line"),
+                    pl.lit("event_id").alias("_field"),
+                    pl.lit("duplicate_key").alias("_reason"),
+                    pl.struct([pl.col(c).cast(pl.String) for c in cols]).struct.json_encode().alias("_raw"),
+                )
+                ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, dup_q))
+                losers = dup.select("_line")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    try:
+        for m in months:
+            part = pl.read_parquet(sorted(m.glob("*.parquet")))
+            if losers.height:
+                part = part.join(losers, on="_line", how="anti")
+            inserted, already = append_events(settings.events_dir, part, ingest_id)
+            ts.inserted += inserted
+            ts.unchanged += already
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    bar.update("events", ts.rows_in, ts.rows_in)
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def _today_shanghai() -> date:
+    return datetime.now(ZoneInfo(TIMEZONE)).date()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _license_types(settings: Settings) -> pl.Series | None:
+    path = Path(settings.data_dir) / "license_types.csv"
+    if not path.exists():
+        return None
+    try:
+        return pl.read_csv(path, infer_schema=False)["license_type"].str.strip_chars()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ContractError(f"{path}: cannot read the licence-type catalogue ({exc})") from None
+
+
+def ingest_export(
+    settings: Settings,
+    db: sqlite_utils.Database,
+    export_dir: Path,
+    as_of: date | None = None,
+    progress=None,
+) -> IngestSummary:
+    """Validate and load every table file of ``export_dir``; returns (and stores) the summary.
+
+    A file the contract refuses as a whole is reported in ``summary.tables[t].rejected`` (its rows are
+    not read or counted) and the other files are still loaded. Raises :class:`ContractError` only when
+    the directory itself is unusable (missing, or holding no table file at all).
+    """
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise ContractError(f"{export_dir}: no such export directory")
+    as_of = as_of or _today_shanghai()
+    conn = db.conn
+    cur = conn.execute(
+        "INSERT INTO ingests (source, started_at, as_of, status) VALUES (?, ?, ?, 'running')",
+        (str(export_dir), _now(), as_of.isoformat()),
+    )
+    ingest_id = cur.lastrowid
+    conn.commit()
+    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now())
+    bar = _Progress(progress)
+    try:
+        license_types = _license_types(settings)
+        files: dict[str, Path | None] = {}
+        for table in contract.INGEST_ORDER:
+            try:
+                files[table] = find_file(export_dir, table)
+            except ContractError as exc:
+                files[table] = None
+                summary.tables[table] = TableSummary(table, rejected=str(exc))
+        if not any(files.values()) and not summary.tables:
+            raise ContractError(
+                f"{export_dir}: no table files found (expected any of "
+                + ", ".join(f"{t}.csv/.parquet" for t in contract.INGEST_ORDER) + ")"
+            )
+        if files["catalog"] is None and "catalog" not in summary.tables:
+            fallback = Path(settings.data_dir) / "catalog.csv"
+            files["catalog"] = fallback if fallback.exists() else None
+
+        for table in contract.INGEST_ORDER:
+            path = files.get(table)
+            if path is None:
+                continue
+            ts = summary.tables[table] = TableSummary(table, source=str(path))
+            t0 = time.perf_counter()
+            try:
+                src = open_source(table, path)
+                ts.format, ts.encoding = src.format, src.encoding
+                if src.encoding == "gb18030":
+                    ts.note = "decoded from GB18030/GBK (the contract asks for UTF-8)"
+                check_columns(TABLES[table], src)
+                ctx = Context(
+                    as_of=as_of,
+                    known_items=_ids(conn, "SELECT item_id FROM catalog"),
+                    known_subjects=None
+                    if table in ("catalog", "people", "enterprises")
+                    else _ids(conn, "SELECT person_id FROM people UNION ALL SELECT enterprise_id FROM enterprises"),
+                    license_types=license_types,
+                    keep_unknown_subjects=settings.unknown_subject_events == "keep",
+                )
+                if table == "events":
+                    _load_events(settings, conn, ingest_id, src, ctx, ts, bar)
+                else:
+                    _load_registry(settings, conn, ingest_id, src, ctx, ts, bar)
+            except ContractError as exc:
+                # The file is refused as a whole: nothing of it was kept, so no row is counted.
+                ts.rejected = str(exc)
+                ts.rows_in = ts.inserted = ts.updated = ts.unchanged = ts.quarantined = 0
+                ts.reasons = {}
+            ts.seconds = round(time.perf_counter() - t0, 3)
+            if ts.rows_in != ts.stored + ts.quarantined:
+                raise RuntimeError(
+                    f"ingest bug: {table}: rows_in {ts.rows_in} != stored {ts.stored} + quarantined {ts.quarantined}"
+                )
+        summary.status = "done"
+    except BaseException:
+        summary.status = "failed"
+        raise
+    finally:
+        summary.finished_at = _now()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.execute(
+            "UPDATE ingests SET finished_at = ?, status = ?, summary_json = ? WHERE ingest_id = ?",
+            (summary.finished_at, summary.status, json.dumps(summary.to_dict(), ensure_ascii=False), ingest_id),
+        )
+        conn.commit()
+    return summary
+
+
+def read_quarantine(
+    db: sqlite_utils.Database, ingest_id: int | None = None, table: str | None = None, limit: int = 20
+) -> dict[str, Any]:
+    """Quarantined rows of one ingest (default: the latest): counts per table and reason, and sample rows."""
+    conn = db.conn
+    if ingest_id is None:
+        row = conn.execute("SELECT max(ingest_id) FROM ingests").fetchone()
+        ingest_id = row[0] if row else None
+        if ingest_id is None:
+            from yiwang.errors import StateError
+
+            raise StateError("nothing ingested yet: run `yiwang ingest DIR` first")
+    meta = conn.execute("SELECT source, summary_json FROM ingests WHERE ingest_id = ?", (ingest_id,)).fetchone()
+    if meta is None:
+        from yiwang.errors import NotFound
+
+        raise NotFound(f"no ingest {ingest_id}")
+    if table is not None and table not in TABLES:
+        raise ContractError(f"unknown table {table!r} (one of {', '.join(contract.INGEST_ORDER)})")
+    where, args = "ingest_id = ?", [ingest_id]
+    if table:
+        where += " AND table_name = ?"
+        args.append(table)
+    counts = [
+        {"table": t, "reason": r, "field": f, "rows": n}
+        for t, r, f, n in conn.execute(
+            f"SELECT table_name, reason, field, count(*) FROM quarantine WHERE {where} "
+            "GROUP BY table_name, reason, field ORDER BY table_name, count(*) DESC",
+            args,
+        )
+    ]
+    rows = [
+        {"id": i, "table": t, "source_file": s, "line": ln, "field": f, "reason": r, "raw": raw}
+        for i, t, s, ln, f, r, raw in conn.execute(
+            f"SELECT id, table_name, source_file, line, field, reason, raw FROM quarantine WHERE {where} "
+            "ORDER BY id LIMIT ?",
+            [*args, limit],
+        )
+    ]
+    summary = json.loads(meta[1]) if meta[1] else {}
+    rejected = [
+        {"table": t, "message": info.get("rejected")}
+        for t, info in summary.get("tables", {}).items()
+        if info.get("rejected") and (table is None or t == table)
+    ]
+    return {"ingest_id": ingest_id, "source": meta[0], "counts": counts, "rows": rows, "rejected_files": rejected}
