@@ -22,7 +22,7 @@ PARENT_GAP_YEARS = 15
 
 # Age bands are coarse on purpose: fine enough for targeting, too coarse to re-identify anyone.
 AGE_BANDS = [(0, 5, "0-5"), (6, 13, "6-13"), (14, 17, "14-17"), (18, 34, "18-34"), (35, 59, "35-59"), (60, 200, "60+")]
-SIZE_BANDS = [(0, 9, "micro"), (10, 99, "small"), (100, 299, "medium"), (300, 10**9, "large")]
+SIZE_BANDS = [(0, 9, "micro"), (10, 99, "small"), (100, 999, "medium"), (1000, 10**9, "large")]
 
 
 def lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -62,9 +62,14 @@ def person_attribute_exprs(as_of: date) -> list[pl.Expr]:
     ]
 
 
+def child_relation() -> pl.Expr:
+    """Member m could be a child of person p (one row per pair): a minor at least PARENT_GAP_YEARS younger."""
+    return (pl.col("m_age") <= CHILD_MAX_AGE) & (pl.col("age") - pl.col("m_age") >= PARENT_GAP_YEARS)
+
+
 def household_agg_exprs() -> list[pl.Expr]:
     """Aggregates over the *other* members of a person's household (one row per member pair)."""
-    is_child = (pl.col("m_age") <= CHILD_MAX_AGE) & (pl.col("age") - pl.col("m_age") >= PARENT_GAP_YEARS)
+    is_child = child_relation() & ~pl.col("is_grandparent")
     return [
         (pl.len().cast(pl.Int32) + 1).alias("household_size"),
         is_child.sum().cast(pl.Int32).alias("n_children"),
@@ -75,6 +80,15 @@ def household_agg_exprs() -> list[pl.Expr]:
         # Newest member regardless of parenthood: a newborn sibling is news to the whole household.
         pl.col("m_birth").max().alias("newest_member_birth_date"),
         (pl.col("m_age") >= 60).sum().cast(pl.Int32).alias("n_elderly_in_household"),
+        # Rules ask questions about individual members ("a child turning 6 by 1 Sept"), so keep them, oldest first.
+        pl.struct(
+            pl.col("m_birth").alias("birth_date"),
+            pl.col("m_gender").alias("gender"),
+            pl.col("m_age").alias("age"),
+            is_child.alias("child"),
+        )
+        .sort_by(pl.col("m_birth"))
+        .alias("household_members"),
     ]
 
 
@@ -82,16 +96,27 @@ def person_frame(people: pl.LazyFrame | pl.DataFrame, as_of: date) -> pl.LazyFra
     """Registry attributes plus age, age band and household composition, one row per person."""
     base = lazy(people).with_columns(person_attribute_exprs(as_of))
     members = base.filter(pl.col("household_id").is_not_null()).select(
-        "household_id", pl.col("person_id").alias("m_id"), pl.col("birth_date").alias("m_birth"), pl.col("age").alias("m_age")
+        "household_id", pl.col("person_id").alias("m_id"), pl.col("birth_date").alias("m_birth"),
+        pl.col("gender").alias("m_gender"), pl.col("age").alias("m_age"),
     )
-    household = (
+    # The registry has households but no relationships. Three generations share many homes, and a
+    # grandparent must not be taken for a newborn's parent: p is of the grandparent generation when some
+    # member is at least PARENT_GAP_YEARS younger than p and has a minor child of their own.
+    pairs = (
         base.filter(pl.col("household_id").is_not_null())
         .select("person_id", "household_id", "age")
         .join(members, on="household_id", how="inner")
         .filter(pl.col("m_id") != pl.col("person_id"))
-        .group_by("person_id")
-        .agg(household_agg_exprs())
     )
+    has_minor_child = pairs.group_by("person_id").agg(child_relation().any().alias("m_has_minor_child"))
+    grandparent = (
+        pairs.join(has_minor_child.rename({"person_id": "m_id"}), on="m_id", how="left")
+        .group_by("person_id")
+        .agg(
+            (pl.col("m_has_minor_child") & (pl.col("age") - pl.col("m_age") >= PARENT_GAP_YEARS)).any().alias("is_grandparent")
+        )
+    )
+    household = pairs.join(grandparent, on="person_id", how="left").group_by("person_id").agg(household_agg_exprs())
     return (
         base.join(household, on="person_id", how="left")
         .with_columns(
@@ -209,6 +234,7 @@ PERSON_FIELDS = (
     "birth_date", "gender", "district", "local_hukou", "marital_status", "household_id", "occupation", "low_income",
     "disability", "age", "age_band", "household_size", "n_children", "n_children_under_6", "children_ages",
     "youngest_child_age", "youngest_child_birth_date", "newest_member_birth_date", "n_elderly_in_household",
+    "household_members", "n_enterprises_represented", "is_legal_rep",
 )
 ENTERPRISE_FIELDS = (
     "name", "industry", "founded_on", "employees", "uscc", "legal_rep_id", "business_age_days", "business_age_years",
@@ -230,7 +256,22 @@ def profile_frame(
     Subjects are persons, enterprises, and ids seen only in events (``subject_type = "unknown"``, a
     behaviour-only profile). A person id that also appears as an enterprise is kept as the person.
     """
-    persons = person_frame(people, as_of).drop(*ID_FIELDS)
+    reps = (
+        lazy(enterprises)
+        .filter(pl.col("legal_rep_id").is_not_null())
+        .group_by("legal_rep_id")
+        .agg(pl.len().cast(pl.Int32).alias("n_enterprises_represented"))
+        .rename({"legal_rep_id": "subject_id"})
+    )
+    persons = (
+        person_frame(people, as_of)
+        .drop(*ID_FIELDS)
+        .join(reps, on="subject_id", how="left")
+        .with_columns(
+            pl.col("n_enterprises_represented").fill_null(0),
+            (pl.col("n_enterprises_represented").fill_null(0) > 0).alias("is_legal_rep"),
+        )
+    )
     firms = enterprise_frame(enterprises, as_of).rename({"district": "e_district"})
     totals, per_key = behaviour_frames(events, catalog, as_of)
     registry = pl.concat([persons, firms.join(persons.select("subject_id"), on="subject_id", how="anti")], how="diagonal_relaxed")
