@@ -1,1 +1,249 @@
-"""Batch taggers: life-event, crowd, occupation and enterprise tags, rule-based and learned."""
+"""Batch taggers: life-event, crowd, occupation and enterprise tags, rule-based and learned.
+
+:func:`run_taggers` reads the published profiles (``yiwang profile`` must have run for the same as-of date),
+checks the operators' rules file (:mod:`taggers.rules`; a bad file changes nothing), adds the licence and event
+aggregates the rules ask for in one pass each, evaluates every rule in one ``with_columns``, adds the learned
+occupation tags (:mod:`taggers.occupation`), drops expired tags, and replaces the tags in one transaction that
+also drops what citizens deleted (:mod:`taggers.store`).
+
+``progress``, where accepted, is a callable ``progress(stage: str, done: int, total: int)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import sqlite_utils
+
+from profiler import scan_profiles
+from profiler.build import events_until, lazy
+from taggers import store
+from taggers.occupation import MODEL_NAME, OccupationClassifier, occupation_event_aggregates, occupation_tags
+from taggers.rules import (
+    Compiler,
+    RuleSet,
+    event_aggregate_exprs,
+    licence_aggregates,
+    load_rules,
+    _kind,
+)
+from yiwang.errors import StateError
+from yiwang.eventlog import scan_events
+from yiwang.registry import scan_table
+from yiwang.settings import Settings
+
+Progress = Callable[[str, int, int], None]
+TAG_STAGES = ("rules file", "aggregates", "rules", "occupation model", "write")
+
+
+@dataclass
+class TagSummary:
+    as_of: str
+    rules: int
+    rules_digest: str
+    tags_written: int
+    suppressed: int
+    expired: int
+    by_dimension: dict[str, int] = field(default_factory=dict)
+    occupation_model: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def rules_path(settings: Settings) -> Path:
+    return Path(settings.tag_rules_file) if settings.tag_rules_file else Path(settings.data_dir) / "tag_rules.yaml"
+
+
+def tags_parquet_path(settings: Settings) -> Path:
+    return Path(settings.home) / "tags" / "tags.parquet"
+
+
+def load_taxonomy(data_dir: Path) -> pl.DataFrame:
+    from yiwang.reference import load_taxonomy as _load
+
+    return _load(data_dir)
+
+
+def license_types(data_dir: Path) -> set[str]:
+    from yiwang.reference import load_license_types
+
+    return set(load_license_types(data_dir)["license_type"].to_list())
+
+
+def rule_fields(profile_schema: pl.Schema | dict) -> dict[str, str]:
+    """The fields a rule may name: the profile's scalar columns, by kind."""
+    kinds = {name: _kind(dtype) for name, dtype in profile_schema.items()}
+    return {k: v for k, v in kinds.items() if v in {"num", "str", "bool", "date"}}
+
+
+def check_rules(settings: Settings, path: Path | None = None) -> RuleSet:
+    """Check a rules file against the taxonomy, licence types and profile fields without tagging anyone."""
+    from profiler.build import profile_frame
+
+    empty = {t: scan_table(Path("/nonexistent"), t) for t in ("people", "enterprises", "licenses", "catalog")}
+    schema = profile_frame(
+        empty["people"], empty["enterprises"], empty["licenses"], scan_events(Path("/nonexistent")), empty["catalog"], date.today()
+    ).collect_schema()
+    return load_rules(path or rules_path(settings), rule_fields(schema), load_taxonomy(settings.data_dir), license_types(settings.data_dir))
+
+
+def tagging_frame(
+    profiles: pl.LazyFrame | pl.DataFrame,
+    licenses: pl.LazyFrame | pl.DataFrame,
+    events: pl.LazyFrame | pl.DataFrame,
+    catalog: pl.LazyFrame | pl.DataFrame,
+    ruleset: RuleSet,
+    as_of: date,
+    extra_event_aggregates=(),
+) -> pl.LazyFrame:
+    """Profiles plus the licence and event aggregates the rules (and the model) need: one pass over each source."""
+    frame = lazy(profiles)
+    lic_aggs = [a for a in ruleset.aggregates.values() if a.kind == "license"]
+    lic = licence_aggregates(lazy(licenses), lic_aggs, as_of)
+    if lic is not None:
+        frame = frame.join(lic, on="subject_id", how="left")
+    ev_aggs = [a for a in ruleset.aggregates.values() if a.kind == "events"] + list(extra_event_aggregates)
+    if ev_aggs:
+        ev = (
+            events_until(events, as_of)
+            .select("subject_id", "item_id", "action", "ts")
+            .join(lazy(catalog).select("item_id", "category", "department", "life_events", "occupations"), on="item_id", how="left")
+            .group_by("subject_id")
+            .agg(event_aggregate_exprs(ev_aggs, as_of))
+        )
+        frame = frame.join(ev, on="subject_id", how="left")
+    return frame
+
+
+def rule_tags(frame: pl.LazyFrame | pl.DataFrame, ruleset: RuleSet, as_of: date) -> pl.LazyFrame:
+    """Every rule's tags (before taxonomy, expiry and suppression), from a tagging frame."""
+    comp = Compiler(ruleset, as_of)
+    named = comp.named_columns()
+    staged = lazy(frame)
+    if named:
+        staged = staged.with_columns(named)
+    # Every rule's condition in one pass; the rows are then cut per rule from the materialised result.
+    evaluated = staged.with_columns(comp.rule_columns())
+    parts = [comp.tag_rows(evaluated, r) for r in ruleset.rules]
+    if not parts:
+        return pl.LazyFrame(schema={k: v for k, v in store.TAG_SCHEMA.items() if k not in ("dimension", "sensitive", "as_of")})
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def finalise(raw: pl.LazyFrame | pl.DataFrame, taxonomy: pl.DataFrame, as_of: date) -> tuple[pl.DataFrame, int]:
+    """Known codes only, one tag per (subject, code) (highest confidence wins), expired ones dropped.
+
+    Returns (tags, number expired).
+    """
+    tax = taxonomy.lazy().select(
+        "code",
+        "dimension",
+        (pl.col("sensitive").cast(pl.Int64) != 0).alias("sensitive"),
+    )
+    known = (
+        lazy(raw)
+        .join(tax, on="code", how="inner")
+        .sort(["subject_id", "code", "confidence", "valid_from"], descending=[False, False, True, True])
+        .unique(subset=["subject_id", "code"], keep="first", maintain_order=True)
+        .with_columns(pl.lit(as_of).alias("as_of"))
+    )
+    live = (pl.col("valid_from") <= pl.lit(as_of)) & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= pl.lit(as_of)))
+    out = known.with_columns(live.alias("_live")).collect()
+    expired = out.filter(~pl.col("_live")).height
+    return out.filter(pl.col("_live")).select(list(store.TAG_COLUMNS)), expired
+
+
+def model_tag_rows(pred: pl.DataFrame, version: str, as_of: date) -> pl.DataFrame:
+    pct = (pl.col("confidence") * 100).round(0).cast(pl.Int64).cast(pl.String)
+    return pred.select(
+        "subject_id",
+        "code",
+        "confidence",
+        pl.lit(f"model:{MODEL_NAME}@{version}").alias("source"),
+        pl.concat_str([pl.lit("由办事行为与证照推断（置信度 "), pct, pl.lit("%）")]).alias("evidence_zh"),
+        pl.concat_str([pl.lit("inferred from service use and licences (confidence "), pct, pl.lit("%)")]).alias("evidence_en"),
+        pl.lit(as_of).alias("valid_from"),
+        pl.lit(None, pl.Date).alias("valid_until"),
+    )
+
+
+def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> TagSummary:
+    """Tag every subject at ``as_of`` from the published profiles and replace the stored tags in one transaction."""
+    t0 = datetime.now()
+    tick = progress or (lambda stage, done, total: None)
+    total = len(TAG_STAGES)
+
+    tick("rules file", 0, total)
+    profiles = scan_profiles(settings)
+    batch_as_of = profiles.select(pl.col("as_of").first()).collect().item()
+    if batch_as_of is not None and batch_as_of != as_of:
+        raise StateError(f"the published profiles are as of {batch_as_of}: run `yiwang profile --as-of {as_of}` first")
+    taxonomy = load_taxonomy(settings.data_dir)
+    ruleset = load_rules(rules_path(settings), rule_fields(profiles.collect_schema()), taxonomy, license_types(settings.data_dir))
+
+    tick("aggregates", 1, total)
+    frame = tagging_frame(
+        profiles,
+        scan_table(settings.home, "licenses"),
+        scan_events(settings.events_dir),
+        scan_table(settings.home, "catalog"),
+        ruleset,
+        as_of,
+        extra_event_aggregates=occupation_event_aggregates(),
+    ).collect()
+
+    tick("rules", 2, total)
+    raw = rule_tags(frame, ruleset, as_of).collect()
+
+    tick("occupation model", 3, total)
+    pred, model = occupation_tags(frame, as_of, settings.occupation_min_confidence, OccupationClassifier())
+    version = None
+    if model is not None:
+        version = model.version(as_of)
+        model.save(Path(settings.models_dir) / MODEL_NAME, as_of)
+        raw = pl.concat([raw, model_tag_rows(pred, version, as_of)], how="vertical_relaxed")
+    del frame
+
+    tick("write", 4, total)
+    tags, expired = finalise(raw, taxonomy, as_of)
+    written, suppressed = store.replace_tags(db, tags, tags_parquet_path(settings))
+    by_dim = dict(tags.join(store.read_suppressions(db.conn), on=["subject_id", "code"], how="anti").group_by("dimension").len().sort("dimension").iter_rows())
+    tick("write", total, total)
+    return TagSummary(
+        as_of=as_of.isoformat(),
+        rules=len(ruleset.rules),
+        rules_digest=ruleset.digest,
+        tags_written=written,
+        suppressed=suppressed,
+        expired=expired,
+        by_dimension=by_dim,
+        occupation_model=f"{MODEL_NAME}@{version}" if version else None,
+        seconds=round((datetime.now() - t0).total_seconds(), 2),
+    )
+
+
+def scan_tags(source: Settings | sqlite_utils.Database) -> pl.LazyFrame:
+    """Active tags (deleted ones excluded) as a LazyFrame with :data:`taggers.store.TAG_SCHEMA`.
+
+    Given settings, reads the Parquet copy of the last batch and drops tags deleted since; given a store,
+    reads the ``tags`` table itself.
+    """
+    if isinstance(source, sqlite_utils.Database):
+        return store.read_tags(source).lazy()
+    path = tags_parquet_path(source)
+    if not path.exists():
+        return pl.LazyFrame(schema=store.TAG_SCHEMA)
+    from yiwang.store import connect
+
+    conn = connect(source.db_path, readonly=True)
+    try:
+        suppressed = store.read_suppressions(conn)
+    finally:
+        conn.close()
+    return pl.scan_parquet(path).join(suppressed.lazy(), on=["subject_id", "code"], how="anti")

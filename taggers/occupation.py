@@ -1,0 +1,197 @@
+"""The learned occupation tagger: LightGBM over behaviour and attributes, with calibrated probabilities.
+
+Trained each batch on the persons whose occupation the registry holds, it predicts the rest. LightGBM's
+multiclass scores are over-confident on small classes, so a single temperature is fitted on held-out labelled
+rows (minimising log-loss); the confidence on a tag is that calibrated probability, and below
+``settings.occupation_min_confidence`` no tag is emitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+from taggers.rules import Aggregate
+
+OCCUPATIONS = (
+    "student",
+    "teacher",
+    "security_guard",
+    "medical_worker",
+    "driver",
+    "it_professional",
+    "self_employed",
+    "office_worker",
+)
+# Licences that speak to an occupation; the model learns how much each one says.
+OCCUPATION_LICENCES = (
+    "teacher_qualification",
+    "security_guard_certificate",
+    "physician_licence",
+    "nurse_licence",
+    "ride_hailing_driver_permit",
+    "road_transport_qualification",
+    "driving_licence",
+    "foreigner_work_permit",
+)
+BEHAVIOUR_WINDOW_DAYS = 365
+MODEL_NAME = "occupation_lgbm"
+
+
+def occupation_event_aggregates() -> list[Aggregate]:
+    """Event counts on items the catalogue links to each occupation (computed in the taggers' events pass)."""
+    return [
+        Aggregate(f"occ.{o}", "events", {"occupation": [o], "within_days": BEHAVIOUR_WINDOW_DAYS}) for o in OCCUPATIONS
+    ]
+
+
+def feature_exprs() -> list[pl.Expr]:
+    """Model features over the tagging frame (profile columns plus the ``occ.*`` event aggregates)."""
+    return [
+        pl.col("age").cast(pl.Float32).alias("f_age"),
+        (pl.col("gender") == "M").cast(pl.Float32).alias("f_male"),
+        pl.col("local_hukou").cast(pl.Float32).alias("f_local"),
+        pl.col("n_licenses").cast(pl.Float32).alias("f_n_licenses"),
+        pl.col("is_legal_rep").cast(pl.Float32).alias("f_legal_rep"),
+        pl.col("views_180d").cast(pl.Float32).alias("f_views_180d"),
+        pl.col("applies_180d").cast(pl.Float32).alias("f_applies_180d"),
+        pl.col("n_children").cast(pl.Float32).alias("f_n_children"),
+        *[pl.col("license_types").list.contains(t).cast(pl.Float32).alias(f"f_lic_{t}") for t in OCCUPATION_LICENCES],
+        *[pl.col(f"occ.{o}.count").fill_null(0).cast(pl.Float32).alias(f"f_occ_{o}") for o in OCCUPATIONS],
+    ]
+
+
+FEATURES = [e.meta.output_name() for e in feature_exprs()]
+
+
+class OccupationClassifier:
+    """Multiclass LightGBM with temperature calibration (scikit-learn estimator conventions)."""
+
+    def __init__(
+        self,
+        n_estimators: int = 120,
+        learning_rate: float = 0.1,
+        num_leaves: int = 31,
+        min_child_samples: int = 20,
+        calibration_fraction: float = 0.2,
+        max_train_rows: int = 60_000,
+        n_jobs: int = 2,
+        random_state: int = 0,
+    ):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.calibration_fraction = calibration_fraction
+        self.max_train_rows = max_train_rows
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in self.__init__.__code__.co_varnames[1 : self.__init__.__code__.co_argcount]}
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "OccupationClassifier":
+        """``y`` holds class labels (strings); rows beyond ``max_train_rows`` are sampled away for speed."""
+        rng = np.random.default_rng(self.random_state)
+        y = np.asarray(y)
+        if len(y) > self.max_train_rows:
+            keep = rng.choice(len(y), self.max_train_rows, replace=False)
+            X, y = X[keep], y[keep]
+        self.classes_ = np.array(sorted(set(y.tolist())))
+        yi = np.searchsorted(self.classes_, y)
+        order = rng.permutation(len(yi))
+        n_cal = int(len(yi) * self.calibration_fraction)
+        cal, train = order[:n_cal], order[n_cal:]
+        params = {
+            "objective": "multiclass",
+            "num_class": len(self.classes_),
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "num_threads": self.n_jobs,
+            "seed": self.random_state,
+            "deterministic": True,
+            "verbosity": -1,
+        }
+        data = lgb.Dataset(X[train], label=yi[train], free_raw_data=True)
+        self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
+        self.temperature_ = 1.0
+        if n_cal >= 50:
+            raw = self.booster_.predict(X[cal], raw_score=True)
+            target = yi[cal]
+
+            def nll(t: float) -> float:
+                return -log_softmax(raw / t, axis=1)[np.arange(len(target)), target].mean()
+
+            self.temperature_ = float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+        self.n_train_ = int(len(train))
+        self.n_calibration_ = int(n_cal)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros((0, len(self.classes_)))
+        raw = self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs)
+        return softmax(raw / self.temperature_, axis=1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def version(self, as_of: date) -> str:
+        blob = json.dumps({"params": self.get_params(), "as_of": as_of.isoformat(), "n": self.n_train_}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def save(self, directory: Path, as_of: date) -> Path:
+        """Keep the model that produced a batch of tags, so a tag's source can be traced and explained."""
+        out = Path(directory) / self.version(as_of)
+        out.mkdir(parents=True, exist_ok=True)
+        self.booster_.save_model(str(out / "model.txt"))
+        (out / "meta.json").write_text(
+            json.dumps(
+                {
+                    "model": MODEL_NAME,
+                    "as_of": as_of.isoformat(),
+                    "params": self.get_params(),
+                    "classes": self.classes_.tolist(),
+                    "features": FEATURES,
+                    "temperature": self.temperature_,
+                    "n_train": self.n_train_,
+                    "n_calibration": self.n_calibration_,
+                },
+                indent=2,
+            )
+        )
+        return out
+
+
+def occupation_tags(
+    frame: pl.DataFrame, as_of: date, min_confidence: float, model: OccupationClassifier | None = None
+) -> tuple[pl.DataFrame, OccupationClassifier | None]:
+    """Occupation tags for persons the registry has no occupation for; (tags, fitted model or None)."""
+    persons = frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs())
+    labelled = persons.filter(pl.col("occupation").is_in(OCCUPATIONS))
+    unlabelled = persons.filter(pl.col("occupation").is_null())
+    empty = pl.DataFrame(schema={"subject_id": pl.String, "code": pl.String, "confidence": pl.Float64})
+    if labelled.height < 50 or labelled["occupation"].n_unique() < 2 or unlabelled.height == 0:
+        return empty, None
+    if model is None:
+        model = OccupationClassifier()
+    model.fit(labelled.select(FEATURES).to_numpy(), labelled["occupation"].to_numpy())
+    proba = model.predict_proba(unlabelled.select(FEATURES).to_numpy())
+    best = proba.argmax(axis=1)
+    out = pl.DataFrame(
+        {
+            "subject_id": unlabelled["subject_id"],
+            "code": pl.Series([f"occupation.{c}" for c in model.classes_]).gather(best),
+            "confidence": proba[np.arange(len(best)), best].astype(np.float64),
+        }
+    )
+    return out.filter(pl.col("confidence") >= min_confidence), model
