@@ -8,7 +8,7 @@ Spec format (one item per line, '#' starts a comment):
     @ <DEPT_CODE> <department name>            city-run section: items get ids SH-<DEPT>-0001, 0002, ...
     @district <DEPT_CODE> <department name>    district-run section: each line becomes 16 items, one per district,
                                                ids SH<district admin code>-<DEPT>-05NN (same NN = same service),
-                                               department "<区名><name without leading 市>", name "<区名> <item name>"
+                                               department "<区名><bureau>" (DISTRICT_BUREAU or the name without 市), name "<区名> <item name>"
     <P|E> <name> | <category> | <tokens>
 tokens: le=a,b (life_event.*), cr=a,b (crowd.*), oc=a,b (occupation.*), en=a,b (enterprise.* target groups, written
 to the crowds column), in=H,I (GB/T 4754 sections), once, hukou, min=N, max=N, renew=<license_type>.
@@ -42,6 +42,8 @@ DISTRICTS = [
 ]
 
 DISTRICT_FIRST_NUMBER = 501
+# A district bureau is usually named like its city counterpart (市民政局 -> 静安区民政局); these are the exceptions.
+DISTRICT_BUREAU = {"市教委": "教育局"}
 
 # E-licence types: code, zh name, en name, holder, typical validity in years (None = no expiry).
 # Validity is the common case used to synthesise expiry dates: an ID card is valid 5/10/20 years or for life
@@ -168,7 +170,7 @@ def build(spec_text: str) -> list[dict[str, str]]:
                 continue
             for admin, district in DISTRICTS:
                 rows.append({**base, "item_id": f"SH{admin}-{code}-{n:04d}",
-                             "department": district + dept.removeprefix("市"),
+                             "department": district + DISTRICT_BUREAU.get(dept, dept.removeprefix("市")),
                              "name": f"{district} {name}"})
     ids = [r["item_id"] for r in rows]
     if len(ids) != len(set(ids)):
