@@ -19,8 +19,13 @@ MODELS: dict[str, type[ImplicitModel]] = {m.name: m for m in (EASE, ALS, BPR, It
 DEFAULT_MODEL = "ease"
 
 
+#: other spellings accepted in configuration
+MODEL_ALIASES = {"popularity": "pop", "item_knn": "itemknn", "knn": "itemknn"}
+
+
 def make_model(name: str, **params) -> ImplicitModel:
     """A model by registry name with the given hyperparameters."""
+    name = MODEL_ALIASES.get(name, name)
     if name not in MODELS:
         raise ConfigFileError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     return MODELS[name]().set_params(**params)

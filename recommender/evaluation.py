@@ -1,0 +1,513 @@
+"""Offline evaluation harness: run systems over a split, full ranking, metrics, per-group breakdown, reports.
+
+A *system* is anything with ``fit(train_frame) -> self`` and
+``recommend(subject_ids, k, exclude) -> DataFrame(subject_id, item_id, rank, score)`` (see :class:`System`).
+:class:`ModelSystem` adapts any :mod:`recommender.models` model; the hybrid recommender plugs in the same way.
+
+Ranking is over the full catalogue. For the test ranking each user's train *and* valid items are removed,
+for the valid ranking the train items (RecBole's protocol). Hyperparameters are chosen on the valid split
+(:func:`select_on_valid`), then the chosen configuration is fitted on train and measured on test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recommender.metrics import METRICS, USER_METRICS, coverage, parse_metrics, per_user
+from recommender.models import ImplicitModel, batch_topk, make_model, to_csr
+from recommender.splits import Split
+from yiwang.errors import ConfigFileError, ContractError
+
+REC_SCHEMA = {"subject_id": pl.String, "item_id": pl.String, "rank": pl.Int64, "score": pl.Float64}
+
+
+@runtime_checkable
+class System(Protocol):
+    """What the harness runs: fit on a train frame, then rank items for subjects."""
+
+    def fit(self, train: pl.DataFrame) -> "System": ...
+
+    def recommend(self, subject_ids: Sequence[str], k: int, exclude: pl.DataFrame | None = None) -> pl.DataFrame: ...
+
+
+class ModelSystem:
+    """A :mod:`recommender.models` model as a system over string ids.
+
+    ``catalogue`` fixes the rankable items (default: the items seen in train); ``value`` names a train column
+    holding confidences (default: every interaction weighs 1). Subjects unseen in train are scored from an
+    empty history (item models give them nothing personal; factor models fold them in).
+    """
+
+    def __init__(self, model: ImplicitModel, catalogue: Sequence[str] | None = None, value: str | None = None,
+                 chunk_size: int = 2048):
+        self.model = model
+        self.catalogue = catalogue
+        self.value = value
+        self.chunk_size = chunk_size
+
+    def fit(self, train: pl.DataFrame) -> "ModelSystem":
+        items = (np.asarray(self.catalogue, dtype=object) if self.catalogue is not None
+                 else np.sort(train["item_id"].cast(pl.String).unique().to_numpy()))
+        users = np.sort(train["subject_id"].cast(pl.String).unique().to_numpy())
+        self.interactions_ = to_csr(train, users, items, value=self.value)
+        if self.interactions_.matrix.nnz == 0:
+            raise ContractError("train part has no interaction on a catalogue item: nothing to fit")
+        self.model.fit(self.interactions_.matrix)
+        return self
+
+    def _rows(self, subject_ids) -> tuple[np.ndarray, sp.csr_matrix, pl.DataFrame]:
+        ia = self.interactions_
+        q = pl.DataFrame({"subject_id": pl.Series(list(subject_ids), dtype=pl.String)})
+        q = q.with_row_index("q").join(ia.subject_index(), on="subject_id", how="left").sort("q")
+        rows = q["row"].fill_null(-1).to_numpy()
+        known = rows >= 0
+        # one history row per requested subject; unknown subjects get an empty row
+        sel = sp.csr_matrix((len(rows), ia.matrix.shape[1]), dtype=np.float32)
+        if known.any():
+            pick = sp.csr_matrix((np.ones(known.sum(), dtype=np.float32),
+                                  (np.flatnonzero(known), rows[known])), shape=(len(rows), ia.matrix.shape[0]))
+            sel = (pick @ ia.matrix).tocsr()
+        return rows, sel, q
+
+    def recommend(self, subject_ids, k: int, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
+        subject_ids = list(subject_ids)
+        rows, hist, q = self._rows(subject_ids)
+        ex = None
+        if exclude is not None and exclude.height:
+            ex = to_csr(exclude.select("subject_id", "item_id"), np.asarray(subject_ids, dtype=object),
+                        self.interactions_.item_ids).matrix
+            ex.data[:] = 1.0
+        items, scores = batch_topk(self.model, rows, hist, k, exclude=ex, chunk_size=self.chunk_size)
+        n = len(subject_ids)
+        flat = items.ravel()
+        ok = flat >= 0
+        return pl.DataFrame({
+            "subject_id": pl.Series(np.repeat(np.asarray(subject_ids, dtype=object), k)[ok], dtype=pl.String),
+            "item_id": pl.Series(self.interactions_.item_ids[flat[ok]], dtype=pl.String),
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int64), n)[ok],
+            "score": scores.ravel()[ok].astype(np.float64),
+        }, schema=REC_SCHEMA)
+
+
+@dataclass
+class SystemResult:
+    name: str
+    params: dict
+    metrics: dict[str, float]
+    per_user: pl.DataFrame
+    fit_s: float
+    recommend_s: float
+    n_users: int
+    valid_metrics: dict[str, float] = field(default_factory=dict)
+    grid: list[dict] = field(default_factory=list)  # [{params, valid metric}] when selected on valid
+
+
+@dataclass
+class EvalReport:
+    protocol: str
+    k: int
+    metrics: list[str]
+    results: list[SystemResult]
+    split_summary: dict[str, int]
+    catalogue_size: int
+    groups: pl.DataFrame | None = None  # per-group breakdown (system, group, n_users, metrics...)
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> pl.DataFrame:
+        rows = []
+        for r in self.results:
+            row = {"system": r.name, "params": _fmt_params(r.params), "users": r.n_users}
+            row.update({m: r.metrics.get(m) for m in self.metrics})
+            row.update({f"valid_{m}": r.valid_metrics.get(m) for m in self.metrics if r.valid_metrics})
+            row.update({"fit_s": r.fit_s, "recommend_eval_s": r.recommend_s})
+            rows.append(row)
+        return pl.DataFrame(rows)
+
+
+def _fmt_params(p: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in p.items())
+
+
+def run_phase(system, train: pl.DataFrame, truth: pl.DataFrame, exclude: pl.DataFrame | None, k: int,
+              metrics: list[str], catalogue_size: int, *, fit: bool = True) -> tuple[dict, pl.DataFrame, float, float]:
+    """Fit on ``train`` (unless ``fit=False``), rank for the users in ``truth`` and score against it.
+
+    Returns (metrics, per-user frame, fit seconds, recommend+metric seconds).
+    """
+    t0 = time.perf_counter()
+    if fit:
+        system.fit(train)
+    t1 = time.perf_counter()
+    users = truth["subject_id"].unique(maintain_order=True).sort().to_list()
+    recs = system.recommend(users, k, exclude)
+    missing = [c for c in ("subject_id", "item_id", "rank") if c not in recs.columns]
+    if missing:
+        raise ContractError(f"system {type(system).__name__}.recommend returned no column(s) {', '.join(missing)}")
+    if exclude is not None and exclude.height:
+        leaked = recs.join(exclude.select("subject_id", "item_id"), on=["subject_id", "item_id"], how="semi").height
+        if leaked:
+            raise ContractError(f"system {type(system).__name__} recommended {leaked} excluded (already seen) item(s)")
+    pu = per_user(recs, truth, k)
+    out = {m: float(pu[m].mean()) for m in metrics if m in USER_METRICS}
+    if "coverage" in metrics:
+        out["coverage"] = coverage(recs, k, catalogue_size)
+    t2 = time.perf_counter()
+    return {m: out[m] for m in metrics}, pu, t1 - t0, t2 - t1
+
+
+def expand_grid(params: dict) -> list[dict]:
+    """{a: [1, 2], b: 3} -> [{a: 1, b: 3}, {a: 2, b: 3}] (list values are grids, scalars fixed)."""
+    keys = list(params)
+    values = [v if isinstance(v, list) else [v] for v in params.values()]
+    for k, v in zip(keys, values):
+        if not v:
+            raise ConfigFileError(f"parameter {k!r}: empty list of values")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def select_on_valid(make_system: Callable[[dict], object], grid: list[dict], split: Split, k: int,
+                    metric: str, catalogue_size: int) -> tuple[dict, list[dict], dict]:
+    """Fit each grid point on train, rank valid users with train items removed; best by ``metric``.
+
+    Returns (best params, [{params, metric}] for every point, best point's valid metrics).
+    """
+    if split.valid.height == 0:
+        raise ContractError("hyperparameter selection needs a valid part, and it is empty")
+    rows, best, best_val, best_metrics = [], None, -np.inf, {}
+    all_metrics = [m for m in METRICS]
+    for params in grid:
+        system = make_system(params)
+        vm, _, fit_s, _ = run_phase(system, split.train, split.valid, split.train, k, all_metrics, catalogue_size)
+        rows.append({"params": params, metric: vm[metric], "fit_s": fit_s})
+        if vm[metric] > best_val:
+            best, best_val, best_metrics = params, vm[metric], vm
+    return best, rows, best_metrics
+
+
+def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metrics=METRICS,
+                    select_metric: str = "mrr", catalogue: Sequence[str] | None = None,
+                    groups: pl.DataFrame | None = None, systems: dict[str, object] | None = None,
+                    progress: Callable[[str], None] | None = None) -> EvalReport:
+    """Evaluate named models (``{label: {"model": name, **params-or-grids}}``) and ready-made systems.
+
+    Models with a grid (any list-valued parameter) are tuned on valid ``select_metric``@k first.
+    ``catalogue`` defaults to every item in the split. ``groups`` (subject_id, group) adds a per-group table.
+    """
+    metrics = parse_metrics(metrics)
+    select_metric = parse_metrics([select_metric], source="select_metric")[0]
+    if select_metric not in USER_METRICS:
+        raise ConfigFileError(f"select_metric: {select_metric!r} is not a per-user metric")
+    if catalogue is None:
+        catalogue = np.sort(pl.concat([split.train["item_id"], split.valid["item_id"], split.test["item_id"]])
+                            .cast(pl.String).unique().to_numpy())
+    catalogue = np.asarray(catalogue, dtype=object)
+    n_cat = len(catalogue)
+    seen_test = pl.concat([split.train.select("subject_id", "item_id"), split.valid.select("subject_id", "item_id")])
+    results = []
+    for label, spec in models.items():
+        spec = dict(spec or {})
+        name = spec.pop("model", label)
+        make_model(name)  # unknown name -> ConfigFileError naming it, before any work
+        grid = expand_grid(spec)
+        for params in grid:
+            make_model(name, **params)  # unknown parameter -> ConfigFileError naming it
+
+        def factory(params, _name=name):
+            return ModelSystem(make_model(_name, **params), catalogue=catalogue)
+
+        grid_rows, valid_metrics = [], {}
+        if len(grid) > 1:
+            if progress:
+                progress(f"{label}: choosing among {len(grid)} settings on valid {select_metric}@{k}")
+            best, grid_rows, valid_metrics = select_on_valid(factory, grid, split, k, select_metric, n_cat)
+        else:
+            best = grid[0]
+        if progress:
+            progress(f"{label}: fit on train, rank test users")
+        system = factory(best)
+        if not valid_metrics and split.valid.height:
+            valid_metrics, _, _, _ = run_phase(system, split.train, split.valid, split.train, k, list(METRICS), n_cat)
+            valid_metrics = {m: valid_metrics[m] for m in metrics}
+        else:
+            valid_metrics = {m: valid_metrics[m] for m in metrics if m in valid_metrics}
+        m, pu, fit_s, rec_s = run_phase(system, split.train, split.test, seen_test, k, metrics, n_cat)
+        results.append(SystemResult(label, best, m, pu, fit_s, rec_s, pu.height, valid_metrics, grid_rows))
+    for label, system in (systems or {}).items():
+        if progress:
+            progress(f"{label}: fit on train, rank test users")
+        m, pu, fit_s, rec_s = run_phase(system, split.train, split.test, seen_test, k, metrics, n_cat)
+        results.append(SystemResult(label, {}, m, pu, fit_s, rec_s, pu.height))
+    report = EvalReport(split.protocol, k, metrics, results, split.summary(), n_cat)
+    if groups is not None:
+        report.groups = group_breakdown(results, groups, [m for m in metrics if m in USER_METRICS])
+    return report
+
+
+def group_breakdown(results: list[SystemResult], groups: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
+    """Mean per-user metrics per group (a subject may sit in several groups) and each group's ratio to overall."""
+    missing = [c for c in ("subject_id", "group") if c not in groups.columns]
+    if missing:
+        raise ContractError(f"groups frame: missing column(s) {', '.join(missing)} (need subject_id, group)")
+    g = groups.select(pl.col("subject_id").cast(pl.String), pl.col("group").cast(pl.String)).unique()
+    frames = []
+    for r in results:
+        j = r.per_user.join(g, on="subject_id", how="inner")
+        agg = j.group_by("group").agg(n_users=pl.len(), **{m: pl.col(m).mean() for m in metrics})
+        # the fairness figure: each group's NDCG (else first metric) as a share of the overall figure
+        ref = "ndcg" if "ndcg" in metrics else metrics[0]
+        overall = r.metrics[ref]
+        agg = agg.with_columns((pl.col(ref) / overall if overall else pl.lit(None, dtype=pl.Float64))
+                               .alias(f"{ref}_vs_overall"))
+        frames.append(agg.with_columns(system=pl.lit(r.name)).sort("group"))
+    return pl.concat(frames, how="diagonal_relaxed").select("system", "group", pl.exclude("system", "group"))
+
+
+# -- reports ---------------------------------------------------------------------------------------
+def _md_table(df: pl.DataFrame, floatfmt: str = "{:.4f}") -> str:
+    def cell(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return floatfmt.format(v)
+        return str(v)
+
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.iter_rows()]
+    return "\n".join([head, sep, *body])
+
+
+def write_report(report: EvalReport, out_dir, *, title: str = "Evaluation", stem: str = "results",
+                 extra_md: str = "", plots: bool = True) -> list[Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` (and ``<stem>_groups.csv``) and PNG bar plots to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    table = report.table()
+    csv_path = out / f"{stem}.csv"
+    table.write_csv(csv_path)
+    written.append(csv_path)
+    lines = [f"# {title}", "", f"Protocol: **{report.protocol}**, full ranking over {report.catalogue_size} items, "
+             f"K = {report.k}. Test metrics are means over test users; `valid_*` are the chosen setting's valid "
+             "figures.", ""]
+    lines += ["Split: " + ", ".join(f"{k} {v:,}" for k, v in report.split_summary.items()), ""]
+    show = table.select([c for c in table.columns if not c.startswith("valid_")])
+    lines += [_md_table(show), ""]
+    if any(r.valid_metrics for r in report.results):
+        lines += ["Valid (the split hyperparameters were chosen on):", "",
+                  _md_table(table.select(["system"] + [c for c in table.columns if c.startswith("valid_")])), ""]
+    for r in report.results:
+        if r.grid:
+            metric = [c for c in r.grid[0] if c not in ("params", "fit_s")][0]
+            g = pl.DataFrame({"params": [_fmt_params(x["params"]) for x in r.grid],
+                              f"valid {metric}@{report.k}": [x[metric] for x in r.grid],
+                              "fit_s": [x["fit_s"] for x in r.grid]})
+            lines += [f"Grid for {r.name}:", "", _md_table(g), ""]
+    if report.groups is not None:
+        gpath = out / f"{stem}_groups.csv"
+        report.groups.write_csv(gpath)
+        written.append(gpath)
+        lines += ["Per group:", "", _md_table(report.groups), ""]
+    for n in report.notes:
+        lines.append(f"- {n}")
+    if extra_md:
+        lines += ["", extra_md]
+    md = out / f"{stem}.md"
+    md.write_text("\n".join(lines).rstrip() + "\n")
+    written.append(md)
+    if plots:
+        written += _plots(report, out, stem)
+    return written
+
+
+def _plots(report: EvalReport, out: Path, stem: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    names = [r.name for r in report.results]
+    ms = report.metrics
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(ms) * max(1, len(names)) / 2), 4))
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(ms))
+    for i, r in enumerate(report.results):
+        ax.bar(x + i * width, [r.metrics[m] for m in ms], width, label=r.name)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, [f"{m}@{report.k}" for m in ms])
+    ax.set_ylabel("test")
+    ax.set_title(f"{report.protocol}: test metrics")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    p = out / f"{stem}_metrics.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    paths.append(p)
+    if report.groups is not None and "ndcg" in report.groups.columns:
+        g = report.groups
+        groups = sorted(g["group"].unique().to_list())
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(1, len(names)) / 2), 4))
+        x = np.arange(len(groups))
+        for i, name in enumerate(names):
+            sub = {row["group"]: row["ndcg"] for row in g.filter(pl.col("system") == name).iter_rows(named=True)}
+            ax.bar(x + i * width, [sub.get(gr, 0.0) or 0.0 for gr in groups], width, label=name)
+        ax.set_xticks(x + width * (len(names) - 1) / 2, groups, rotation=30, ha="right")
+        ax.set_ylabel(f"NDCG@{report.k}")
+        ax.set_title("NDCG per group")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        p = out / f"{stem}_groups.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+# -- configuration-driven runs (``yiwang eval CONFIG`` and ``yiwang eval --interactions FILE``) --------------
+PROTOCOLS = ("recbole-random", "leave-last-out", "temporal")
+CONFIG_KEYS = {"title", "data", "protocol", "seed", "k", "metrics", "select_metric", "models", "groups", "out",
+               "ratios", "test_days", "valid_days"}
+DATA_KEYS = {"interactions", "sep", "header", "user_col", "item_col", "time_col", "rating_col", "min_rating"}
+
+#: grids used when models are named on the command line (chosen on valid MRR@10 when the split has a valid part)
+DEFAULT_GRIDS: dict[str, dict] = {
+    "pop": {},
+    "itemknn": {"neighbours": [50, 100, 200]},
+    "ease": {"l2": [100.0, 250.0, 500.0, 1000.0]},
+    "als": {"factors": [32, 64], "regularization": [1.0, 10.0], "alpha": [1.0, 10.0]},
+    "bpr": {"factors": [64], "learning_rate": [0.01], "iterations": [50, 100]},
+}
+
+
+@dataclass
+class EvalRun:
+    report: EvalReport
+    written: list[Path]
+    load_skips: dict[str, int]
+    seconds: float
+
+
+def _where(source: str, key: str) -> str:
+    return f"{source}: {key}"
+
+
+def load_eval_config(path) -> dict:
+    """Read and check an eval config (YAML); unknown keys, models or metrics are errors naming them."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigFileError(f"{path}: no such config file")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigFileError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigFileError(f"{path}: expected a mapping at the top level")
+    cfg = dict(cfg)
+    cfg["_source"] = str(path)
+    cfg["_base"] = path.parent
+    return check_eval_config(cfg)
+
+
+def check_eval_config(cfg: dict) -> dict:
+    source = cfg.get("_source", "<config>")
+    unknown = sorted(set(k for k in cfg if not k.startswith("_")) - CONFIG_KEYS)
+    if unknown:
+        raise ConfigFileError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
+    data = cfg.get("data")
+    if not isinstance(data, dict) or "interactions" not in data:
+        raise ConfigFileError(f"{_where(source, 'data.interactions')}: required (the interaction file to evaluate on)")
+    unknown = sorted(set(data) - DATA_KEYS)
+    if unknown:
+        raise ConfigFileError(f"{source}: unknown key(s) data.{', data.'.join(unknown)}; known: {', '.join(sorted(DATA_KEYS))}")
+    protocol = cfg.get("protocol", "recbole-random")
+    if protocol not in PROTOCOLS:
+        raise ConfigFileError(f"{_where(source, 'protocol')}: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    k = cfg.get("k", 10)
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise ConfigFileError(f"{_where(source, 'k')}: expected a positive integer, got {k!r}")
+    parse_metrics(cfg.get("metrics", list(METRICS)), source=f"{source}: metrics")
+    parse_metrics([cfg.get("select_metric", "mrr")], source=f"{source}: select_metric")
+    models = cfg.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ConfigFileError(f"{_where(source, 'models')}: expected a mapping label -> parameters, e.g. {{ease: {{l2: 250}}}}")
+    for label, spec in models.items():
+        if spec is not None and not isinstance(spec, dict):
+            raise ConfigFileError(f"{_where(source, f'models.{label}')}: expected a mapping of parameters")
+        spec = dict(spec or {})
+        name = spec.pop("model", label)
+        try:
+            for params in expand_grid(spec):
+                make_model(name, **params)
+        except ConfigFileError as exc:
+            raise ConfigFileError(f"{source}: models.{label}: {exc}") from None
+    return cfg
+
+
+def _resolve_path(cfg: dict, value) -> Path:
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else Path(cfg.get("_base", ".")) / p
+
+
+def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] | None = None,
+                    systems: dict[str, object] | None = None, write: bool = True) -> EvalRun:
+    """Load the data, split it by the named protocol, evaluate every model, write the reports."""
+    from recommender.interactions import load_interactions
+    from recommender.splits import drop_cold, leave_last_out, random_split, temporal_split
+
+    t0 = time.perf_counter()
+    cfg = check_eval_config(cfg)
+    data = cfg["data"]
+    path = _resolve_path(cfg, data["interactions"])
+    protocol = cfg.get("protocol", "recbole-random")
+    if protocol != "recbole-random" and data.get("time_col") in (None, ""):
+        raise ConfigFileError(f"{cfg.get('_source', '<config>')}: data.time_col: protocol {protocol!r} needs a time column")
+    loaded = load_interactions(
+        path, sep=data.get("sep"), header=bool(data.get("header", True)), user_col=data.get("user_col", 0),
+        item_col=data.get("item_col", 1), time_col=data.get("time_col"), rating_col=data.get("rating_col"),
+        min_rating=data.get("min_rating"),
+    )
+    df = loaded.frame
+    notes = [f"data: {path} ({loaded.rows_read:,} rows read, {df.height:,} interactions kept, "
+             f"{df['subject_id'].n_unique():,} users, {df['item_id'].n_unique():,} items)"]
+    notes += [f"skipped on load: {k}: {v:,}" for k, v in loaded.skips.items()]
+    seed = int(cfg.get("seed", 2020))
+    if protocol == "recbole-random":
+        split = random_split(df, tuple(cfg.get("ratios", (0.8, 0.1, 0.1))), seed=seed)
+        items = split.train["item_id"].unique().implode()
+        cold = split.test.filter(~pl.col("item_id").is_in(items)).height
+        if cold:
+            notes.append(f"test interactions on items absent from train: {cold:,} (kept and unrankable, as RecBole does)")
+    elif protocol == "leave-last-out":
+        split = drop_cold(leave_last_out(df))
+    else:
+        split = drop_cold(temporal_split(df, int(cfg.get("test_days", 60)), int(cfg.get("valid_days", 0))))
+    groups = None
+    if cfg.get("groups"):
+        gpath = _resolve_path(cfg, cfg["groups"])
+        g = load_interactions(gpath, user_col="subject_id", item_col="group", min_user_interactions=1)
+        groups = g.frame.select("subject_id", pl.col("item_id").alias("group"))
+    report = evaluate_models(
+        cfg["models"], split, k=int(cfg.get("k", 10)), metrics=cfg.get("metrics", list(METRICS)),
+        select_metric=cfg.get("select_metric", "mrr"), catalogue=np.sort(df["item_id"].unique().to_numpy()),
+        groups=groups, systems=systems, progress=progress,
+    )
+    report.notes = notes + [f"skipped by the split: {k}: {v:,}" for k, v in split.skips.items()] + report.notes
+    out = Path(out_dir) if out_dir is not None else (_resolve_path(cfg, cfg["out"]) if cfg.get("out") else None)
+    written = []
+    if write:
+        if out is None:
+            raise ConfigFileError(f"{cfg.get('_source', '<config>')}: out: no output directory given (config key out or --out)")
+        written = write_report(report, out, title=cfg.get("title", f"Evaluation on {path.name}"))
+    return EvalRun(report, written, loaded.skips, time.perf_counter() - t0)
