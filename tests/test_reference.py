@@ -206,7 +206,8 @@ def test_required_item_present_and_tagged(ref, fragment, code, checks):
     items = ref.catalog.filter(pl.col("name").str.contains(fragment, literal=True))
     assert items.height >= 1, fragment
     if code is not None:
-        items = items.filter(pl.col("item_id").is_in(catalog_tag_codes(items).filter(pl.col("code") == code)["item_id"]))
+        tagged = catalog_tag_codes(items).filter(pl.col("code") == code)["item_id"]
+        items = items.filter(pl.col("item_id").is_in(tagged))
     for col, expected in checks.items():
         items = items.filter(pl.col(col) == expected)
     assert items.height >= 1, (fragment, code, checks)

@@ -188,7 +188,9 @@ def _read_csv(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ContractError(f"{path}, line {line}: not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8") from exc
+        raise ContractError(
+            f"{path}, line {line}: not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8"
+        ) from exc
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise ContractError(f"{path}, line {line}: contains a NUL byte")
