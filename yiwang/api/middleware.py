@@ -40,9 +40,14 @@ class EdgeMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = False
+        # Once the 413 is sent mid-body, whatever the app answers after is dropped: FastAPI turns any
+        # failure while reading the body into its own 400, which must not follow our response.
+        answered = False
 
         async def send_wrapper(message):
             nonlocal status, started
+            if answered:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
@@ -53,11 +58,14 @@ class EdgeMiddleware:
         received = 0
 
         async def receive_wrapper():
-            nonlocal received
+            nonlocal received, answered
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    if not started and not answered:
+                        await self._error(send_wrapper, 413, "payload_too_large", self._too_large(), request_id)
+                        answered = True
                     raise BodyTooLarge
             return message
 
@@ -68,8 +76,7 @@ class EdgeMiddleware:
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except BodyTooLarge:
-            if not started:
-                await self._error(send_wrapper, 413, "payload_too_large", self._too_large(), request_id)
+            pass  # the 413 went out when the limit was crossed
         except Exception as exc:
             # Log the class and request id only: messages and tracebacks can carry request data.
             log.error("unhandled %s in %s %s request_id=%s", type(exc).__name__, scope["method"],

@@ -32,3 +32,12 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeou
     finally:
         server.should_exit = True
         thread.join(timeout_s)
+
+
+@contextmanager
+def run_api(settings, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Build the app for ``settings`` and serve it on loopback for the duration of the block."""
+    from yiwang.api.app import create_app
+
+    with serve_in_thread(create_app(settings), host=host, port=port) as base_url:
+        yield base_url

@@ -1,15 +1,16 @@
-"""A batch of interactions from the portal, validated as ingest validates, appended to the event log.
+"""A batch of interactions from the portal, validated by the ingest contract, appended to the event log.
 
-All or nothing: one bad event rejects the batch (422, naming each bad event by index and field) so the
-portal can fix and resend; resending is safe because the log skips event_ids it already holds, and events
-sent without an id get the same derived id ingest gives them.
+All or nothing: one bad event rejects the batch (422 naming each bad event by index, field and the same
+reason codes ingest quarantines with) so the portal can fix and resend; resending is safe because the log
+skips event_ids it already holds, and events sent without an id get the id ingest would derive. Subjects
+outside the registries are accepted: portal users need not be in the population or legal-person registry.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ import sqlite_utils
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from yiwang import contract
 from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
@@ -28,11 +30,6 @@ from yiwang.eventlog import ACTIONS, CHANNELS, append_events, derived_event_id
 from yiwang.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-
-LOCAL = ZoneInfo(TIMEZONE)
-# The portal went live long after this; anything earlier is a client bug (e.g. a 0 epoch), not history.
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-CLOCK_SKEW = timedelta(minutes=10)
 
 # append_events de-duplicates against files already written; two concurrent appends of one event_id
 # would both pass that check, so appends from this process go one at a time.
@@ -47,7 +44,12 @@ class EventIn(BaseModel):
     subject_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     item_id: str = Field(min_length=1, max_length=64)
     action: Literal[ACTIONS]  # type: ignore[valid-type]
-    ts: datetime = Field(description="ISO-8601; a time without offset is Asia/Shanghai")
+    ts: str = Field(
+        max_length=40,
+        description="ISO-8601 (YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+HH:MM]); without offset it is Asia/Shanghai time; "
+        "not after today",
+        json_schema_extra={"format": "date-time"},
+    )
     channel: Literal[CHANNELS] | None = None  # type: ignore[valid-type]
 
 
@@ -84,20 +86,7 @@ def post_events(
         raise PayloadTooLarge(
             f"{len(batch.events)} events in one request; the limit is {settings.api_max_events_per_request}"
         )
-    timestamps = _validate(db, batch.events)
-    frame = pl.DataFrame(
-        {
-            "event_id": [e.event_id for e in batch.events],
-            "subject_id": [e.subject_id for e in batch.events],
-            "item_id": [e.item_id for e in batch.events],
-            "action": [e.action for e in batch.events],
-            "ts": timestamps,
-            "channel": [e.channel for e in batch.events],
-        },
-        schema={"event_id": pl.String, "subject_id": pl.String, "item_id": pl.String, "action": pl.String,
-                "ts": pl.Datetime("us", "UTC"), "channel": pl.String},
-    )
-    frame = frame.with_columns(pl.coalesce(pl.col("event_id"), derived_event_id()).alias("event_id"))
+    frame = _validate(db, batch.events)
     unique = frame.unique(subset="event_id", keep="first", maintain_order=True)
     with _append_lock:
         ingest_id = _open_ingest(db, key)
@@ -112,28 +101,25 @@ def post_events(
     return EventsAccepted(ingest_id=ingest_id, **summary)
 
 
-def _validate(db: sqlite_utils.Database, events: list[EventIn]) -> list[datetime]:
-    problems: list[dict] = []
-    now = datetime.now(timezone.utc)
-    timestamps = []
-    for i, e in enumerate(events):
-        try:
-            ts = (e.ts.replace(tzinfo=LOCAL) if e.ts.tzinfo is None else e.ts).astimezone(timezone.utc)
-        except OverflowError:  # e.g. 0001-01-01 shifted before year 1
-            ts = EARLIEST - timedelta(days=1)
-        timestamps.append(ts)
-        if ts < EARLIEST:
-            problems.append({"index": i, "field": "ts", "reason": "before 2000-01-01"})
-        elif ts > now + CLOCK_SKEW:
-            problems.append({"index": i, "field": "ts", "reason": "in the future"})
-    known = _known_items(db, {e.item_id for e in events})
-    for i, e in enumerate(events):
-        if e.item_id not in known:
-            problems.append({"index": i, "field": "item_id", "reason": "not in the catalogue"})
-    if problems:
-        problems.sort(key=lambda p: p["index"])
-        raise RejectedEvent(problems)
-    return timestamps
+def _validate(db: sqlite_utils.Database, events: list[EventIn]) -> pl.DataFrame:
+    """The events as :data:`yiwang.eventlog.EVENT_SCHEMA` columns, or :class:`RejectedEvent`."""
+    raw = pl.DataFrame(
+        [e.model_dump(include={"event_id", "subject_id", "item_id", "action", "ts", "channel"}) for e in events],
+        schema={c: pl.String for c in ("event_id", "subject_id", "item_id", "action", "ts", "channel")},
+    )
+    today = datetime.now(ZoneInfo(TIMEZONE)).date()
+    known = pl.Series("item_id", sorted(_known_items(db, {e.item_id for e in events})), dtype=pl.String)
+    ctx = contract.Context(as_of=today, known_items=known, keep_unknown_subjects=True)
+    checked = contract.validate(contract.EVENTS, raw, ctx).with_row_index("_index")
+    bad = checked.filter(pl.col("_reason").is_not_null())
+    if bad.height:
+        raise RejectedEvent(
+            [{"index": r["_index"], "field": r["_field"], "reason": r["_reason"]}
+             for r in bad.select("_index", "_field", "_reason").to_dicts()]
+        )
+    return checked.select(
+        "event_id", "subject_id", "item_id", "action", pl.col("_p_ts").alias("ts"), "channel"
+    ).with_columns(pl.coalesce(pl.col("event_id"), derived_event_id()).alias("event_id"))
 
 
 def _known_items(db: sqlite_utils.Database, item_ids: set[str]) -> set[str]:

@@ -8,14 +8,14 @@ from typing import Annotated
 
 import sqlite_utils
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.errors import ServiceUnavailable
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import ItemId, SubjectId
+from yiwang.api.params import ItemId, SubjectId, engine, plain
 from yiwang.errors import NotFound, StateError
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/feed", tags=["feed"])
@@ -38,9 +38,12 @@ class FeedItem(BaseModel):
 
 class Feed(BaseModel):
     subject_id: str
-    personalised: bool
+    personalised: bool = Field(description="false: a non-personalised list (switched off, or none generated yet)")
+    notice_zh: str | None = Field(default=None, description="Plain notice that the list is algorithmic (Art. 16)")
+    notice_en: str | None = None
     version: int | None
     model_version: str | None
+    as_of: str | None = None
     generated_at: str | None
     items: list[FeedItem]
 
@@ -60,11 +63,17 @@ def get_feed(
     limit: Annotated[int | None, Query(ge=1, le=200, description="At most this many items")] = None,
 ) -> Feed:
     settings = request.app.state.settings
-    return read_published_feed(db, subject_id, limit or settings.feed_size)
+    try:
+        read_feed = engine("recommender.feeds", "read_feed")
+    except ServiceUnavailable:
+        return read_published_feed(db, subject_id, limit or settings.feed_size)
+    return Feed.model_validate(plain(read_feed(db, settings, subject_id, limit)))
 
 
 def read_published_feed(db: sqlite_utils.Database, subject_id: str, limit: int) -> Feed:
-    """The served version's items for ``subject_id`` minus dismissals, read in one statement.
+    """Where the recommender's read path is not deployed: the served version's items minus dismissals.
+
+    Read in one statement.
 
     One statement means one snapshot: a publish flipping the pointer meanwhile is seen entirely or not at all.
     """

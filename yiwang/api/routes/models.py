@@ -1,4 +1,7 @@
-"""Trained recommender models: list the versions on disk, promote one to serve. Promotions are audited."""
+"""Trained recommender models: list the versions on disk, promote one to serve from the next `recommend` on.
+
+Promotions are audited.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,11 @@ class Models(BaseModel):
     models: list[dict[str, Any]]
 
 
+class Promoted(BaseModel):
+    version: str
+    promoted: bool
+
+
 
 @router.get("", response_model=Models, summary="Model versions on disk with their config and metrics")
 def get_models(
@@ -31,17 +39,17 @@ def get_models(
     key: Annotated[ApiKey, Depends(require("models:write"))],
     request: Request,
 ) -> Models:
-    models = engine("recommender.models", "list_models")(request.app.state.settings, db)
+    models = engine("recommender.training", "list_models")(request.app.state.settings, db)
     return Models(models=[jsonable_encoder(plain(m)) for m in models])
 
 
-@router.post("/{version}/promote", response_model=dict[str, Any], summary="Serve this model version from now on")
+@router.post("/{version}/promote", response_model=Promoted, summary="Serve this model version from now on")
 def promote(
     version: ModelVersion,
     db: Annotated[sqlite_utils.Database, Depends(get_db)],
     key: Annotated[ApiKey, Depends(require("models:write"))],
     request: Request,
-) -> dict[str, Any]:
+) -> Promoted:
     with audited(db, request, key, "model.promote", version):
-        result = engine("recommender.models", "promote")(request.app.state.settings, db, version)
-    return jsonable_encoder(plain(result)) if result is not None else {"version": version, "status": "promoted"}
+        engine("recommender.training", "promote")(request.app.state.settings, db, version)
+    return Promoted(version=version, promoted=True)

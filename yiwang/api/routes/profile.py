@@ -27,7 +27,8 @@ def get_profile(
 ) -> dict[str, Any]:
     with audited(db, request, key, "profile.read", subject_id):
         read_profile = engine("profiler", "read_profile")
-        profile = read_profile(db, subject_id)
+        # The whole profile, sensitive fields too: this route is for profile:read holders only.
+        profile = read_profile(db, subject_id, include_sensitive=True)
         if profile is None:
             raise NotFound(f"no profile for subject {subject_id}")
     return jsonable_encoder(plain(profile))

@@ -1,16 +1,14 @@
 """Operators' reminder rules: read the rules in force, replace them, dry-run one. Changes are audited.
 
-A replacement is validated by the notifier before it is written, and written by rename, so a broken file
-never replaces the rules in force.
+The notifier validates a replacement before writing it (by rename), so a broken file never replaces the
+rules in force; a validation failure is a 422 naming file, rule and line.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from datetime import date
-from pathlib import Path as FsPath
+from datetime import date, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import sqlite_utils
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -22,6 +20,7 @@ from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import engine, plain
+from yiwang.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -33,23 +32,25 @@ class RulesFile(BaseModel):
 
 
 class RulesInForce(BaseModel):
-    path: str
+    source: str = Field(description="The rules file, or the snapshot in force when the file is broken")
+    sha256: str
+    warning: str | None = Field(description="Why the file on disk is not in force, if it is not")
     rules: list[dict[str, Any]]
 
 
-
-def rules_path(settings) -> FsPath:
-    return FsPath(settings.reminder_rules_file or FsPath(settings.data_dir) / "reminder_rules.yaml")
+def _in_force(ruleset) -> RulesInForce:
+    to_dict = engine("notifier.rules", "rule_to_dict")
+    return RulesInForce(source=ruleset.source, sha256=ruleset.sha256, warning=ruleset.warning,
+                        rules=[to_dict(r) for r in ruleset.rules])
 
 
 @router.get("", response_model=RulesInForce, summary="The reminder rules in force")
 def get_rules(
+    db: Annotated[sqlite_utils.Database, Depends(get_db)],
     key: Annotated[ApiKey, Depends(require("rules:write"))],
     request: Request,
 ) -> RulesInForce:
-    path = rules_path(request.app.state.settings)
-    rules = engine("notifier.rules", "load_rules")(path)
-    return RulesInForce(path=str(path), rules=[jsonable_encoder(plain(r)) for r in rules])
+    return _in_force(engine("notifier.rules", "rules_in_force")(request.app.state.settings, db))
 
 
 @router.put("", response_model=RulesInForce, summary="Replace the reminder rules (validated first)")
@@ -59,20 +60,10 @@ def put_rules(
     key: Annotated[ApiKey, Depends(require("rules:write"))],
     request: Request,
 ) -> RulesInForce:
-    path = rules_path(request.app.state.settings)
-    load_rules = engine("notifier.rules", "load_rules")
-    with audited(db, request, key, "rules.replace", path.name):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".rules-", suffix=".yaml", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(body.content)
-            rules = load_rules(FsPath(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return RulesInForce(path=str(path), rules=[jsonable_encoder(plain(r)) for r in rules])
+    install = engine("notifier.rules", "install_rules")
+    with audited(db, request, key, "rules.replace", None):
+        ruleset = install(request.app.state.settings, db, body.content, source=f"api:{key.key_id}")
+    return _in_force(ruleset)
 
 
 @router.post("/{rule_id}/dry-run", response_model=dict[str, Any], summary="Who a rule would alert, sending nothing")
@@ -81,10 +72,10 @@ def dry_run(
     db: Annotated[sqlite_utils.Database, Depends(get_db)],
     key: Annotated[ApiKey, Depends(require("rules:write"))],
     request: Request,
-    as_of: Annotated[date | None, Query(description="Evaluate as if today were this date")] = None,
+    as_of: Annotated[date | None, Query(description="Evaluate as if today were this date (default today)")] = None,
 ) -> dict[str, Any]:
-    settings = request.app.state.settings
-    run = engine("notifier.rules", "dry_run")
+    run = engine("notifier.engine", "dry_run")
+    when = as_of or datetime.now(ZoneInfo(TIMEZONE)).date()
     with audited(db, request, key, "rules.dry_run", rule_id):
-        result = run(settings, db, rule_id, as_of or date.today())
+        result = run(request.app.state.settings, db, rule_id, when)
     return jsonable_encoder(plain(result))
