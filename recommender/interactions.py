@@ -55,7 +55,8 @@ def _resolve(path: Path, columns: list[str], spec, role: str) -> str | None:
             raise ContractError(f"{path}: {role} column index {i} is out of range (the file has {len(columns)} columns)")
         return columns[i]
     if spec not in columns:
-        raise ContractError(f"{path}: unknown {role} column {spec!r}; columns: {', '.join(columns)}")
+        raise ContractError(f"{path}: unknown {role} column {spec!r}; columns: {', '.join(columns)} "
+                            "(or give a 0-based index)")
     return spec
 
 

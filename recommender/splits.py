@@ -146,7 +146,7 @@ def drop_cold(split: Split) -> Split:
         n_item = part.filter(cold_item).height
         n_user = part.filter(cold_user & ~cold_item).height
         if n_item:
-            skips[f"{name} interactions on items only in {name}/test"] = n_item
+            skips[f"{name} interactions on items absent from train"] = n_item
         if n_user:
             skips[f"{name} interactions of users absent from train"] = n_user
         parts[name] = part.filter(~cold_item & ~cold_user)

@@ -1,7 +1,89 @@
-"""CLI commands: evaluate."""
+"""CLI commands: evaluate (``yiwang eval``): offline evaluation of the implicit models and baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from yiwang.cli.context import console, err_console
+from yiwang.errors import ConfigFileError
+
+EVAL_HELP = """Evaluate implicit models and baselines offline; writes results.md, results.csv and PNG plots.
+
+Either a config file (`yiwang eval experiments/ml100k.yaml`) or an interaction file with flags
+(`yiwang eval --interactions u.data --no-header --sep tab --protocol recbole-random --models ease,als,pop`).
+Models with several candidate settings are tuned on the valid split's MRR@10."""
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("eval", help=EVAL_HELP)
+    def eval_cmd(
+        config: Optional[Path] = typer.Argument(None, help="Eval config (YAML): data, protocol, models, metrics, out."),
+        interactions: Optional[Path] = typer.Option(None, "--interactions", help="Interaction file (user, item[, time][, rating])."),
+        protocol: str = typer.Option("recbole-random", "--protocol", help="recbole-random | leave-last-out | temporal."),
+        sep: Optional[str] = typer.Option(None, "--sep", help="Delimiter: one character or tab/comma/semicolon/pipe/space (default: guessed)."),
+        header: bool = typer.Option(True, "--header/--no-header", help="Does the file's first line name the columns?"),
+        user_col: str = typer.Option("0", "--user-col", help="User column: name or 0-based index."),
+        item_col: str = typer.Option("1", "--item-col", help="Item column: name or 0-based index."),
+        time_col: Optional[str] = typer.Option(None, "--time-col", help="Timestamp column (Unix seconds or ISO); needed by leave-last-out and temporal."),
+        rating_col: Optional[str] = typer.Option(None, "--rating-col", help="Rating column (optional)."),
+        min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Keep only interactions rated at least this."),
+        models: str = typer.Option("ease,als,bpr,itemknn,pop", "--models", help="Comma-separated models: ease, als, bpr, itemknn, pop."),
+        metrics: str = typer.Option("recall,ndcg,mrr,hit,precision,map,coverage", "--metrics", help="Comma-separated metrics."),
+        k: int = typer.Option(10, "--k", help="Cut-off K of every metric."),
+        test_days: int = typer.Option(60, "--test-days", help="temporal protocol: the last N days are test."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: the config's out, else ./out/eval)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed of the split (default 2020)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results table as JSON."),
+    ) -> None:
+        from recommender.evaluation import DEFAULT_GRIDS, load_eval_config, run_eval_config
+
+        if (config is None) == (interactions is None):
+            raise ConfigFileError("give either a CONFIG file or --interactions FILE (exactly one)")
+        if config is not None:
+            cfg = load_eval_config(config)
+            if seed is not None:
+                cfg["seed"] = seed
+        else:
+            names = [m.strip() for m in models.split(",") if m.strip()]
+            unknown = [m for m in names if m not in DEFAULT_GRIDS]
+            if unknown or not names:
+                raise ConfigFileError(f"--models: unknown model(s) {', '.join(unknown) or '(none given)'}; "
+                                      f"known: {', '.join(DEFAULT_GRIDS)}")
+            cfg = {
+                "_source": "--interactions",
+                "title": f"Evaluation of {interactions.name} ({protocol})",
+                "data": {"interactions": str(interactions.resolve()), "sep": sep, "header": header,
+                         "user_col": user_col, "item_col": item_col, "time_col": time_col,
+                         "rating_col": rating_col, "min_rating": min_rating},
+                "protocol": protocol, "k": k, "metrics": metrics.split(","), "test_days": test_days,
+                "seed": 2020 if seed is None else seed,
+                "models": {m: dict(DEFAULT_GRIDS[m], **({"num_threads": 1} if m in ("als", "bpr") else {}))
+                           for m in names},
+            }
+        out_dir = out if out is not None else (None if cfg.get("out") else Path("out/eval"))
+        run = run_eval_config(cfg, out_dir=out_dir, progress=lambda msg: err_console.print(msg, highlight=False))
+        table = run.report.table()
+        if as_json:
+            console.print_json(json.dumps({"rows": table.to_dicts(), "notes": run.report.notes,
+                                           "written": [str(p) for p in run.written]}))
+            return
+        from rich.table import Table
+
+        t = Table(title=f"{run.report.protocol}, K={run.report.k}, {run.report.catalogue_size} items")
+        cols = ["system", *run.report.metrics, "fit_s"]
+        for c in cols:
+            t.add_column(c, justify="left" if c == "system" else "right", no_wrap=True)
+        for row in table.iter_rows(named=True):
+            t.add_row(*[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+        console.print(t)
+        for row in table.iter_rows(named=True):
+            if row["params"]:
+                console.print(f"{row['system']}: {row['params']}", highlight=False)
+        for n in run.report.notes:
+            console.print(f"- {n}", highlight=False)
+        for p in run.written:
+            console.print(f"wrote {p}", highlight=False)
