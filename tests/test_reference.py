@@ -72,6 +72,7 @@ def test_shipped_files_load_typed(ref):
 def test_catalog_size_departments_and_unique_ids(catalog):
     assert catalog.height >= 1300
     assert catalog["item_id"].is_unique().all()
+    assert catalog["name"].is_unique().all()  # district variants carry the district in their name
     assert catalog["item_id"].str.contains(r"^SH(\d{6})?-[A-Z]+-\d{4}$").all()
     city = catalog.filter(pl.col("item_id").str.starts_with("SH-"))
     assert city["department"].n_unique() >= 38
