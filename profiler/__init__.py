@@ -100,22 +100,26 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
     tmp = final.with_name(f".{final.name}.{batch_id}.tmp")
     df.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")).write_parquet(tmp, compression="zstd")
 
-    tick("write sqlite", 2, total)
-    _fill_build_table(conn, df, batch_id)
-
-    tick("publish", 3, total)
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("DROP TABLE IF EXISTS profiles_old")
-        conn.execute("ALTER TABLE profiles RENAME TO profiles_old")
-        conn.execute("ALTER TABLE profiles_build RENAME TO profiles")
-        conn.execute(
-            "UPDATE profile_batches SET published_at = ?, n_persons = ?, n_enterprises = ?, n_unknown = ? WHERE batch_id = ?",
-            (_now(), counts.get("person", 0), counts.get("enterprise", 0), counts.get("unknown", 0), batch_id),
-        )
-        conn.execute("COMMIT")
+        tick("write sqlite", 2, total)
+        _fill_build_table(conn, df, batch_id)
+
+        tick("publish", 3, total)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DROP TABLE IF EXISTS profiles_old")
+            conn.execute("ALTER TABLE profiles RENAME TO profiles_old")
+            conn.execute("ALTER TABLE profiles_build RENAME TO profiles")
+            conn.execute(
+                "UPDATE profile_batches SET published_at = ?, n_persons = ?, n_enterprises = ?, n_unknown = ? WHERE batch_id = ?",
+                (_now(), counts.get("person", 0), counts.get("enterprise", 0), counts.get("unknown", 0), batch_id),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     except BaseException:
-        conn.execute("ROLLBACK")
+        tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
     conn.execute("DROP TABLE IF EXISTS profiles_old")
