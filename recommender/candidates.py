@@ -1,0 +1,643 @@
+"""Candidate sources and the per-candidate features the ranker learns from.
+
+A *world* (:class:`World`) is everything known at a cut-off: subjects with their attributes and tags, the
+catalogue, the latest licence of each type per holder, and the subject x item interaction summary. Subjects and
+items carry dense integer indices (``sidx``, ``iidx``) so that the large frames join on integers.
+
+Sources, each giving ``(sidx, iidx, <its features>)``:
+
+- ``implicit``: top-K of the implicit-feedback model (any object with the shared recommender contract);
+- ``tags``: items whose declared life events / crowds / occupations / industries match the subject's tags;
+- ``renewals``: the item renewing a licence that expires within ``settings.renewal_window_days``;
+- ``neighbours``: item-to-item neighbours of the subject's recent interactions (and those items themselves);
+- ``popular``: popular within each of the subject's crowds, its district and age band (industry for
+  enterprises), and city-wide, so that a subject with no history still gets a full list.
+
+All of it is Polars over integer keys; nothing loops over subjects in Python.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from yiwang.registry import scan_table
+from yiwang.settings import TIMEZONE
+
+from recommender.config import RecommenderConfig
+
+DISTRICTS_ZH = (
+    "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",
+    "宝山区", "嘉定区", "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
+)
+# Person age bands used for popularity; the edges follow the catalogue's age rules (6 school, 14 child, 60 elderly).
+AGE_EDGES = [6, 14, 18, 25, 35, 45, 60, 70]
+AGE_LABELS = ["0-5", "6-13", "14-17", "18-24", "25-34", "35-44", "45-59", "60-69", "70+"]
+
+KIND_CODE = {"person": 0, "enterprise": 1, "unknown": 2}
+
+FEATURES = [
+    "f_implicit", "f_implicit_rank", "f_tag", "f_tag_n", "f_tag_life", "f_renew", "f_expiry_days",
+    "f_nbr", "f_hist_w", "f_hist_days", "f_hist_pos", "f_pop", "f_pop_district", "f_pop_band", "f_pop_crowd",
+    "p_kind", "p_age", "p_hukou", "p_activity", "p_n_tags",
+    "i_category", "i_once", "i_restricted", "i_n_tags", "i_district_run",
+]
+CATEGORICAL_FEATURES = ["i_category", "p_kind"]
+
+
+def cutoff(as_of: date) -> datetime:
+    """The first instant after ``as_of`` in Shanghai: events before it are known on ``as_of``."""
+    return datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=ZoneInfo(TIMEZONE)).astimezone(
+        ZoneInfo("UTC")
+    )
+
+
+@dataclass
+class World:
+    """What is known at ``as_of`` (see module docstring); frames are eager and keyed by sidx / iidx."""
+
+    as_of: date
+    subjects: pl.DataFrame      # sidx, subject_id, kind, age, age_band, district, local_hukou, industry
+    tags: pl.DataFrame          # sidx, code, dimension, confidence, valid_from
+    items: pl.DataFrame         # iidx, item_id, name, audience, category, ... , item_district, i_* features
+    item_tags: pl.DataFrame     # iidx, code
+    licenses: pl.DataFrame      # sidx, license_type, expires_on (latest licence per holder and type)
+    inter: pl.DataFrame         # sidx, iidx, weight, recent_w, last_ts, n_pos, completed
+    groups: pl.DataFrame        # sidx, gtype (district/band/crowd), gkey
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_subjects(self) -> int:
+        return self.subjects.height
+
+    @property
+    def n_items(self) -> int:
+        return self.items.height
+
+
+# -- building the world ----------------------------------------------------------------------------
+
+
+def _age_expr(as_of: date) -> pl.Expr:
+    bd = pl.col("birth_date")
+    before_birthday = (bd.dt.month().cast(pl.Int32) * 100 + bd.dt.day().cast(pl.Int32)) > (
+        as_of.month * 100 + as_of.day
+    )
+    return (pl.lit(as_of.year) - bd.dt.year().cast(pl.Int32) - before_birthday.cast(pl.Int32)).cast(pl.Int32)
+
+
+def _age_band(age: pl.Expr) -> pl.Expr:
+    expr = pl.when(age < AGE_EDGES[0]).then(pl.lit(AGE_LABELS[0]))
+    for edge, label in zip(AGE_EDGES[1:], AGE_LABELS[1:]):
+        expr = expr.when(age < edge).then(pl.lit(label))
+    return expr.otherwise(pl.lit(AGE_LABELS[-1]))
+
+
+def load_items(home) -> pl.DataFrame:
+    """The catalogue with dense indices, parsed tag lists and the district of district-run items."""
+    cat = scan_table(home, "catalog").sort("item_id").collect()
+    district_re = "^(" + "|".join(DISTRICTS_ZH) + ")"
+    items = cat.with_row_index("iidx").with_columns(
+        pl.col("iidx").cast(pl.UInt32),
+        pl.col("department").str.extract(district_re, 1).alias("item_district"),
+        pl.col("industries").fill_null("").str.split("|").list.filter(pl.element() != "").alias("industry_list"),
+        pl.col("once_per_subject").fill_null(False),
+        pl.col("local_hukou_only").fill_null(False),
+    )
+    categories = sorted(items["category"].unique().drop_nulls().to_list())
+    items = items.with_columns(
+        pl.col("category").replace_strict(categories, list(range(len(categories))), default=-1)
+        .cast(pl.Int32).alias("i_category"),
+        pl.col("once_per_subject").cast(pl.Int8).alias("i_once"),
+        (pl.col("min_age").is_not_null() | pl.col("max_age").is_not_null() | pl.col("local_hukou_only"))
+        .cast(pl.Int8).alias("i_restricted"),
+        pl.col("item_district").is_not_null().cast(pl.Int8).alias("i_district_run"),
+    )
+    return items
+
+
+def item_tag_frame(items: pl.DataFrame) -> pl.DataFrame:
+    """(iidx, code): the catalogue's declared tags, industries as ``industry:X``."""
+    parts = []
+    for col in ("life_events", "crowds", "occupations"):
+        parts.append(
+            items.select("iidx", pl.col(col).fill_null("").str.split("|").alias("code")).explode("code")
+        )
+    parts.append(
+        items.select("iidx", pl.col("industry_list").alias("code")).explode("code")
+        .with_columns(pl.concat_str([pl.lit("industry:"), pl.col("code")]).alias("code"))
+    )
+    out = pl.concat(parts).filter(pl.col("code").is_not_null() & (pl.col("code") != "")).unique()
+    return out.with_columns(pl.col("iidx").cast(pl.UInt32))
+
+
+def _read_sql(conn: sqlite3.Connection, query: str, schema: dict) -> pl.DataFrame:
+    try:
+        rows = conn.execute(query).fetchall()
+    except sqlite3.OperationalError:
+        # The table belongs to a later migration that this store does not have yet.
+        rows = []
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def read_tags(db, as_of: date) -> pl.DataFrame:
+    """Tags in force on ``as_of`` from the ``tags`` table (the tagger's output, suppressions already applied)."""
+    schema = {
+        "subject_id": pl.String, "code": pl.String, "dimension": pl.String, "confidence": pl.Float64,
+        "valid_from": pl.String, "valid_until": pl.String,
+    }
+    df = _read_sql(
+        db.conn, "SELECT subject_id, code, dimension, confidence, valid_from, valid_until FROM tags", schema
+    )
+    iso = as_of.isoformat()
+    return df.filter(
+        (pl.col("valid_from") <= iso) & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= iso))
+    ).with_columns(pl.col("valid_from").str.to_date("%Y-%m-%d", strict=False))
+
+
+def _derived_tags(subjects: pl.DataFrame, db) -> pl.DataFrame:
+    """Registry facts as tags, used only when no tagger has run: age crowds, non-local, occupation.
+
+    A tag the citizen deleted (``tag_suppressions``) is not derived back (algorithm rules Art. 17).
+    """
+    p = subjects.filter(pl.col("kind") == "person")
+    parts = [
+        p.filter(pl.col("age") >= 60).select("subject_id", pl.lit("crowd.elderly").alias("code")),
+        p.filter(pl.col("age") < 14).select("subject_id", pl.lit("crowd.child").alias("code")),
+        p.filter(pl.col("local_hukou") == False).select("subject_id", pl.lit("crowd.non_local").alias("code")),  # noqa: E712
+        p.filter(pl.col("occupation").is_not_null() & (pl.col("occupation") != "")).select(
+            "subject_id", pl.concat_str([pl.lit("occupation."), pl.col("occupation")]).alias("code")
+        ),
+    ]
+    out = pl.concat(parts).with_columns(
+        pl.col("code").str.split(".").list.first().alias("dimension"),
+        pl.lit(1.0).alias("confidence"),
+        pl.lit(None, dtype=pl.Date).alias("valid_from"),
+    )
+    supp = _read_sql(
+        db.conn, "SELECT subject_id, code FROM tag_suppressions", {"subject_id": pl.String, "code": pl.String}
+    )
+    return out.join(supp, on=["subject_id", "code"], how="anti")
+
+
+def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.LazyFrame | None = None) -> World:
+    """Everything the candidate sources need, as known on ``as_of`` (events after it are ignored).
+
+    ``events`` defaults to the stored event log; experiments pass a training slice instead.
+    """
+    from yiwang.eventlog import scan_events
+
+    home = settings.home
+    if events is None:
+        events = scan_events(settings.events_dir)
+    people = scan_table(home, "people").select(
+        pl.col("person_id").alias("subject_id"), pl.lit("person").alias("kind"), "birth_date", "district",
+        "local_hukou", pl.lit(None, dtype=pl.String).alias("industry"), "occupation",
+    )
+    ents = scan_table(home, "enterprises").select(
+        pl.col("enterprise_id").alias("subject_id"), pl.lit("enterprise").alias("kind"),
+        pl.lit(None, dtype=pl.Date).alias("birth_date"), "district", pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
+        "industry", pl.lit(None, dtype=pl.String).alias("occupation"),
+    )
+    registered = pl.concat([people, ents]).unique("subject_id", keep="first")
+
+    end = cutoff(as_of)
+    start = end - timedelta(days=cfg["interactions"]["history_days"])
+    ev = events.filter((pl.col("ts") < end) & (pl.col("ts") >= start)).select("subject_id", "item_id", "action", "ts")
+    # Subjects seen only in the event log are "unknown": behaviour-only, no registry attributes.
+    unknown = (
+        ev.select("subject_id").unique().join(registered.select("subject_id"), on="subject_id", how="anti")
+        .with_columns(
+            pl.lit("unknown").alias("kind"), pl.lit(None, dtype=pl.Date).alias("birth_date"),
+            pl.lit(None, dtype=pl.String).alias("district"), pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
+            pl.lit(None, dtype=pl.String).alias("industry"), pl.lit(None, dtype=pl.String).alias("occupation"),
+        )
+    )
+    subjects = (
+        pl.concat([registered, unknown.select(registered.collect_schema().names())])
+        .sort("subject_id").with_row_index("sidx")
+        .with_columns(pl.col("sidx").cast(pl.UInt32), _age_expr(as_of).alias("age"))
+        .with_columns(
+            pl.when(pl.col("kind") == "person")
+            .then(_age_band(pl.col("age")))
+            .when(pl.col("kind") == "enterprise")
+            .then(pl.concat_str([pl.lit("industry "), pl.col("industry")]))
+            .alias("age_band")
+        )
+        .collect()
+    )
+
+    items = load_items(home)
+    item_tags = item_tag_frame(items)
+    sid = subjects.select("subject_id", "sidx")
+    iid = items.select("item_id", "iidx")
+
+    tags = read_tags(db, as_of)
+    if tags.height == 0:
+        tags = _derived_tags(subjects, db)
+    tags = tags.join(sid, on="subject_id").select("sidx", "code", "dimension", "confidence", "valid_from")
+    # Industry is a registry attribute of every enterprise, matched against the catalogue's industries column.
+    industry = subjects.filter(pl.col("industry").is_not_null()).select(
+        "sidx", pl.concat_str([pl.lit("industry:"), pl.col("industry")]).alias("code"),
+        pl.lit("industry").alias("dimension"), pl.lit(1.0).alias("confidence"),
+        pl.lit(None, dtype=pl.Date).alias("valid_from"),
+    )
+    tags = pl.concat([tags, industry], how="vertical_relaxed").unique(["sidx", "code"], keep="first")
+
+    lic = (
+        scan_table(home, "licenses").collect()
+        .join(sid, left_on="holder_id", right_on="subject_id")
+        # The latest licence of a type decides: once renewed (a later expiry appears) the old one no longer counts.
+        .sort("expires_on", nulls_last=True)
+        .group_by("sidx", "license_type").agg(
+            pl.col("expires_on").last(), pl.col("expires_on").is_null().any().alias("open_ended")
+        )
+        .filter(~pl.col("open_ended")).drop("open_ended")
+    )
+
+    weights = cfg.action_weights
+    half_life = float(cfg["interactions"]["half_life_days"])
+    recent_start = end - timedelta(days=cfg["candidates"]["popular_days"])
+    positive = cfg["interactions"]["positive_actions"]
+    age_days = (pl.lit(end) - pl.col("ts")).dt.total_seconds() / 86400.0
+    inter = (
+        ev.with_columns(
+            (pl.col("action").replace_strict(weights, default=0.0, return_dtype=pl.Float64)
+             * (0.5 ** (age_days / half_life))).alias("w"),
+            pl.col("action").replace_strict(weights, default=0.0, return_dtype=pl.Float64).alias("w_raw"),
+        )
+        .join(sid.lazy(), on="subject_id").join(iid.lazy(), on="item_id")
+        .group_by("sidx", "iidx").agg(
+            pl.col("w").sum().cast(pl.Float32).alias("weight"),
+            pl.col("w_raw").filter(pl.col("ts") >= recent_start).sum().cast(pl.Float32).alias("recent_w"),
+            pl.col("ts").max().alias("last_ts"),
+            pl.col("action").is_in(positive).sum().cast(pl.Int32).alias("n_pos"),
+            (pl.col("action") == "complete").any().alias("completed"),
+        )
+        .with_columns(((pl.lit(end) - pl.col("last_ts")).dt.total_seconds() / 86400.0).cast(pl.Float32)
+                      .alias("days_since"))
+        .collect()
+    )
+
+    crowd_groups = tags.filter(pl.col("dimension").is_in(["crowd", "enterprise"])).select(
+        "sidx", pl.lit("crowd").alias("gtype"), pl.col("code").alias("gkey")
+    )
+    groups = pl.concat([
+        subjects.filter(pl.col("district").is_not_null()).select(
+            "sidx", pl.lit("district").alias("gtype"), pl.col("district").alias("gkey")),
+        subjects.filter(pl.col("age_band").is_not_null()).select(
+            "sidx", pl.lit("band").alias("gtype"), pl.col("age_band").alias("gkey")),
+        crowd_groups,
+    ])
+    return World(as_of=as_of, subjects=subjects.drop("birth_date"), tags=tags, items=items, item_tags=item_tags,
+                 licenses=lic, inter=inter, groups=groups, meta={"renewal_items": renewal_items(settings.data_dir)})
+
+
+def renewal_items(data_dir) -> dict[str, str]:
+    """license_type -> the catalogue item that renews it, from the licence-type reference table."""
+    from pathlib import Path
+
+    path = Path(data_dir) / "license_types.csv"
+    if not path.exists():
+        return {}
+    df = pl.read_csv(path, infer_schema=False)
+    if "renewal_item_id" not in df.columns:
+        return {}
+    df = df.filter(pl.col("renewal_item_id").is_not_null() & (pl.col("renewal_item_id") != ""))
+    return dict(zip(df["license_type"].to_list(), df["renewal_item_id"].to_list()))
+
+
+# -- popularity and neighbours ---------------------------------------------------------------------
+
+
+def popularity(world: World) -> dict[str, pl.DataFrame]:
+    """Recent popularity: global (iidx, f_pop) and per group (gtype, gkey, iidx, rate).
+
+    An item's popularity is the sum over subjects of log1p(recent action weight): many people doing a thing
+    counts for more than one person doing it often.
+    """
+    recent = world.inter.filter(pl.col("recent_w") > 0).select(
+        "sidx", "iidx", pl.col("recent_w").log1p().alias("p")
+    )
+    n_subj = max(world.n_subjects, 1)
+    glob = recent.group_by("iidx").agg((pl.col("p").sum() / n_subj * 1000).cast(pl.Float32).alias("f_pop"))
+    sizes = world.groups.group_by("gtype", "gkey").agg(pl.len().alias("n"))
+    grp = (
+        recent.join(world.groups, on="sidx")
+        .group_by("gtype", "gkey", "iidx").agg(pl.col("p").sum())
+        .join(sizes, on=["gtype", "gkey"])
+        .with_columns((pl.col("p") / pl.col("n") * 1000).cast(pl.Float32).alias("rate"))
+        .select("gtype", "gkey", "iidx", "rate")
+    )
+    return {"global": glob, "group": grp}
+
+
+def item_neighbours(world: World, per_item: int) -> pl.DataFrame:
+    """(iidx, nbr, sim): cosine similarity of items over subjects' decayed interaction weights, top per item."""
+    n_s, n_i = world.n_subjects, world.n_items
+    if world.inter.height == 0 or n_i == 0:
+        return pl.DataFrame(schema={"iidx": pl.UInt32, "nbr": pl.UInt32, "sim": pl.Float32})
+    x = sp.csr_matrix(
+        (np.log1p(world.inter["weight"].to_numpy()).astype(np.float32),
+         (world.inter["sidx"].to_numpy(), world.inter["iidx"].to_numpy())),
+        shape=(n_s, n_i),
+    )
+    g = (x.T @ x).toarray()  # items x items; the catalogue is a few thousand items, so dense is cheap
+    norms = np.sqrt(np.diag(g)).astype(np.float32)
+    norms[norms == 0] = 1.0
+    sim = g / norms[:, None] / norms[None, :]
+    np.fill_diagonal(sim, 0.0)
+    k = min(per_item, n_i - 1) if n_i > 1 else 0
+    if k <= 0:
+        return pl.DataFrame(schema={"iidx": pl.UInt32, "nbr": pl.UInt32, "sim": pl.Float32})
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(sim, top, axis=1)
+    out = pl.DataFrame({
+        "iidx": np.repeat(np.arange(n_i, dtype=np.uint32), k),
+        "nbr": top.ravel().astype(np.uint32),
+        "sim": vals.ravel().astype(np.float32),
+    })
+    return out.filter(pl.col("sim") > 0)
+
+
+# -- the sources -----------------------------------------------------------------------------------
+
+
+def _top_per_subject(df: pl.DataFrame, score: str, k: int) -> pl.DataFrame:
+    return df.filter(pl.col(score).rank("ordinal", descending=True).over("sidx") <= k)
+
+
+def tag_candidates(world: World, sidx: pl.Series, k: int, pop: pl.DataFrame) -> pl.DataFrame:
+    """Items whose declared tags match the subject's tags: f_tag (sum of confidences), f_tag_n, f_tag_life, tag_code."""
+    t = world.tags.filter(pl.col("sidx").is_in(sidx.implode()))
+    m = t.join(world.item_tags, on="code")
+    if m.height == 0:
+        return pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32, "f_tag": pl.Float32, "f_tag_n": pl.Int32,
+                                    "f_tag_life": pl.Int8, "tag_code": pl.String})
+    # The reason names the most telling tag: a life event first, then the most confident.
+    m = m.with_columns(
+        ((pl.col("dimension") == "life_event").cast(pl.Float64) * 10 + pl.col("confidence")).alias("_pri")
+    )
+    agg = m.group_by("sidx", "iidx").agg(
+        pl.col("confidence").sum().cast(pl.Float32).alias("f_tag"),
+        pl.len().cast(pl.Int32).alias("f_tag_n"),
+        (pl.col("dimension") == "life_event").any().cast(pl.Int8).alias("f_tag_life"),
+        pl.col("code").sort_by("_pri", descending=True).first().alias("tag_code"),
+    )
+    agg = agg.join(pop, on="iidx", how="left").with_columns(
+        (pl.col("f_tag") + pl.col("f_tag_life") * 2 + pl.col("f_pop").fill_null(0) * 1e-3).alias("_s")
+    )
+    return _top_per_subject(agg, "_s", k).drop("_s", "f_pop")
+
+
+def renewal_candidates(world: World, sidx: pl.Series, window_days: int, grace_days: int, k: int) -> pl.DataFrame:
+    """Licences expiring within the window (or expired within the grace) -> the catalogue item renewing them."""
+    as_of = world.as_of
+    lic = world.licenses.filter(
+        pl.col("sidx").is_in(sidx.implode())
+        & (pl.col("expires_on") <= as_of + timedelta(days=window_days))
+        & (pl.col("expires_on") >= as_of - timedelta(days=grace_days))
+    )
+    renew = world.items.filter(pl.col("renews_license").is_not_null()).select(
+        "iidx", pl.col("renews_license").alias("license_type")
+    )
+    primary = world.meta.get("renewal_items", {})
+    out = lic.join(renew, on="license_type").join(
+        world.items.select("iidx", "item_id"), on="iidx"
+    ).with_columns(
+        # Where the licence-type table names THE renewal item, only that one is a statutory renewal; other
+        # items touching the licence (endorsements, replacements) stay ordinary candidates.
+        pl.when(pl.col("license_type").is_in(list(primary)))
+        .then(pl.col("item_id") == pl.col("license_type").replace_strict(primary, default=None, return_dtype=pl.String))
+        .otherwise(True).alias("renew_primary")
+    ).filter(pl.col("renew_primary")).select(
+        "sidx", "iidx", pl.lit(1, dtype=pl.Int8).alias("f_renew"),
+        ((pl.col("expires_on") - pl.lit(as_of)).dt.total_days()).cast(pl.Float32).alias("f_expiry_days"),
+        "license_type", pl.col("expires_on").alias("license_expires_on"),
+    )
+    out = out.sort("f_expiry_days").unique(["sidx", "iidx"], keep="first")
+    return _top_per_subject(out.with_columns((-pl.col("f_expiry_days")).alias("_s")), "_s", k).drop("_s")
+
+
+def neighbour_candidates(world: World, sidx: pl.Series, nbrs: pl.DataFrame, recent_items: int, recent_days: int,
+                         k: int) -> pl.DataFrame:
+    """Neighbours of each subject's most recent items: f_nbr (sum of similarities), nbr_src (the closest source)."""
+    recent = world.inter.filter(pl.col("sidx").is_in(sidx.implode()) & (pl.col("days_since") <= recent_days))
+    recent = recent.filter(pl.col("last_ts").rank("ordinal", descending=True).over("sidx") <= recent_items)
+    m = recent.select("sidx", pl.col("iidx").alias("src")).join(
+        nbrs.rename({"iidx": "src", "nbr": "iidx"}), on="src"
+    )
+    agg = m.group_by("sidx", "iidx").agg(
+        pl.col("sim").sum().cast(pl.Float32).alias("f_nbr"),
+        pl.col("src").sort_by("sim", descending=True).first().alias("nbr_src"),
+    )
+    return _top_per_subject(agg, "f_nbr", k)
+
+
+def history_candidates(world: World, sidx: pl.Series, recent_items: int, recent_days: int) -> pl.DataFrame:
+    """The subject's own recent items: returning to a service is the commonest next step."""
+    recent = world.inter.filter(pl.col("sidx").is_in(sidx.implode()) & (pl.col("days_since") <= recent_days))
+    recent = recent.filter(pl.col("weight").rank("ordinal", descending=True).over("sidx") <= recent_items * 2)
+    return recent.select("sidx", "iidx", pl.lit(1, dtype=pl.Int8).alias("src_hist"))
+
+
+def popular_candidates(world: World, sidx: pl.Series, pop: dict[str, pl.DataFrame], k: int) -> pl.DataFrame:
+    """Top items of each group the subject belongs to, plus city-wide: pop_group names the strongest group."""
+    top_grp = pop["group"].filter(pl.col("rate").rank("ordinal", descending=True).over("gtype", "gkey") <= k)
+    g = world.groups.filter(pl.col("sidx").is_in(sidx.implode())).join(top_grp, on=["gtype", "gkey"])
+    top_glob = pop["global"].sort("f_pop", descending=True).head(k)
+    glob = pl.DataFrame({"sidx": sidx}).join(top_glob.select("iidx"), how="cross").with_columns(
+        pl.lit("global").alias("gtype"), pl.lit("").alias("gkey"), pl.lit(0.0, dtype=pl.Float32).alias("rate")
+    )
+    both = pl.concat([g.select("sidx", "iidx", "gtype", "gkey", "rate"),
+                      glob.select("sidx", "iidx", "gtype", "gkey", "rate")])
+    return both.group_by("sidx", "iidx").agg(
+        pl.concat_str([pl.col("gtype"), pl.col("gkey")], separator=":").sort_by("rate", descending=True)
+        .first().alias("pop_group"),
+        pl.lit(1, dtype=pl.Int8).alias("src_pop"),
+    )
+
+
+def interaction_matrix(world: World, sidx: np.ndarray | None = None, item_cols: np.ndarray | None = None,
+                       n_cols: int | None = None) -> sp.csr_matrix:
+    """Subjects x items CSR of decayed confidences; rows = ``sidx`` (default all), columns via ``item_cols``."""
+    inter = world.inter
+    if sidx is None:
+        rows, n_rows = inter["sidx"].to_numpy(), world.n_subjects
+    else:
+        pos = pl.DataFrame({"sidx": pl.Series(sidx, dtype=pl.UInt32), "row": np.arange(len(sidx), dtype=np.int64)})
+        inter = inter.join(pos, on="sidx")
+        rows, n_rows = inter["row"].to_numpy(), len(sidx)
+    cols = inter["iidx"].to_numpy().astype(np.int64)
+    vals = inter["weight"].to_numpy().astype(np.float32)
+    if item_cols is not None:
+        cols = item_cols[cols]
+        keep = cols >= 0
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    m = sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_cols or world.n_items), dtype=np.float32)
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+@dataclass
+class ImplicitSource:
+    """A fitted implicit model (the shared contract of :mod:`recommender.models`) and the ids of its rows/columns.
+
+    Ids, not indices, tie it to a world: a model trained last week serves today's subjects and catalogue, subjects
+    it never saw are folded in from their history (or scored from it, for item-based models).
+    """
+
+    model: object
+    subject_ids: np.ndarray
+    item_ids: np.ndarray
+
+    def topk(self, world: World, sidx: pl.Series, k: int) -> pl.DataFrame:
+        empty = pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32, "f_implicit": pl.Float32,
+                                     "f_implicit_rank": pl.Float32})
+        if k <= 0 or len(sidx) == 0:
+            return empty
+        ids = world.subjects.select("sidx", "subject_id").filter(pl.col("sidx").is_in(sidx.implode())).sort("sidx")
+        train_rows = pl.DataFrame({"subject_id": pl.Series(self.subject_ids, dtype=pl.String),
+                                   "row": np.arange(len(self.subject_ids), dtype=np.int64)})
+        rows = ids.join(train_rows, on="subject_id", how="left", maintain_order="left")["row"].fill_null(-1).to_numpy()
+        col_of = (
+            world.items.select("iidx", "item_id")
+            .join(pl.DataFrame({"item_id": pl.Series(self.item_ids, dtype=pl.String),
+                                "col": np.arange(len(self.item_ids), dtype=np.int64)}), on="item_id", how="left")
+            .sort("iidx")["col"].fill_null(-1).to_numpy()
+        )
+        iidx_of = np.full(len(self.item_ids), -1, dtype=np.int64)
+        iidx_of[col_of[col_of >= 0]] = np.flatnonzero(col_of >= 0)
+        X = interaction_matrix(world, ids["sidx"].to_numpy(), col_of, len(self.item_ids))
+        items, scores = self.model.recommend(rows, X, k=k)
+        kk = items.shape[1]
+        out = pl.DataFrame({
+            "sidx": np.repeat(ids["sidx"].to_numpy(), kk),
+            "col": items.ravel(),
+            "f_implicit": scores.ravel(),
+            "f_implicit_rank": np.tile(np.arange(1, kk + 1, dtype=np.float32), len(ids)),
+        }).filter(pl.col("col") >= 0)
+        out = out.with_columns(pl.Series("iidx", iidx_of[out["col"].to_numpy()]))
+        return out.filter(pl.col("iidx") >= 0).select(
+            pl.col("sidx").cast(pl.UInt32), pl.col("iidx").cast(pl.UInt32),
+            pl.col("f_implicit").cast(pl.Float32), pl.col("f_implicit_rank").cast(pl.Float32),
+        )
+
+
+@dataclass
+class SourceTables:
+    """World-wide tables computed once per run and shared by every chunk of subjects."""
+
+    pop: dict[str, pl.DataFrame]
+    nbrs: pl.DataFrame
+
+
+def source_tables(world: World, cfg: RecommenderConfig) -> SourceTables:
+    return SourceTables(pop=popularity(world), nbrs=item_neighbours(world, cfg["candidates"]["neighbours_per_item"]))
+
+
+def candidates(world: World, tables: SourceTables, cfg: RecommenderConfig, sidx: pl.Series, *,
+               model: ImplicitSource | None = None,
+               renewal_window_days: int = 90, personalised: bool = True) -> pl.DataFrame:
+    """All candidates of the given subjects, one row per (sidx, iidx), with every source's columns.
+
+    ``personalised=False`` keeps only what needs no profile or behaviour: city-wide popularity.
+    """
+    c = cfg["candidates"]
+    sidx = sidx.cast(pl.UInt32)
+    if not personalised:
+        top = tables.pop["global"].sort("f_pop", descending=True).head(c["popular_per_group"] * 4)
+        return pl.DataFrame({"sidx": sidx}).join(top.select("iidx"), how="cross").with_columns(
+            pl.lit("global:").alias("pop_group"), pl.lit(1, dtype=pl.Int8).alias("src_pop")
+        )
+    parts = [
+        model.topk(world, sidx, c["implicit"]) if model is not None else pl.DataFrame(
+            schema={"sidx": pl.UInt32, "iidx": pl.UInt32}),
+        tag_candidates(world, sidx, c["tags"], tables.pop["global"]),
+        renewal_candidates(world, sidx, renewal_window_days, c["renewal_grace_days"], c["renewals"]),
+        neighbour_candidates(world, sidx, tables.nbrs, c["recent_items"], c["recent_days"], c["neighbours"]),
+        history_candidates(world, sidx, c["recent_items"], c["recent_days"]),
+        popular_candidates(world, sidx, tables.pop, c["popular_per_group"]),
+    ]
+    keys = pl.concat([p.select("sidx", "iidx") for p in parts]).unique()
+    out = keys
+    for p in parts:
+        out = out.join(p, on=["sidx", "iidx"], how="left")
+    return out
+
+
+def add_features(world: World, tables: SourceTables, cands: pl.DataFrame) -> pl.DataFrame:
+    """Attach history, popularity, profile and item features to candidate rows (the ranker's FEATURES)."""
+    for col, dtype in (("f_implicit", pl.Float32), ("f_implicit_rank", pl.Float32), ("f_tag", pl.Float32),
+                       ("f_tag_n", pl.Int32), ("f_tag_life", pl.Int8), ("f_renew", pl.Int8),
+                       ("f_expiry_days", pl.Float32), ("f_nbr", pl.Float32), ("tag_code", pl.String),
+                       ("nbr_src", pl.UInt32), ("src_hist", pl.Int8), ("src_pop", pl.Int8), ("pop_group", pl.String),
+                       ("license_type", pl.String), ("license_expires_on", pl.Date)):
+        if col not in cands.columns:
+            cands = cands.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    subj = world.subjects.select(
+        "sidx", "kind", "district", "age_band",
+        pl.col("kind").replace_strict(KIND_CODE, return_dtype=pl.Int32).alias("p_kind"),
+        pl.col("age").cast(pl.Float32).alias("p_age"),
+        pl.col("local_hukou").cast(pl.Float32).alias("p_hukou"),
+    )
+    activity = world.inter.group_by("sidx").agg(pl.col("weight").sum().alias("p_activity"))
+    n_tags = world.tags.group_by("sidx").agg(pl.len().cast(pl.Float32).alias("p_n_tags"))
+    item_n_tags = world.item_tags.group_by("iidx").agg(pl.len().cast(pl.Float32).alias("i_n_tags"))
+    items = world.items.select("iidx", "i_category", "i_once", "i_restricted", "i_district_run")
+    grp = tables.pop["group"]
+    crowd = (
+        cands.select("sidx", "iidx")
+        .join(world.groups.filter(pl.col("gtype") == "crowd"), on="sidx")
+        .join(grp.filter(pl.col("gtype") == "crowd"), on=["gtype", "gkey", "iidx"])
+        .group_by("sidx", "iidx").agg(pl.col("rate").max().alias("f_pop_crowd"))
+    )
+    out = (
+        cands.join(subj, on="sidx", how="left")
+        .join(world.inter.select("sidx", "iidx", pl.col("weight").alias("f_hist_w"),
+                                 pl.col("days_since").alias("f_hist_days"), pl.col("n_pos").alias("f_hist_pos")),
+              on=["sidx", "iidx"], how="left")
+        .join(tables.pop["global"], on="iidx", how="left")
+        .join(grp.filter(pl.col("gtype") == "district").select(pl.col("gkey").alias("district"), "iidx",
+                                                                pl.col("rate").alias("f_pop_district")),
+              on=["district", "iidx"], how="left")
+        .join(grp.filter(pl.col("gtype") == "band").select(pl.col("gkey").alias("age_band"), "iidx",
+                                                            pl.col("rate").alias("f_pop_band")),
+              on=["age_band", "iidx"], how="left")
+        .join(crowd, on=["sidx", "iidx"], how="left")
+        .join(activity, on="sidx", how="left")
+        .join(n_tags, on="sidx", how="left")
+        .join(items, on="iidx", how="left")
+        .join(item_n_tags, on="iidx", how="left")
+        .with_columns(
+            pl.col("f_renew").fill_null(0), pl.col("f_tag").fill_null(0), pl.col("f_tag_n").fill_null(0),
+            pl.col("f_tag_life").fill_null(0), pl.col("f_nbr").fill_null(0), pl.col("f_hist_w").fill_null(0),
+            pl.col("f_hist_pos").fill_null(0), pl.col("f_pop").fill_null(0), pl.col("f_pop_district").fill_null(0),
+            pl.col("f_pop_band").fill_null(0), pl.col("f_pop_crowd").fill_null(0),
+            pl.col("p_activity").fill_null(0), pl.col("p_n_tags").fill_null(0), pl.col("i_n_tags").fill_null(0),
+        )
+    )
+    return out
+
+
+def feature_matrix(df: pl.DataFrame) -> np.ndarray:
+    """The ranker's input: FEATURES as float32, missing values as NaN (LightGBM's missing marker)."""
+    return df.select([pl.col(c).cast(pl.Float32) for c in FEATURES]).to_numpy().astype(np.float32, copy=False)
+
+
+def heuristic_score(df: pl.DataFrame) -> pl.Expr:
+    """A hand-weighted score used before any ranker exists and as the ranker's baseline."""
+    return (
+        pl.col("f_renew").cast(pl.Float32) * 5
+        + pl.col("f_tag_life").cast(pl.Float32) * 1.5 + pl.col("f_tag").clip(0, 3) * 0.5
+        + pl.col("f_hist_w").log1p() * 0.8 + pl.col("f_nbr") * 0.8
+        + (1.0 / pl.col("f_implicit_rank").fill_null(1e9)) * 2
+        + pl.col("f_pop_band").log1p() * 0.3 + pl.col("f_pop_crowd").log1p() * 0.3 + pl.col("f_pop").log1p() * 0.2
+    )

@@ -1,0 +1,304 @@
+"""Published feeds: versioned, flipped atomically, the last K kept, rollback, and the read path.
+
+Publishing writes every ``feed_items`` row of a new version while the version's status is ``building``; one
+transaction then marks it ``published``, retires the previous one and moves ``serving_pointers['feed_version']``.
+Readers follow the pointer, so they see either the whole old feed or the whole new one, never a mix.
+
+Each version also holds the non-personalised lists (subject ids :data:`POPULAR_PREFIX` + audience): what a
+citizen who switched personalisation off is shown, after eligibility, dismissals and completed once-only items
+are taken out at read time (PIPL Art. 24; algorithm rules Art. 17: the switch takes effect at once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from typing import Iterable
+
+import polars as pl
+
+from yiwang.errors import NotFound, StateError
+
+POINTER = "feed_version"
+POPULAR_PREFIX = "~popular:"
+NOTICE = {
+    True: ("以下推荐由算法根据您的档案、标签、证照和办事记录生成；您可以在设置中关闭个性化推荐或删除标签。",
+           "These recommendations are chosen by an algorithm from your profile, tags, licences and past use of "
+           "services; you can switch personalisation off or delete tags in your settings."),
+    False: ("您已关闭个性化推荐：以下为您可以办理的全市热门事项，未使用您的个人特征或办事记录排序。",
+            "Personalisation is off: these are popular services you are eligible for, not ranked by your "
+            "personal characteristics or history."),
+    None: ("暂无为您生成的个性化推荐：以下为您可以办理的全市热门事项。",
+           "No personalised feed has been generated for you yet: these are popular services you are eligible for."),
+}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def current_version(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()
+    return int(row[0]) if row else None
+
+
+@dataclass
+class PublishSummary:
+    version: int
+    model_version: str
+    as_of: str
+    subjects: int
+    rows: int
+    removed_versions: list[int] = field(default_factory=list)
+
+
+def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as_of: date) -> PublishSummary:
+    """Write a new feed version from frames (subject_id, rank, item_id, score, reasons_json) and flip to it.
+
+    If writing fails the half-built version is removed and the served version is untouched.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM feed_versions").fetchone()[0]
+        conn.execute(
+            "INSERT INTO feed_versions (version, model_version, as_of, generated_at, status, subjects) "
+            "VALUES (?, ?, ?, ?, 'building', 0)",
+            (version, model_version, as_of.isoformat(), _now()),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    rows = 0
+    subjects = 0
+    try:
+        for chunk in chunks:
+            if chunk.height == 0:
+                continue
+            c = chunk.select("subject_id", "rank", "item_id", "score", "reasons_json").sort("subject_id", "rank")
+            cols = [c[n].to_list() for n in ("subject_id", "rank", "item_id", "score", "reasons_json")]
+            conn.execute("BEGIN")
+            conn.executemany(
+                "INSERT INTO feed_items (version, subject_id, rank, item_id, score, reasons_json) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                zip([version] * c.height, *cols),
+            )
+            conn.execute("COMMIT")
+            rows += c.height
+            subjects += c.filter(~pl.col("subject_id").str.starts_with(POPULAR_PREFIX))["subject_id"].n_unique()
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        _drop_version(conn, version)
+        raise
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE feed_versions SET status = 'retired' WHERE status = 'published'")
+        conn.execute("UPDATE feed_versions SET status = 'published', subjects = ? WHERE version = ?", (subjects, version))
+        conn.execute(
+            "INSERT INTO serving_pointers (name, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (POINTER, str(version), _now()),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        _drop_version(conn, version)
+        raise
+    removed = prune(conn, settings.feed_versions_kept)
+    return PublishSummary(version, model_version, as_of.isoformat(), subjects, rows, removed)
+
+
+def _drop_version(conn: sqlite3.Connection, version: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("DELETE FROM feed_items WHERE version = ?", (version,))
+    conn.execute("DELETE FROM feed_versions WHERE version = ?", (version,))
+    conn.execute("COMMIT")
+
+
+def prune(conn: sqlite3.Connection, keep: int) -> list[int]:
+    """Delete all but the newest ``keep`` finished versions (never the served one) and stale half-built ones."""
+    served = current_version(conn)
+    done = [v for (v,) in conn.execute(
+        "SELECT version FROM feed_versions WHERE status IN ('published', 'retired') ORDER BY version DESC")]
+    kept = set(done[:keep]) | ({served} if served is not None else set())
+    building = [v for (v,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'building'")]
+    latest = max(done + building, default=0)
+    # A half-built version older than the newest finished one is a crashed run, never a concurrent one.
+    victims = [v for v in done if v not in kept] + [v for v in building if v < latest]
+    for v in victims:
+        _drop_version(conn, v)
+    return sorted(victims)
+
+
+def rollback(db) -> dict:
+    """Serve the previous kept version again; the current one is retired. Returns {from, to}."""
+    conn = db.conn
+    current = current_version(conn)
+    if current is None:
+        raise StateError("no feed is published yet: nothing to roll back (run `yiwang recommend`)")
+    row = conn.execute(
+        "SELECT MAX(version) FROM feed_versions WHERE version < ? AND status IN ('published', 'retired')", (current,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise StateError(f"feed version {current} is the oldest kept version: there is nothing to roll back to")
+    previous = int(row[0])
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE feed_versions SET status = 'retired' WHERE version = ?", (current,))
+        conn.execute("UPDATE feed_versions SET status = 'published' WHERE version = ?", (previous,))
+        conn.execute("UPDATE serving_pointers SET value = ?, updated_at = ? WHERE name = ?", (str(previous), _now(), POINTER))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return {"from": current, "to": previous}
+
+
+def list_versions(db) -> list[dict]:
+    cur = db.conn.execute(
+        "SELECT version, model_version, as_of, generated_at, status, subjects FROM feed_versions ORDER BY version DESC")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+# -- the read path ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FeedItem:
+    rank: int
+    item_id: str
+    name: str
+    score: float
+    reasons: list[dict]
+
+
+@dataclass
+class Feed:
+    subject_id: str
+    personalised: bool
+    notice_zh: str
+    notice_en: str
+    version: int
+    model_version: str
+    as_of: str
+    generated_at: str
+    items: list[FeedItem]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _personalisation_on(conn: sqlite3.Connection, subject_id: str) -> bool:
+    row = conn.execute("SELECT personalisation FROM subject_preferences WHERE subject_id = ?", (subject_id,)).fetchone()
+    return True if row is None else bool(row[0])
+
+
+def read_feed(db, settings, subject_id: str, limit: int | None = None) -> Feed:
+    """The subject's feed from the served version, honouring the personalisation switch and dismissals now."""
+    conn = db.conn
+    limit = limit or settings.feed_size
+    if limit <= 0:
+        raise StateError(f"limit must be positive, got {limit}")
+    version = current_version(conn)
+    if version is None:
+        raise StateError("no feed is published yet: run `yiwang train` and `yiwang recommend`")
+    meta = conn.execute(
+        "SELECT model_version, as_of, generated_at FROM feed_versions WHERE version = ?", (version,)).fetchone()
+    model_version, as_of, generated_at = meta
+    subject = _subject_row(conn, subject_id)
+    dismissed = {r[0] for r in conn.execute("SELECT item_id FROM dismissals WHERE subject_id = ?", (subject_id,))}
+    personalised: bool | None = _personalisation_on(conn, subject_id)
+    rows: list = []
+    if personalised:
+        rows = conn.execute(
+            "SELECT rank, item_id, score, reasons_json FROM feed_items WHERE version = ? AND subject_id = ? ORDER BY rank",
+            (version, subject_id),
+        ).fetchall()
+        rows = [r for r in rows if r[1] not in dismissed]
+        if not rows:
+            if subject is None:
+                raise NotFound(f"subject {subject_id!r} is neither in the registries nor in the served feed")
+            personalised = None  # nothing generated for this subject yet: fall back, and say so
+    if not personalised:
+        if subject is None:
+            raise NotFound(f"subject {subject_id!r} is not in the registries")
+        rows = _non_personalised(conn, settings, version, subject, date.fromisoformat(as_of), dismissed)
+    names = _item_names(conn, [r[1] for r in rows[:limit]])
+    items = [
+        FeedItem(rank=i + 1, item_id=r[1], name=names.get(r[1], r[1]), score=float(r[2]), reasons=json.loads(r[3]))
+        for i, r in enumerate(rows[:limit])
+    ]
+    zh, en = NOTICE[personalised]
+    return Feed(subject_id, bool(personalised), zh, en, version, model_version, as_of, generated_at, items)
+
+
+def _item_names(conn, item_ids: list[str]) -> dict[str, str]:
+    if not item_ids:
+        return {}
+    q = f"SELECT item_id, name FROM catalog WHERE item_id IN ({','.join('?' * len(item_ids))})"
+    return dict(conn.execute(q, item_ids).fetchall())
+
+
+def _subject_row(conn, subject_id: str) -> dict | None:
+    r = conn.execute("SELECT birth_date, district, local_hukou FROM people WHERE person_id = ?", (subject_id,)).fetchone()
+    if r:
+        return {"kind": "person", "birth_date": r[0], "district": r[1], "local_hukou": bool(r[2]), "industry": None,
+                "subject_id": subject_id}
+    r = conn.execute("SELECT district, industry FROM enterprises WHERE enterprise_id = ?", (subject_id,)).fetchone()
+    if r:
+        return {"kind": "enterprise", "birth_date": None, "district": r[0], "local_hukou": None, "industry": r[1],
+                "subject_id": subject_id}
+    return None
+
+
+def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, dismissed: set[str]) -> list:
+    """The popular list of the subject's audience, minus ineligible, dismissed and completed once-only items.
+
+    The subject's attributes and records are used here only to take out what they may not or need not use,
+    never to order the list.
+    """
+    from recommender.candidates import DISTRICTS_ZH
+    from recommender.filters import eligibility_expr
+    from yiwang.eventlog import scan_events
+
+    rows = conn.execute(
+        "SELECT f.rank, f.item_id, f.score, f.reasons_json, c.audience, c.min_age, c.max_age, c.local_hukou_only, "
+        "c.industries, c.department, c.once_per_subject FROM feed_items f JOIN catalog c ON c.item_id = f.item_id "
+        "WHERE f.version = ? AND f.subject_id = ? ORDER BY f.rank",
+        (version, POPULAR_PREFIX + subject["kind"]),
+    ).fetchall()
+    if not rows:
+        return []
+    df = pl.DataFrame(rows, orient="row", schema={
+        "rank": pl.Int64, "item_id": pl.String, "score": pl.Float64, "reasons_json": pl.String, "audience": pl.String,
+        "min_age": pl.Int64, "max_age": pl.Int64, "local_hukou_only": pl.Int64, "industries": pl.String,
+        "department": pl.String, "once_per_subject": pl.Int64,
+    })
+    age = None
+    if subject["birth_date"]:
+        b = date.fromisoformat(subject["birth_date"])
+        age = as_of.year - b.year - ((b.month, b.day) > (as_of.month, as_of.day))
+    df = df.with_columns(
+        pl.lit(subject["kind"]).alias("kind"), pl.lit(age, dtype=pl.Int32).alias("age"),
+        pl.lit(subject["local_hukou"], dtype=pl.Boolean).alias("local_hukou"),
+        pl.lit(subject["industry"], dtype=pl.String).alias("industry"),
+        pl.lit(subject["district"], dtype=pl.String).alias("district"),
+        (pl.col("local_hukou_only") == 1).alias("local_hukou_only"),
+        pl.col("industries").fill_null("").str.split("|").list.filter(pl.element() != "").alias("industry_list"),
+        pl.col("department").str.extract("^(" + "|".join(DISTRICTS_ZH) + ")", 1).alias("item_district"),
+    ).filter(eligibility_expr() & ~pl.col("item_id").is_in(list(dismissed)))
+    once = df.filter(pl.col("once_per_subject") == 1)["item_id"]
+    if once.len():
+        done = (
+            scan_events(settings.events_dir)
+            .filter((pl.col("subject_id") == subject["subject_id"]) & (pl.col("action") == "complete")
+                    & pl.col("item_id").is_in(once.implode()))
+            .select("item_id").unique().collect()["item_id"]
+        )
+        df = df.filter(~pl.col("item_id").is_in(done.implode()))
+    return df.select("rank", "item_id", "score", "reasons_json").rows()

@@ -1,0 +1,165 @@
+"""Reasons a citizen can read: 1-3 per recommended item, in zh and en, each traceable to its source.
+
+Every reason is ``{"source", "zh", "en", "ref"}``: ``source`` is the candidate source behind it (licence, tag,
+similar_item, history, similar_people, popular) and ``ref`` the fact it rests on (licence type and expiry, tag code,
+item id, group). Reasons come in a fixed order of strength (a statutory licence expiry first, popularity last) and
+are built as Polars expressions over the whole feed, never row by row.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import polars as pl
+
+DISTRICT_EN = {
+    "黄浦区": "Huangpu", "徐汇区": "Xuhui", "长宁区": "Changning", "静安区": "Jing'an", "普陀区": "Putuo",
+    "虹口区": "Hongkou", "杨浦区": "Yangpu", "闵行区": "Minhang", "宝山区": "Baoshan", "嘉定区": "Jiading",
+    "浦东新区": "Pudong New Area", "金山区": "Jinshan", "松江区": "Songjiang", "青浦区": "Qingpu",
+    "奉贤区": "Fengxian", "崇明区": "Chongming",
+}
+
+# Life events read as something that happened to the citizen, not as a label put on them.
+LIFE_EVENT_PHRASES = {
+    "life_event.marriage": ("因为您近期登记结婚", "Because you recently married"),
+    "life_event.birth": ("因为您家中近期迎来新生儿", "Because your family recently welcomed a baby"),
+    "life_event.second_child": ("因为您家中近期迎来二孩", "Because your family recently welcomed another child"),
+    "life_event.school_entry": ("因为您家中孩子即将入学", "Because a child in your family is starting school"),
+    "life_event.graduation": ("因为您即将毕业", "Because you are about to graduate"),
+    "life_event.job_seeking": ("因为您正在求职", "Because you are looking for a job"),
+    "life_event.home_purchase": ("因为您近期购房", "Because you recently bought a home"),
+    "life_event.retirement": ("因为您即将退休", "Because you are about to retire"),
+    "life_event.bereavement": ("因为您家中近期有亲人离世，相关手续可在此办理",
+                               "Because of a recent bereavement in your family; the formalities can be done here"),
+}
+
+SOURCES = ("licence", "tag", "similar_item", "history", "similar_people", "popular")
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
+    """Display names of licence types and tag codes from the reference data (code itself when absent)."""
+    data_dir = Path(data_dir)
+    lic = {r["license_type"]: (r.get("name_zh") or r["license_type"], r.get("name_en") or r["license_type"])
+           for r in _read_csv(data_dir / "license_types.csv")}
+    tags = {r["code"]: (r.get("name_zh") or r["code"], r.get("name_en") or r["code"])
+            for r in _read_csv(data_dir / "tag_taxonomy.csv")}
+    return {"license": lic, "tag": tags}
+
+
+def _lookup(col: str, table: dict[str, tuple[str, str]], lang: int) -> pl.Expr:
+    if not table:
+        return pl.col(col)
+    return pl.col(col).replace_strict({k: v[lang] for k, v in table.items()}, default=pl.col(col),
+                                      return_dtype=pl.String)
+
+
+def _reason(cond: pl.Expr, source: str, zh: pl.Expr, en: pl.Expr, ref: pl.Expr) -> pl.Expr:
+    return pl.when(cond).then(
+        pl.struct(pl.lit(source).alias("source"), zh.alias("zh"), en.alias("en"), ref.cast(pl.String).alias("ref"))
+    )
+
+
+def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
+    """One optional reason struct per source, strongest first (see module docstring for the columns used)."""
+    lic_zh, lic_en = _lookup("license_type", names["license"], 0), _lookup("license_type", names["license"], 1)
+    exp = pl.col("license_expires_on").cast(pl.String)
+    expired = pl.col("license_expires_on") < pl.lit(as_of)
+    licence = _reason(
+        pl.col("f_renew").fill_null(0) == 1, "licence",
+        pl.when(expired).then(pl.concat_str([pl.lit("您的"), lic_zh, pl.lit("已于"), exp, pl.lit("到期")]))
+        .otherwise(pl.concat_str([pl.lit("您的"), lic_zh, pl.lit("将于"), exp, pl.lit("到期")])),
+        pl.when(expired).then(pl.concat_str([pl.lit("Your "), lic_en, pl.lit(" expired on "), exp]))
+        .otherwise(pl.concat_str([pl.lit("Your "), lic_en, pl.lit(" expires on "), exp])),
+        pl.concat_str([pl.col("license_type"), pl.lit("@"), exp]),
+    )
+
+    code = pl.col("tag_code")
+    tag_names = names["tag"]
+    life_zh = code.replace_strict({k: v[0] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
+    life_en = code.replace_strict({k: v[1] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
+    industry = code.str.strip_prefix("industry:")
+    tag_zh = (
+        pl.when(life_zh.is_not_null()).then(life_zh)
+        .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("与贵企业所属行业（"), industry, pl.lit("）相关")]))
+        .otherwise(pl.concat_str([pl.lit("因为您属于「"), _lookup("tag_code", tag_names, 0), pl.lit("」")]))
+    )
+    tag_en = (
+        pl.when(life_en.is_not_null()).then(life_en)
+        .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("Relevant to your industry ("), industry, pl.lit(")")]))
+        .otherwise(pl.concat_str([pl.lit("Because you are in the group '"), _lookup("tag_code", tag_names, 1), pl.lit("'")]))
+    )
+    tag = _reason(code.is_not_null(), "tag", tag_zh, tag_en, code)
+
+    similar = _reason(
+        pl.col("nbr_src_name").is_not_null(), "similar_item",
+        pl.concat_str([pl.lit("因为您近期关注了「"), pl.col("nbr_src_name"), pl.lit("」")]),
+        pl.concat_str([pl.lit("Because you recently looked at “"), pl.col("nbr_src_name"), pl.lit("”")]),
+        pl.col("nbr_src_id"),
+    )
+    history = _reason(
+        pl.col("src_hist").fill_null(0) == 1, "history",
+        pl.lit("您近期浏览过此事项"), pl.lit("You looked at this service recently"), pl.col("item_id"),
+    )
+    people = _reason(
+        pl.col("f_implicit").is_not_null(), "similar_people",
+        pl.lit("与您情况相似的用户也办理了此事项"), pl.lit("People in a situation like yours used this service"),
+        pl.lit("implicit"),
+    )
+
+    gtype = pl.col("pop_group").str.split_exact(":", 1).struct.field("field_0")
+    gkey = pl.col("pop_group").str.split_exact(":", 1).struct.field("field_1")
+    gkey_en_district = gkey.replace_strict(DISTRICT_EN, default=gkey, return_dtype=pl.String)
+    is_industry_band = gkey.str.starts_with("industry ")
+    popular_zh = (
+        pl.when(gtype == "district").then(pl.concat_str([pl.lit("在"), gkey, pl.lit("很受欢迎")]))
+        .when((gtype == "band") & is_industry_band).then(pl.lit("在同行业企业中很受欢迎"))
+        .when(gtype == "band").then(pl.concat_str([pl.lit("在您的年龄段（"), gkey, pl.lit("岁）很受欢迎")]))
+        .when(gtype == "crowd").then(
+            pl.concat_str([pl.lit("在「"), gkey.replace_strict({k: v[0] for k, v in tag_names.items()}, default=gkey,
+                                                                 return_dtype=pl.String), pl.lit("」中很受欢迎")]))
+        .otherwise(pl.lit("全市热门事项"))
+    )
+    popular_en = (
+        pl.when(gtype == "district").then(pl.concat_str([pl.lit("Popular in "), gkey_en_district]))
+        .when((gtype == "band") & is_industry_band).then(pl.lit("Popular with enterprises in your industry"))
+        .when(gtype == "band").then(pl.concat_str([pl.lit("Popular in your age group ("), gkey, pl.lit(")")]))
+        .when(gtype == "crowd").then(
+            pl.concat_str([pl.lit("Popular with '"), gkey.replace_strict({k: v[1] for k, v in tag_names.items()},
+                                                                         default=gkey, return_dtype=pl.String),
+                           pl.lit("'")]))
+        .otherwise(pl.lit("Popular across the city"))
+    )
+    popular = _reason(pl.lit(True), "popular", popular_zh, popular_en, pl.col("pop_group").fill_null("global:"))
+    return [licence, tag, similar, history, people, popular]
+
+
+def attach_reasons(feed: pl.DataFrame, items: pl.DataFrame, names: dict, as_of, max_reasons: int = 3) -> pl.DataFrame:
+    """Add ``reasons_json`` (a JSON list of 1-``max_reasons`` reasons) to a feed frame (see :func:`reason_exprs`).
+
+    ``items`` maps iidx -> item_id and name (for the similar-item reason and the history reference).
+    """
+    for col, dtype in (("f_renew", pl.Int8), ("license_type", pl.String), ("license_expires_on", pl.Date),
+                       ("tag_code", pl.String), ("nbr_src", pl.UInt32), ("src_hist", pl.Int8),
+                       ("f_implicit", pl.Float32), ("pop_group", pl.String)):
+        if col not in feed.columns:
+            feed = feed.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    src = items.select(pl.col("iidx").alias("nbr_src"), pl.col("item_id").alias("nbr_src_id"),
+                       pl.col("name").alias("nbr_src_name"))
+    f = feed.join(src, on="nbr_src", how="left", maintain_order="left")
+    if "item_id" not in f.columns:
+        f = f.join(items.select("iidx", "item_id"), on="iidx", how="left", maintain_order="left")
+    reasons = (
+        pl.concat_list(reason_exprs(names, as_of)).list.drop_nulls().list.head(max_reasons)
+        .list.eval(pl.element().struct.json_encode()).list.join(",")
+    )
+    return feed.with_columns(
+        pl.concat_str([pl.lit("["), f.select(reasons.alias("r")).to_series(), pl.lit("]")]).alias("reasons_json")
+    )
