@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
+from yiwang.errors import ContractError
 
 
 def summary_table(summary) -> Table:
@@ -69,9 +70,12 @@ def register(app: typer.Typer) -> None:
             if summary.quarantined:
                 console.print(f"{summary.quarantined:,} rows quarantined: see `yiwang quarantine --ingest {summary.ingest_id}`")
         for message in summary.rejected_files:
-            err_console.print(f"[bold red]file rejected:[/] {message}", highlight=False)
+            err_console.print(f"[bold red]file rejected:[/] {message}", highlight=False, soft_wrap=True)
         if summary.rejected_files:
-            raise typer.Exit(2)
+            # A YiwangError (not typer.Exit) so the shell's handler sets the exit code 2.
+            raise ContractError(
+                f"{len(summary.rejected_files)} file(s) rejected (see above); the other files were loaded"
+            )
 
     @app.command("quarantine")
     def quarantine_cmd(
@@ -95,7 +99,7 @@ def register(app: typer.Typer) -> None:
             counts.add_row(c["table"], c["reason"], c["field"] or "-", f"{c['rows']:,}")
         console.print(counts)
         for r in data["rejected_files"]:
-            console.print(f"[red]file rejected[/] ({r['table']}): {r['message']}", highlight=False)
+            console.print(f"[red]file rejected[/] ({r['table']}): {r['message']}", highlight=False, soft_wrap=True)
         if data["rows"]:
             rows = Table(title=f"first {len(data['rows'])} rows")
             for col in ("table", "line", "field", "reason", "raw"):
