@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     feed_size: int = Field(default=20, gt=0, le=200)
     feed_versions_kept: int = Field(default=5, gt=0)
     renewal_window_days: int = Field(default=90, gt=0)
+    recommender_config_file: Path | None = Field(default=None, description="Recommender config; default DATA_DIR/recommender.yaml")
 
     # -- alerts and delivery -----------------------------------------------------------------------
     reminder_rules_file: Path | None = Field(default=None, description="Reminder rules; default DATA_DIR/reminder_rules.yaml")
