@@ -1,0 +1,130 @@
+"""The citizen's rights through the API on a live server: preferences, tags (sensitive ones only with
+profile:read; delete survives, restore lifts), the profile, and the audit trail each of them leaves."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from yiwang.api.audit import list_audit
+from yiwang.api.keys import create_key
+from yiwang.api.server import run_api
+from yiwang.settings import load_settings
+from yiwang.store import open_db
+
+SUBJECT = "P0000042"
+
+
+def _tag(code, dimension, sensitive=0):
+    return (SUBJECT, code, dimension, 1.0, "rule@1", "婚姻登记 2026-05-03", "marriage registered 2026-05-03",
+            "2026-05-03", None, sensitive, "2026-06-01")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("citizen")
+    settings = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml")
+    db = open_db(settings.db_path)
+    with db.conn:
+        db.conn.executemany(
+            "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_tag("life_event.marriage", "life_event"), _tag("crowd.hardship", "crowd", sensitive=1)],
+        )
+        db.conn.execute(
+            "INSERT INTO profiles VALUES (?, 'person', 1, ?)",
+            (SUBJECT, json.dumps({"district": "静安区", "age": 35, "low_income": True, "gender": "F"})),
+        )
+    keys = {
+        name: create_key(db, name, scopes)
+        for name, scopes in {
+            "portal": ["feed:read", "events:write"],
+            "rights": ["profile:read", "tags:write"],
+        }.items()
+    }
+    with run_api(settings) as base_url:
+        clients = {
+            name: httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            for name, (_, key) in keys.items()
+        }
+        yield clients, {name: rec.key_id for name, (rec, _) in keys.items()}, db
+        for c in clients.values():
+            c.close()
+    db.conn.close()
+
+
+def test_preferences_default_then_set(live):
+    clients, _, db = live
+    portal = clients["portal"]
+    got = portal.get("/v1/subjects/P0000099/preferences").json()
+    assert got == {"subject_id": "P0000099", "personalisation": True, "channels": ["in_app"], "updated_at": None}
+    put = portal.put("/v1/subjects/P0000099/preferences", json={"personalisation": False, "channels": ["webhook"]})
+    assert put.status_code == 200
+    assert portal.get("/v1/subjects/P0000099/preferences").json()["channels"] == ["webhook"]
+    row = db.conn.execute("SELECT personalisation, channels FROM subject_preferences WHERE subject_id = 'P0000099'")
+    assert row.fetchone() == (0, '["webhook"]')
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"personalisation": "maybe"}, {"personalisation": True, "channels": []},
+    {"personalisation": True, "channels": ["sms"]}, {"personalisation": True, "channels": ["in_app", "in_app"]},
+])
+def test_bad_preferences_are_422(live, body):
+    clients, _, _ = live
+    resp = clients["portal"].put("/v1/subjects/P0000099/preferences", json=body)
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request"
+
+
+def test_sensitive_tags_only_with_profile_scope(live):
+    clients, _, _ = live
+    portal = clients["portal"].get(f"/v1/subjects/{SUBJECT}/tags").json()
+    rights = clients["rights"].get(f"/v1/subjects/{SUBJECT}/tags").json()
+    assert portal["include_sensitive"] is False and rights["include_sensitive"] is True
+    assert [t["code"] for t in portal["tags"]] == ["life_event.marriage"]
+    assert {t["code"] for t in rights["tags"]} == {"life_event.marriage", "crowd.hardship"}
+    assert portal["tags"][0]["evidence_zh"] == "婚姻登记 2026-05-03"
+
+
+def test_delete_and_restore_a_tag(live):
+    clients, _, db = live
+    rights = clients["rights"]
+    resp = rights.delete(f"/v1/subjects/{SUBJECT}/tags/life_event.marriage")
+    assert resp.status_code == 200 and resp.json()["status"] == "deleted"
+    assert "life_event.marriage" not in [t["code"] for t in rights.get(f"/v1/subjects/{SUBJECT}/tags").json()["tags"]]
+    assert db.conn.execute("SELECT count(*) FROM tag_suppressions WHERE subject_id = ?", (SUBJECT,)).fetchone()[0] == 1
+    assert rights.post(f"/v1/subjects/{SUBJECT}/tags/life_event.marriage/restore").json()["status"] == "restored"
+    missing = rights.delete(f"/v1/subjects/{SUBJECT}/tags/life_event.birth")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert rights.delete(f"/v1/subjects/{SUBJECT}/tags/not-a-code").status_code == 422
+
+
+def test_profile_is_for_profile_scope_and_includes_sensitive_fields(live):
+    clients, _, _ = live
+    resp = clients["rights"].get(f"/v1/subjects/{SUBJECT}/profile")
+    assert resp.status_code == 200
+    assert resp.json()["subject_id"] == SUBJECT and resp.json()["low_income"] is True
+    assert clients["portal"].get(f"/v1/subjects/{SUBJECT}/profile").status_code == 403
+    assert clients["rights"].get("/v1/subjects/P9999999/profile").status_code == 404
+
+
+def test_reads_and_changes_are_audited_with_key_action_subject_and_time(live):
+    clients, key_ids, db = live
+    subject = "P0000777"
+    clients["portal"].get(f"/v1/subjects/{subject}/tags")
+    clients["rights"].get(f"/v1/subjects/{subject}/profile")
+    clients["portal"].put(f"/v1/subjects/{subject}/preferences", json={"personalisation": False})
+    clients["rights"].delete(f"/v1/subjects/{subject}/tags/crowd.elderly")
+    clients["portal"].get(f"/v1/subjects/{subject}/feed")  # a feed read is not a profile or tag read
+    records = list_audit(db, subject=subject)
+    got = [(r["key_id"], r["action"], r["outcome"]) for r in reversed(records)]
+    assert got == [
+        (key_ids["portal"], "tags.read", "ok"),
+        (key_ids["rights"], "profile.read", "not_found"),
+        (key_ids["portal"], "preferences.personalisation_off", "ok"),
+        (key_ids["rights"], "tag.delete", "not_found"),
+    ]
+    assert all(r["at"].endswith("+00:00") and r["request_id"] for r in records)
+    # Only ids in the log: no evidence text, no attribute values.
+    dump = json.dumps(list_audit(db, limit=1000), ensure_ascii=False)
+    assert "婚姻" not in dump and "静安" not in dump

@@ -1,0 +1,149 @@
+"""GET /v1/subjects/{id}/feed on a live server: the served version, dismissals, the personalisation switch,
+and no error while a new version is published under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from yiwang.api.keys import create_key
+from yiwang.api.server import run_api
+from yiwang.settings import load_settings
+from yiwang.store import open_db
+
+ITEMS = [f"IT{i:03d}" for i in range(30)]
+SUBJECTS = [f"P{i:07d}" for i in range(1, 41)]
+
+
+def publish(db, version: int, subjects=SUBJECTS, per_subject: int = 10) -> None:
+    """Write a version the way the recommender's publisher does: items first, then flip the pointer in one go."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    reasons = json.dumps([{"source": "popular", "zh": "热门事项", "en": "popular", "ref": None}])
+    with db.conn:
+        db.conn.execute(
+            "INSERT INTO feed_versions (version, model_version, as_of, generated_at, status, subjects) "
+            "VALUES (?, 'm-test', '2026-03-01', ?, 'building', 0)", (version, now))
+        rows = [
+            (version, s, r + 1, ITEMS[(r + version) % len(ITEMS)], 1.0 - r / 100, reasons)
+            for s in subjects for r in range(per_subject)
+        ]
+        rows += [(version, "~popular:person", r + 1, ITEMS[-(r + 1)], 0.5, reasons) for r in range(5)]
+        db.conn.executemany("INSERT INTO feed_items VALUES (?, ?, ?, ?, ?, ?)", rows)
+    with db.conn:
+        db.conn.execute("UPDATE feed_versions SET status = 'retired' WHERE status = 'published'")
+        db.conn.execute("UPDATE feed_versions SET status = 'published' WHERE version = ?", (version,))
+        db.conn.execute(
+            "INSERT INTO serving_pointers VALUES ('feed_version', ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (str(version), now))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("feed")
+    settings = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml")
+    db = open_db(settings.db_path)
+    with db.conn:
+        db.conn.executemany(
+            "INSERT INTO catalog (item_id, name, department, audience, category, ingest_id) VALUES (?, ?, ?, ?, ?, 0)",
+            [(i, f"事项{i}", "市公安局", "person", "出入境") for i in ITEMS],
+        )
+        db.conn.executemany(
+            "INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
+            "VALUES (?, '1990-05-01', 'F', '静安区', 1, 0)", [(s,) for s in SUBJECTS])
+    _, key = create_key(db, "portal", ["feed:read", "events:write"])
+    with run_api(settings) as base_url, httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        yield client, db
+    db.conn.close()
+
+
+def test_no_published_feed_is_409(live):
+    client, _ = live
+    resp = client.get(f"/v1/subjects/{SUBJECTS[0]}/feed")
+    assert resp.status_code == 409
+    assert resp.json()["error"]["code"] == "state_error"
+
+
+def test_feed_has_ranked_items_with_reasons_and_names(live):
+    client, db = live
+    publish(db, 1)
+    resp = client.get(f"/v1/subjects/{SUBJECTS[0]}/feed", params={"limit": 5})
+    assert resp.status_code == 200, resp.text
+    feed = resp.json()
+    assert feed["version"] == 1 and feed["personalised"] is True and feed["model_version"] == "m-test"
+    assert [i["rank"] for i in feed["items"]] == [1, 2, 3, 4, 5]
+    assert feed["items"][0]["item_id"] == ITEMS[1] and feed["items"][0]["name"] == f"事项{ITEMS[1]}"
+    assert feed["items"][0]["reasons"][0]["zh"] == "热门事项"
+
+
+@pytest.mark.parametrize("limit", [0, -1, 201, "x"])
+def test_bad_limit_is_422(live, limit):
+    client, _ = live
+    resp = client.get(f"/v1/subjects/{SUBJECTS[0]}/feed", params={"limit": limit})
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request"
+
+
+def test_dismissed_item_leaves_the_feed_at_the_next_read(live):
+    client, db = live
+    subject = SUBJECTS[1]
+    first = client.get(f"/v1/subjects/{subject}/feed").json()["items"][0]["item_id"]
+    resp = client.post(f"/v1/subjects/{subject}/feed/{first}/dismiss")
+    assert resp.status_code == 200 and resp.json()["item_id"] == first
+    assert client.post(f"/v1/subjects/{subject}/feed/{first}/dismiss").status_code == 200  # idempotent
+    assert first not in [i["item_id"] for i in client.get(f"/v1/subjects/{subject}/feed").json()["items"]]
+    assert db.conn.execute("SELECT count(*) FROM dismissals WHERE subject_id = ?", (subject,)).fetchone()[0] == 1
+    assert client.post(f"/v1/subjects/{subject}/feed/NOPE/dismiss").status_code == 404
+
+
+def test_switching_personalisation_off_holds_from_the_next_read(live):
+    client, _ = live
+    subject = SUBJECTS[2]
+    personal = {i["item_id"] for i in client.get(f"/v1/subjects/{subject}/feed").json()["items"]}
+    resp = client.put(f"/v1/subjects/{subject}/preferences", json={"personalisation": False})
+    assert resp.status_code == 200 and resp.json()["personalisation"] is False
+    feed = client.get(f"/v1/subjects/{subject}/feed").json()
+    assert feed["personalised"] is False
+    assert {i["item_id"] for i in feed["items"]} == set(ITEMS[-5:])
+    assert {i["item_id"] for i in feed["items"]} != personal
+    client.put(f"/v1/subjects/{subject}/preferences", json={"personalisation": True})
+    assert client.get(f"/v1/subjects/{subject}/feed").json()["personalised"] is True
+
+
+def test_no_error_while_new_versions_are_published(live, tmp_path):
+    client, db = live
+    writer_db = open_db(db.conn.execute("PRAGMA database_list").fetchone()[2])
+    stop = threading.Event()
+    published = []
+
+    def publisher():
+        version = 100
+        while not stop.is_set() and version < 110:
+            publish(writer_db, version)
+            published.append(version)
+            version += 1
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    statuses, versions = [], set()
+    try:
+        while thread.is_alive() or len(statuses) < 50:
+            resp = client.get(f"/v1/subjects/{SUBJECTS[3]}/feed")
+            statuses.append(resp.status_code)
+            body = resp.json()
+            versions.add(body["version"])
+            # A reader sees one whole version: every item of it, none of another.
+            assert len(body["items"]) == 10
+            assert body["items"][0]["item_id"] == ITEMS[(0 + body["version"]) % len(ITEMS)]
+            if len(statuses) > 2000:
+                break
+    finally:
+        stop.set()
+        thread.join()
+        writer_db.conn.close()
+    assert set(statuses) == {200}
+    assert len(published) == 10 and len(versions) >= 2
