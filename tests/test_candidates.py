@@ -20,6 +20,7 @@ from yiwang.registry import write_snapshot
 AS_OF = date(2026, 11, 20)
 DISTRICTS = ["静安区", "浦东新区", "徐汇区"]
 PERMIT_RENEWAL = "SH-CRJ-0002"
+ONCE_ITEM = "SH-MZJ-0018"
 
 
 def _insert(conn, table: str, df: pl.DataFrame) -> None:
@@ -78,10 +79,11 @@ def mini_city(settings, db, *, n_people: int = 300, n_ent: int = 40, seed: int =
         write_snapshot(settings.home, t, conn)
 
     person_items = cat.filter((pl.col("audience") == "person") & pl.col("min_age").is_null()
-                              & ~pl.col("local_hukou_only"))["item_id"].to_list()[:300]
+                              & pl.col("max_age").is_null() & ~pl.col("local_hukou_only")
+                              & ~pl.col("department").str.contains("区"))["item_id"].to_list()[:300]
     elderly_items = cat.filter(pl.col("crowds").fill_null("").str.contains("crowd.elderly"))["item_id"].to_list()
     ent_items = cat.filter((pl.col("audience") == "enterprise") & pl.col("industries").is_null())["item_id"].to_list()[:150]
-    zipf_p = 1.0 / np.arange(1, 301) ** 1.1
+    zipf_p = 1.0 / np.arange(1, len(person_items) + 1) ** 1.1
     zipf_p /= zipf_p.sum()
     zipf_e = 1.0 / np.arange(1, len(ent_items) + 1) ** 1.1
     zipf_e /= zipf_e.sum()
@@ -99,6 +101,14 @@ def mini_city(settings, db, *, n_people: int = 300, n_ent: int = 40, seed: int =
     for eid in ents["enterprise_id"]:
         for it in rng.choice(ent_items, int(rng.integers(3, 20)), p=zipf_e):
             rows.append((eid, it, rng.choice(actions, p=act_p), start + timedelta(days=float(rng.uniform(0, 365)))))
+    # A popular once-only item (foreign marriage registration, 20+): many adults look, some complete it.
+    for i, pid in enumerate(people["person_id"]):
+        u = rng.random()
+        if ages[i] >= 25 and u < 0.6:
+            t = start + timedelta(days=float(rng.uniform(0, 360)))
+            rows.append((pid, ONCE_ITEM, "view", t))
+            if u < 0.3:
+                rows.append((pid, ONCE_ITEM, "complete", t + timedelta(hours=1)))
     # Renewals: permits that expired in the past year were renewed around their expiry.
     for pid, exp in zip(lic["holder_id"], expiry):
         if as_of - timedelta(days=200) < exp < as_of and rng.random() < 0.7:

@@ -1,0 +1,203 @@
+"""Feeds end to end on a small city: atomic publish, retention, rollback, the personalisation switch, dismissals,
+reasons, and the seed scenario (an expiring HK/Macau permit leads the feed until it is renewed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+import recommender
+from recommender import candidates as C
+from recommender.config import load_config
+from recommender.feeds import POINTER, list_versions, publish, read_feed, rollback
+from recommender.filters import eligible
+from recommender.reasons import SOURCES
+from test_candidates import PERMIT_RENEWAL, mini_city
+from yiwang.errors import StateError
+from yiwang.registry import write_snapshot
+from yiwang.settings import load_settings
+from yiwang.store import open_db
+
+SEED = "P888888"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A city with one resident whose permit expires in 30 days, a trained model and one published feed."""
+    home = tmp_path_factory.mktemp("feeds") / "home"
+    s = load_settings(home=home, id_hash_key="test-key")
+    db = open_db(s.db_path)
+    city = mini_city(s, db, n_people=300, n_ent=30)
+    as_of = city["as_of"]
+    db.conn.execute("INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
+                    "VALUES (?, '1990-05-01', 'F', '静安区', 1, 1)", (SEED,))
+    db.conn.execute("INSERT INTO licenses (license_id, holder_id, license_type, issued_on, expires_on, ingest_id) "
+                    "VALUES ('LSEED1', ?, 'hk_macau_permit', ?, ?, 1)",
+                    (SEED, (as_of - timedelta(days=3620)).isoformat(), (as_of + timedelta(days=30)).isoformat()))
+    db.conn.commit()
+    for t in ("people", "licenses"):
+        write_snapshot(s.home, t, db.conn)
+    recommender.train(s, db, as_of)
+    recommender.recommend(s, db, as_of)
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.conn.close()
+    return home, city
+
+
+@pytest.fixture
+def served(built, tmp_path):
+    """A private copy of the built home: each test may change preferences, publish or roll back."""
+    home, city = built
+    shutil.copytree(home, tmp_path / "home")
+    s = load_settings(home=tmp_path / "home", id_hash_key="test-key")
+    db = open_db(s.db_path)
+    yield s, db, city
+    db.conn.close()
+
+
+def _feed_frame(db, version: int) -> pl.DataFrame:
+    rows = db.conn.execute("SELECT subject_id, rank, item_id, score, reasons_json FROM feed_items WHERE version = ?",
+                           (version,)).fetchall()
+    return pl.DataFrame(rows, orient="row", schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
+
+
+def _current(db) -> int:
+    return int(db.conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()[0])
+
+
+def test_seed_scenario_expiring_permit_leads_until_renewed(served):
+    s, db, city = served
+    feed = read_feed(db, s, SEED, 10)
+    top3 = [i.item_id for i in feed.items[:3]]
+    assert PERMIT_RENEWAL in top3
+    item = next(i for i in feed.items if i.item_id == PERMIT_RENEWAL)
+    expiry = (city["as_of"] + timedelta(days=30)).isoformat()
+    assert item.reasons[0]["source"] == "licence"
+    assert item.reasons[0]["zh"] == f"您的往来港澳通行证将于{expiry}到期"
+    assert expiry in item.reasons[0]["en"]
+    # renewed: a new permit with a later expiry appears; the next batch no longer puts the renewal on top
+    db.conn.execute("INSERT INTO licenses (license_id, holder_id, license_type, issued_on, expires_on, ingest_id) "
+                    "VALUES ('LSEED2', ?, 'hk_macau_permit', ?, ?, 2)",
+                    (SEED, city["as_of"].isoformat(), (city["as_of"] + timedelta(days=3650)).isoformat()))
+    db.conn.commit()
+    write_snapshot(s.home, "licenses", db.conn)
+    recommender.recommend(s, db, city["as_of"])
+    after = read_feed(db, s, SEED, 10)
+    assert after.version == feed.version + 1
+    assert PERMIT_RENEWAL not in [i.item_id for i in after.items[:3]]
+    assert all(r["source"] != "licence" for i in after.items for r in i.reasons)
+
+
+def test_every_item_has_one_to_three_traceable_reasons(served):
+    s, db, _ = served
+    f = _feed_frame(db, _current(db))
+    assert f.height > 0
+    for raw in f["reasons_json"].to_list():
+        reasons = json.loads(raw)
+        assert 1 <= len(reasons) <= 3
+        for r in reasons:
+            assert r["source"] in SOURCES and r["zh"] and r["en"] and r["ref"]
+    # a subject's feed has no duplicate items and ranks 1..n
+    g = f.filter(~pl.col("subject_id").str.starts_with("~")).group_by("subject_id").agg(
+        pl.col("item_id").n_unique().alias("u"), pl.len().alias("n"), pl.col("rank").max().alias("m"))
+    assert (g["u"] == g["n"]).all() and (g["m"] == g["n"]).all()
+    assert g["n"].max() == s.feed_size
+
+
+def test_published_feed_never_holds_ineligible_or_completed_once_only_items(served):
+    s, db, city = served
+    world = C.build_world(s, db, load_config(s), city["as_of"])
+    f = (_feed_frame(db, _current(db)).filter(~pl.col("subject_id").str.starts_with("~"))
+         .join(world.subjects.select("subject_id", "sidx"), on="subject_id")
+         .join(world.items.select("item_id", "iidx"), on="item_id"))
+    assert eligible(f, world).height == f.height
+    done_once = world.inter.filter(pl.col("completed")).join(
+        world.items.filter(pl.col("once_per_subject")).select("iidx"), on="iidx")
+    assert done_once.height > 0  # the city does complete once-only items, so the check below can fail
+    assert f.join(done_once, on=["sidx", "iidx"], how="semi").height == 0
+
+
+def test_personalisation_off_gives_eligible_popular_list_at_once(served):
+    s, db, _ = served
+    young = db.conn.execute("SELECT person_id FROM people WHERE birth_date > '2000-01-01' LIMIT 1").fetchone()[0]
+    on = read_feed(db, s, young, 20)
+    assert on.personalised
+    db.conn.execute("INSERT INTO subject_preferences (subject_id, personalisation, updated_at) VALUES (?, 0, 'now')",
+                    (young,))
+    db.conn.commit()
+    off = read_feed(db, s, young, 20)
+    assert not off.personalised and "关闭个性化推荐" in off.notice_zh
+    assert 0 < len(off.items) <= 20
+    assert all(r["source"] == "popular" for i in off.items for r in i.reasons)
+    # ordered by the same city-wide list for everyone, and without elderly-only items for a young person
+    popular = [r[0] for r in db.conn.execute(
+        "SELECT item_id FROM feed_items WHERE version = ? AND subject_id = '~popular:person' ORDER BY rank",
+        (off.version,))]
+    ids = [i.item_id for i in off.items]
+    assert ids == [p for p in popular if p in set(ids)]
+    min_ages = dict(db.conn.execute("SELECT item_id, min_age FROM catalog WHERE min_age IS NOT NULL").fetchall())
+    assert all(min_ages.get(i, 0) < 60 for i in ids)
+
+
+def test_dismissal_takes_effect_at_read_time(served):
+    s, db, _ = served
+    sid = db.conn.execute("SELECT person_id FROM people LIMIT 1").fetchone()[0]
+    first = read_feed(db, s, sid, 5).items[0].item_id
+    db.conn.execute("INSERT INTO dismissals (subject_id, item_id, dismissed_at) VALUES (?, ?, 'now')", (sid, first))
+    db.conn.commit()
+    assert first not in [i.item_id for i in read_feed(db, s, sid, 20).items]
+
+
+def _rows(n_subjects: int, tag: str) -> pl.DataFrame:
+    return pl.DataFrame({
+        "subject_id": [f"X{i}" for i in range(n_subjects)], "rank": [1] * n_subjects,
+        "item_id": [tag] * n_subjects, "score": [1.0] * n_subjects, "reasons_json": ["[]"] * n_subjects,
+    })
+
+
+def test_publish_is_atomic_and_a_failed_run_leaves_the_served_feed(served):
+    s, db, city = served
+    before = _current(db)
+    reader = sqlite3.connect(s.db_path)
+
+    def chunks():
+        yield _rows(10, "NEW")
+        # mid-publish, another connection still sees the old version, whole
+        assert reader.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()[0] == str(before)
+        assert reader.execute("SELECT COUNT(*) FROM feed_items WHERE version = ? AND subject_id = 'X0'",
+                              (before,)).fetchone()[0] == 0
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        publish(db, s, chunks(), "m", city["as_of"])
+    assert _current(db) == before
+    assert db.conn.execute("SELECT COUNT(*) FROM feed_versions WHERE status = 'building'").fetchone()[0] == 0
+    assert db.conn.execute("SELECT COUNT(*) FROM feed_items WHERE item_id = 'NEW'").fetchone()[0] == 0
+    reader.close()
+
+
+def test_keeps_last_k_versions_and_rolls_back(served):
+    s, db, city = served
+    s = s.model_copy(update={"feed_versions_kept": 2})
+    first = _current(db)
+    versions = [publish(db, s, iter([_rows(3, f"V{i}")]), "m", city["as_of"]).version for i in range(3)]
+    kept = [v["version"] for v in list_versions(db)]
+    assert kept == versions[-2:][::-1]
+    assert db.conn.execute("SELECT COUNT(DISTINCT version) FROM feed_items").fetchone()[0] == 2
+    assert db.conn.execute("SELECT COUNT(*) FROM feed_items WHERE version = ?", (first,)).fetchone()[0] == 0
+    assert rollback(db) == {"from": versions[-1], "to": versions[-2]}
+    assert read_feed(db, s, "X0", 5).items[0].item_id == f"V{len(versions) - 2}"
+    statuses = {v["version"]: v["status"] for v in list_versions(db)}
+    assert statuses == {versions[-1]: "retired", versions[-2]: "published"}
+    with pytest.raises(StateError, match="nothing to roll back"):
+        rollback(db)
+
+
+def test_read_feed_before_any_publish_is_a_clear_error(settings, db):
+    with pytest.raises(StateError, match="no feed is published"):
+        read_feed(db, settings, "P1", 5)
