@@ -204,6 +204,18 @@ def read_feed(db, settings, subject_id: str, limit: int | None = None) -> Feed:
     limit = limit or settings.feed_size
     if limit <= 0:
         raise StateError(f"limit must be positive, got {limit}")
+    # One read transaction: pointer, items and preferences come from the same snapshot of the store.
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        return _read_feed(conn, settings, subject_id, limit)
+    finally:
+        if own and conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def _read_feed(conn, settings, subject_id: str, limit: int) -> Feed:
     version = current_version(conn)
     if version is None:
         raise StateError("no feed is published yet: run `yiwang train` and `yiwang recommend`")
