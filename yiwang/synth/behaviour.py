@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from yiwang.synth.catalogue import Catalogue
-from yiwang.synth.common import DAY, WINDOW_DAYS, uniform_days
+from yiwang.synth.common import DAY, WINDOW_DAYS, age_years, uniform_days
 
 # Funnels: views (1..max_views), then p(click), p(favorite), p(consult), p(apply), p(complete | apply),
 # lead days (views start up to this long before the apply time), days from apply to complete.
@@ -65,7 +65,7 @@ class EpisodeBuilder:
         s = np.minimum(subject, self.n_people - 1) if self.n_people else subject
         if not self.n_people:
             return np.ones(len(subject), bool)
-        age_then = ((day - self.birth[s]) / 365.25).astype(np.int64)
+        age_then = age_years(self.birth[s], day)
         c = self.cat
         ok_age = (age_then >= c.min_age[item]) & (age_then <= c.max_age[item])
         ok_hukou = ~c.hukou_only[item] | self.local[s]
@@ -152,9 +152,10 @@ class EpisodeBuilder:
         """Routine transactions on popular eligible repeatable items (printing certificates, querying)."""
         k = self.rng.poisson(rate)
         rep = np.repeat(np.asarray(subject, np.int64), k)
-        items = eligible_cdf(rep, self.rng, repeatable_only=True)
+        day = uniform_days(self.rng, window_start, as_of, len(rep))
+        items = eligible_cdf(rep, self.rng, repeatable_only=True, day=day)
         keep = items >= 0
-        self._emit(rep[keep], items[keep], uniform_days(self.rng, window_start, as_of, keep.sum()), "routine")
+        self._emit(rep[keep], items[keep], day[keep], "routine")
 
     def build(self) -> Episodes:
         if not self.parts:
@@ -227,14 +228,14 @@ def noise(rng: np.random.Generator, subjects: np.ndarray, counts: np.ndarray, el
     """Popularity noise: browsing actions only, over items each subject is eligible for."""
     subj = np.repeat(subjects, counts)
     n = len(subj)
-    items = eligible_cdf(subj, rng, repeatable_only=False)
-    keep = items >= 0
-    subj, items = subj[keep], items[keep]
-    n = len(subj)
     # Use of the portal grew over the two years: more noise in the recent months.
     span = as_of_s - window_start_s
     day = window_start_s // DAY + (np.sqrt(rng.random(n)) * (span // DAY)).astype(np.int64)
     ts = np.minimum(day * DAY + time_of_day(rng, n), as_of_s - 1)
+    items = eligible_cdf(subj, rng, repeatable_only=False, day=day)
+    keep = items >= 0
+    subj, items, ts = subj[keep], items[keep], ts[keep]
+    n = len(subj)
     action = np.searchsorted(np.array([0.72, 0.92, 0.96]), rng.random(n), side="right").astype(np.int8)
     return subj, items, action, ts
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from yiwang.synth.common import DISTRICT_NAMES
+from yiwang.synth.common import DISTRICT_NAMES, INDUSTRIES
 
 _TAG_COLUMNS = {"life_events": "life_event", "crowds": "crowd", "occupations": "occupation"}
 _ENTERPRISE_CODES = {
@@ -46,6 +46,8 @@ class Catalogue:
     district: np.ndarray  # index into DISTRICTS, -1 = city-wide
     popularity: np.ndarray  # Zipf weight, shared by the district variants of one service
     tags: dict[str, np.ndarray]  # tag key -> item indices
+    general: np.ndarray  # no life-event, crowd or occupation tag: a service anyone may need any time
+    industry_ok: np.ndarray  # (items, 20): the item serves that industry section (all when none listed)
     renews: dict[str, np.ndarray]  # licence type -> item indices that renew it
 
     @property
@@ -100,6 +102,14 @@ def build_catalogue(df: pl.DataFrame, rng: np.random.Generator) -> Catalogue:
     for i, cell in enumerate(df["renews_license"].to_list()):
         if cell and str(cell).strip():
             renews.setdefault(str(cell).strip(), []).append(i)
+    targeted = np.zeros(n, bool)
+    for column in ("life_events", "crowds", "occupations"):
+        targeted |= df[column].fill_null("").str.strip_chars().str.len_chars().to_numpy() > 0
+    industry_ok = np.ones((n, len(INDUSTRIES)), bool)
+    for i, cell in enumerate(df["industries"].to_list()):
+        if cell and str(cell).strip():
+            letters = {t.strip().split("_")[-1].upper() for t in str(cell).split("|")}
+            industry_ok[i] = [c in letters for c in INDUSTRIES]
     return Catalogue(
         frame=df,
         item_ids=df["item_id"].to_numpy().astype(str),
@@ -111,5 +121,7 @@ def build_catalogue(df: pl.DataFrame, rng: np.random.Generator) -> Catalogue:
         district=district,
         popularity=popularity,
         tags={k: np.unique(np.array(v, np.int64)) for k, v in tags.items()},
+        general=~targeted,
+        industry_ok=industry_ok,
         renews={k: np.unique(np.array(v, np.int64)) for k, v in renews.items()},
     )

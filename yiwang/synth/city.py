@@ -19,7 +19,7 @@ from yiwang.synth import behaviour as bh
 from yiwang.synth.catalogue import Catalogue, build_catalogue
 from yiwang.synth.common import (
     CHANNELS, DAY, DISTRICT_CODES, DISTRICT_NAMES, INDUSTRIES, LIFE_EVENTS, OCCUPATIONS, ORIGIN_AREA_CODES,
-    WINDOW_DAYS, ACTIONS, day_number, ymd,
+    WINDOW_DAYS, ACTIONS, age_years, day_number, ymd,
 )
 from yiwang.synth.enterprises import Enterprises, build_enterprises, size_band
 from yiwang.synth.ids import resident_ids, usccs
@@ -119,8 +119,9 @@ def generate_city(
     """Write OUT/export (people, enterprises, licenses, events, catalog) and OUT/truth.
 
     ``events_per_person`` is the mean number of events per subject (people and enterprises alike);
-    the default gives about 30M events for 1M people and 100k enterprises. ``progress(stage, done,
-    total)`` is called as work advances. The same arguments give byte-identical files.
+    the default gives about 30M events for 1M people and 100k enterprises. ``progress`` is a rich
+    ``Progress`` (what the CLI passes) or a callable ``(stage, done, total)``. The same arguments give
+    byte-identical files.
     """
     started = time.perf_counter()
     as_of_date = _check_args(people, enterprises, seed, as_of, fmt, events_per_person)
@@ -132,7 +133,7 @@ def generate_city(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    report = progress or (lambda stage, done, total: None)
+    report = _reporter(progress)
     catalog_df = load_catalog(data_dir)
     license_types = load_license_types(data_dir)
     day0 = day_number(as_of_date)
@@ -172,6 +173,22 @@ def generate_city(
         households=int(pop.household.max()) + 1, enterprises=ent.n, licenses=n_licences, events=n_events,
         life_events=n_truth, seconds=round(time.perf_counter() - started, 2), skipped_license_types=lic.skipped,
     )
+
+
+def _reporter(progress) -> Progress:
+    """Progress as a callable, whether the caller passed a rich ``Progress``, a callable or nothing."""
+    if progress is None:
+        return lambda stage, done, total: None
+    if hasattr(progress, "add_task"):
+        tasks: dict[str, object] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(f"synth {stage}", total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        return update
+    return progress
 
 
 class _Ids:
@@ -380,19 +397,16 @@ def _activity(rng, pop: Population, ent: Enterprises) -> np.ndarray:
 
 
 class _Eligibility:
-    """Draws items by popularity among those a subject may use: audience, age range, hukou, and the
-    city-wide or own-district variant of a service."""
+    """Draws items by popularity among those a subject may use: audience, age range, hukou, industry,
+    and the city-wide or own-district variant of a service."""
 
     def __init__(self, cat: Catalogue, pop: Population, ent: Enterprises):
         self.cat = cat
         bounds = np.concatenate([cat.min_age[np.isfinite(cat.min_age)], cat.max_age[np.isfinite(cat.max_age)] + 1])
         self.cuts = np.unique(bounds)
-        bucket = np.searchsorted(self.cuts, pop.age, side="right")
         n_d = len(DISTRICT_NAMES)
-        person_key = (bucket * 2 + pop.local) * n_d + pop.district
-        offset = (len(self.cuts) + 1) * 2 * n_d
-        self.key = np.concatenate([person_key, offset + ent.district]).astype(np.int64)
-        self.offset, self.n_d = offset, n_d
+        self.offset, self.n_d, self.pop = (len(self.cuts) + 1) * 2 * n_d, n_d, pop
+        self.enterprise_key = self.offset + ent.district.astype(np.int64) * len(INDUSTRIES) + ent.industry
         self.cache: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
 
     def _items(self, key: int, repeatable_only: bool):
@@ -401,8 +415,8 @@ class _Eligibility:
             return hit
         c = self.cat
         if key >= self.offset:
-            d = key - self.offset
-            ok = ~c.person
+            d, letter = divmod(key - self.offset, len(INDUSTRIES))
+            ok = ~c.person & c.industry_ok[:, letter]
         else:
             d = key % self.n_d
             bucket, local = divmod(key // self.n_d, 2)
@@ -410,15 +424,30 @@ class _Eligibility:
             ok = c.person & (c.min_age <= age) & (c.max_age >= age) & (~c.hukou_only | bool(local))
         ok &= (c.district == -1) | (c.district == d)
         if repeatable_only:
-            ok &= ~c.once
+            ok &= ~c.once & c.general
         idx = np.nonzero(ok)[0]
         cdf = np.cumsum(c.popularity[idx])
         self.cache[(key, repeatable_only)] = (idx, cdf)
         return idx, cdf
 
-    def __call__(self, subjects: np.ndarray, rng: np.random.Generator, repeatable_only: bool) -> np.ndarray:
+    def keys(self, subjects: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Eligibility group of each subject on ``day``: age bucket, hukou and district (persons) or
+        district (enterprises)."""
+        pop, n = self.pop, self.pop.n
+        person = subjects < n
+        s = np.minimum(subjects, max(n - 1, 0))
+        keys = np.empty(len(subjects), np.int64)
+        if n:
+            bucket = np.searchsorted(self.cuts, age_years(pop.birth[s[person]], day[person]), side="right")
+            keys[person] = (bucket * 2 + pop.local[s[person]]) * self.n_d + pop.district[s[person]]
+        keys[~person] = self.enterprise_key[subjects[~person] - n]
+        return keys
+
+    def __call__(self, subjects: np.ndarray, rng: np.random.Generator, repeatable_only: bool,
+                 day: np.ndarray) -> np.ndarray:
+        """One item per subject (-1 when none is eligible) drawn by popularity, eligibility judged on ``day``."""
         out = np.full(len(subjects), -1, np.int64)
-        keys = self.key[subjects]
+        keys = self.keys(subjects, day)
         order = np.argsort(keys, kind="stable")
         sk = keys[order]
         starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]]) if len(sk) else np.zeros(0, np.int64)
