@@ -102,12 +102,14 @@ def sample_city() -> dict[str, list[dict]]:
             dict(person_id="P10", birth_date="1985-12-12", gender="F", household_id="H6"),
             # Disabled by certificate only.
             dict(person_id="P11", birth_date="1980-01-01", gender="M", household_id="H7"),
+            # Turned 50 this year: a worker who retired, or a cadre who did not? No application, so no tag.
+            dict(person_id="P12", birth_date="1976-06-01", gender="F", household_id="H8"),
         ],
         "enterprises": [
             dict(enterprise_id="E1", name="新开科技", industry="I", founded_on="2026-03-01", employees=5, legal_rep_id="P10"),
             dict(enterprise_id="E2", name="老字号餐馆", industry="H", founded_on="2015-04-01", employees=150),
             dict(enterprise_id="E3", name="软件公司", industry="I", founded_on="2018-07-01", employees=50),
-            dict(enterprise_id="E4", name="已认定高企", industry="M", founded_on="2018-07-01", employees=1200),
+            dict(enterprise_id="E4", name="大型研究院", industry="M", founded_on="2018-07-01", employees=2500),
         ],
         "licenses": [
             dict(license_id="L1", holder_id="P7", license_type="marriage_certificate", issued_on="2026-10-01"),
@@ -115,14 +117,18 @@ def sample_city() -> dict[str, list[dict]]:
             dict(license_id="L3", holder_id="P11", license_type="disability_certificate", issued_on="2024-01-01", expires_on="2034-01-01"),
             dict(license_id="L4", holder_id="E4", license_type="high_tech_certificate", issued_on="2025-01-01", expires_on="2028-01-01"),
             dict(license_id="L5", holder_id="P1", license_type="hk_macau_permit", issued_on="2017-01-15", expires_on="2027-01-15"),
+            # A food business licence that lapsed still says the firm sells food.
+            dict(license_id="L7", holder_id="E2", license_type="food_business_licence", issued_on="2020-04-01", expires_on="2025-04-01"),
             # Issued after as_of: must not count yet.
             dict(license_id="L6", holder_id="P9", license_type="marriage_certificate", issued_on="2026-12-20"),
         ],
         "catalog": [
-            dict(item_id="JOB1", name="失业登记", department="市人社局", category="就业", life_events="job_seeking"),
-            dict(item_id="JOB2", name="求职补贴", department="市人社局", category="就业", life_events="job_seeking|graduation"),
-            dict(item_id="HOME1", name="购房资格", department="市房管局", category="住房", life_events="home_purchase"),
-            dict(item_id="EDU1", name="教师资格认定", department="市教委", category="教育", occupations="teacher"),
+            dict(item_id="JOB1", name="失业登记", department="市人社局", category="就业", life_events="life_event.job_seeking"),
+            dict(item_id="JOB2", name="求职补贴", department="市人社局", category="就业", life_events="life_event.job_seeking|life_event.graduation"),
+            dict(item_id="HOME1", name="购房资格", department="市房管局", category="住房", life_events="life_event.home_purchase"),
+            dict(item_id="RET1", name="职工退休审批", department="市人社局", category="养老保险", life_events="life_event.retirement"),
+            dict(item_id="AR1", name="企业年度报告公示", department="市市场监管局", audience="enterprise", category="信用监管", crowds="enterprise.annual_report_due"),
+            dict(item_id="EDU1", name="教师资格认定", department="市教委", category="教育", occupations="occupation.teacher"),
         ],
         "events": [
             dict(subject_id="P9", item_id="JOB1", action="view", ts="2026-11-01T02:00:00"),
@@ -131,6 +137,11 @@ def sample_city() -> dict[str, list[dict]]:
             dict(subject_id="P10", item_id="JOB1", action="view", ts="2026-11-25T02:00:00"),
             dict(subject_id="P10", item_id="HOME1", action="view", ts="2026-01-01T02:00:00"),
             dict(subject_id="P2", item_id="EDU1", action="apply", ts="2026-11-27T02:00:00"),
+            # P6 applied for retirement when she turned 55; P12 turned 50 and only looked.
+            dict(subject_id="P6", item_id="RET1", action="apply", ts="2026-02-10T02:00:00"),
+            dict(subject_id="P12", item_id="RET1", action="view", ts="2026-06-10T02:00:00"),
+            # E3 files its annual report in February 2027 (in the future for SAMPLE_AS_OF).
+            dict(subject_id="E3", item_id="AR1", action="apply", ts="2027-02-01T02:00:00"),
             # An id no registry holds: a behaviour-only profile.
             dict(subject_id="P999", item_id="JOB1", action="view", ts="2026-11-10T02:00:00"),
             dict(subject_id="P999", item_id="JOB2", action="view", ts="2026-11-11T02:00:00"),

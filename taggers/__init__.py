@@ -113,7 +113,7 @@ def tagging_frame(
         ev = (
             events_until(events, as_of)
             .select("subject_id", "item_id", "action", "ts")
-            .join(lazy(catalog).select("item_id", "category", "department", "life_events", "occupations"), on="item_id", how="left")
+            .join(lazy(catalog).select("item_id", "category", "department", "life_events", "crowds", "occupations"), on="item_id", how="left")
             .group_by("subject_id")
             .agg(event_aggregate_exprs(ev_aggs, as_of))
         )

@@ -49,7 +49,7 @@ MODEL_NAME = "occupation_lgbm"
 def occupation_event_aggregates() -> list[Aggregate]:
     """Event counts on items the catalogue links to each occupation (computed in the taggers' events pass)."""
     return [
-        Aggregate(f"occ.{o}", "events", {"occupation": [o], "within_days": BEHAVIOUR_WINDOW_DAYS}) for o in OCCUPATIONS
+        Aggregate(f"occ.{o}", "events", {"occupation": [f"occupation.{o}"], "within_days": BEHAVIOUR_WINDOW_DAYS}) for o in OCCUPATIONS
     ]
 
 

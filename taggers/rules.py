@@ -24,10 +24,12 @@ Conditions (a mapping each):
 - ``{field: REF, op: OP, value: V}``: OP is one of ``== != < <= > >= in not_in is_null not_null
   within_last_days within_next_days``; REF is a field, optionally shifted: ``birth_date + 60y`` (units y, m, d).
   For a date field, V may be an ISO date or a date ref (``as_of``, ``as_of.year_start + 8m``).
-- ``{license: TYPE, issued_within_days: N, name: NAME}``: holds a licence of TYPE not expired at as_of
-  (issued within the last N days, if given).
-- ``{events: {action, category, department, life_event, occupation, item, within_days}, count: {op, value},
-  name: NAME}``: count of the subject's events matching every given key (a key may take a list), default ``>= 1``.
+- ``{license: TYPE, issued_within_days: N, include_expired: false, name: NAME}``: holds a licence of TYPE not
+  expired at as_of (issued within the last N days, if given; expired ones too with ``include_expired``).
+- ``{events: {action, category, department, life_event, occupation, tag, item, within_days, since},
+  count: {op, value}, name: NAME}``: count of the subject's events matching every given key (a key may take
+  a list), default ``>= 1``. ``life_event``/``occupation``/``tag`` match the catalogue's tag columns
+  (``job_seeking`` is ``life_event.job_seeking``); ``since`` is a date ref such as ``as_of.year_start``.
 - ``{household: children|members, where: [member conditions], count: {op, value}, name: NAME}``: count of other
   household members (children: under 18 and at least 15 years younger) matching member conditions over
   ``age``, ``birth_date``, ``gender``.
@@ -58,7 +60,10 @@ SET_OPS = {"in", "not_in"}
 NULL_OPS = {"is_null", "not_null"}
 ALL_OPS = COMPARE_OPS | DATE_WINDOW_OPS | SET_OPS | NULL_OPS
 SUBJECT_TYPES = ("person", "enterprise", "unknown")
-EVENT_KEYS = {"action", "category", "department", "life_event", "occupation", "item", "within_days"}
+EVENT_KEYS = {"action", "category", "department", "life_event", "occupation", "tag", "item", "within_days", "since"}
+# Catalogue columns holding tag codes, and the prefix a bare code in a rule gets ("job_seeking" -> "life_event.job_seeking").
+TAG_COLUMNS = ("life_events", "crowds", "occupations")
+_EVENT_CODE_PREFIX = {"life_event": "life_event.", "occupation": "occupation."}
 MEMBER_FIELDS = {"age": "num", "birth_date": "date", "gender": "str"}
 RULE_KEYS = {"id", "version", "tag", "subject", "confidence", "when", "valid_from", "valid_until", "evidence", "description"}
 PSEUDO_DATES = ("as_of", "as_of.year_start")
@@ -321,7 +326,10 @@ class _Checker:
             self.fields[f"{column}.latest"] = "date"
 
     def check_license(self, cond: dict, line) -> dict:
-        self._only(cond, {"license", "issued_within_days", "name"}, line)
+        self._only(cond, {"license", "issued_within_days", "include_expired", "name"}, line)
+        expired_ok = cond.get("include_expired", False)
+        if not isinstance(expired_ok, bool):
+            self.fail(line, f"wrong type: include_expired must be true or false, got {expired_ok!r}")
         lt = cond["license"]
         if not isinstance(lt, str):
             self.fail(line, f"wrong type: 'license' takes a licence type, got {lt!r}")
@@ -330,8 +338,8 @@ class _Checker:
         within = cond.get("issued_within_days")
         if within is not None and (not isinstance(within, int) or isinstance(within, bool) or within < 0):
             self.fail(line, f"wrong type: issued_within_days must be a whole number, got {within!r}")
-        column = f"lic.{lt}.{within if within is not None else 'any'}"
-        self.aggregates[column] = Aggregate(column, "license", {"license_type": lt, "within_days": within})
+        column = f"lic.{lt}.{within if within is not None else 'any'}" + (".ever" if expired_ok else "")
+        self.aggregates[column] = Aggregate(column, "license", {"license_type": lt, "within_days": within, "include_expired": expired_ok})
         name = self._name(cond, line)
         self._expose(name, column)
         return {"op": "agg", "column": column, "cmp": ">=", "value": 1, "line": line}
@@ -346,13 +354,23 @@ class _Checker:
         if bad:
             self.fail(eline, f"unknown event filter(s) {sorted(bad)} (expected {' '.join(sorted(EVENT_KEYS))})")
         clean = {}
-        for key in sorted(EVENT_KEYS - {"within_days"}):
+        for key in sorted(EVENT_KEYS - {"within_days", "since"}):
             if key in spec:
                 v = spec[key]
                 vals = v if isinstance(v, list) else [v]
                 if not vals or not all(isinstance(x, str) for x in vals):
                     self.fail(eline, f"wrong type: event filter {key!r} takes a string or a list of strings")
+                prefix = _EVENT_CODE_PREFIX.get(key)
+                if prefix:
+                    vals = [x if x.startswith(prefix) else prefix + x for x in vals]
+                if key in ("life_event", "occupation", "tag"):
+                    unknown = [x for x in vals if x not in self.taxonomy]
+                    if unknown:
+                        self.fail(eline, f"unknown tag code(s) {unknown} in event filter {key!r}")
                 clean[key] = sorted(vals)
+        if "since" in spec:
+            name, shifts, _ = self.parse_ref(spec["since"], eline, allowed={p: "date" for p in PSEUDO_DATES})
+            clean["since"] = (name, tuple(shifts))
         within = spec.get("within_days")
         if within is not None and (not isinstance(within, int) or isinstance(within, bool) or within <= 0):
             self.fail(eline, f"wrong type: within_days must be a positive whole number, got {within!r}")
@@ -630,7 +648,8 @@ class Compiler:
         if cmp == "not_null":
             return x.is_not_null()
         if cmp == "within_last_days":
-            return x.is_between(pl.lit(self.as_of - timedelta(days=c["value"])), pl.lit(self.as_of), closed="right").fill_null(False)
+            # "Within N days" includes the day N days ago, as a tag valid for N days from it is still live.
+            return x.is_between(pl.lit(self.as_of - timedelta(days=c["value"])), pl.lit(self.as_of)).fill_null(False)
         if cmp == "within_next_days":
             return x.is_between(pl.lit(self.as_of), pl.lit(self.as_of + timedelta(days=c["value"]))).fill_null(False)
         if cmp in SET_OPS:
@@ -723,9 +742,11 @@ def licence_aggregate_exprs(aggs: list[Aggregate], as_of: date) -> list[pl.Expr]
     out = []
     valid = pl.col("expires_on").is_null() | (pl.col("expires_on") >= pl.lit(as_of))
     for a in aggs:
-        m = (pl.col("license_type") == a.spec["license_type"]) & valid
+        m = pl.col("license_type") == a.spec["license_type"]
+        if not a.spec.get("include_expired"):
+            m = m & valid
         if a.spec["within_days"] is not None:
-            m = m & (pl.col("issued_on") > pl.lit(as_of - timedelta(days=a.spec["within_days"])))
+            m = m & (pl.col("issued_on") >= pl.lit(as_of - timedelta(days=a.spec["within_days"])))
         out.append(m.sum().cast(pl.Int32).alias(f"{a.column}.count"))
         out.append(pl.col("issued_on").filter(m).max().alias(f"{a.column}.latest"))
     return out
@@ -758,8 +779,15 @@ def event_aggregate_exprs(aggs: list[Aggregate], as_of: date) -> list[pl.Expr]:
         for key, col in (("life_event", "life_events"), ("occupation", "occupations")):
             if key in s:
                 m = m & _pipe_has(col, s[key])
+        if "tag" in s:
+            m = m & pl.any_horizontal([_pipe_has(col, s["tag"]) for col in TAG_COLUMNS])
+        if "since" in s:
+            name, shifts = s["since"]
+            since = pl.select(_shift(_pseudo(name, as_of), list(shifts))).item()
+            m = m & (pl.col("ts") >= pl.lit(day_end_utc(since - timedelta(days=1))))
         if s["within_days"] is not None:
-            m = m & (pl.col("ts") >= pl.lit(end - timedelta(days=s["within_days"])))
+            # From the start of the day N days ago (Shanghai time), like licences and date fields.
+            m = m & (pl.col("ts") >= pl.lit(end - timedelta(days=s["within_days"] + 1)))
         out.append(m.sum().cast(pl.Int32).alias(f"{a.column}.count"))
         out.append(
             pl.col("ts").filter(m).max().dt.convert_time_zone("Asia/Shanghai").dt.date().alias(f"{a.column}.latest")

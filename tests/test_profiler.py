@@ -46,7 +46,7 @@ def _row(df: pl.DataFrame, subject_id: str) -> dict:
 
 def test_summary_counts_every_subject(built):
     _, _, summary = built
-    assert (summary.persons, summary.enterprises, summary.unknown) == (11, 4, 1)
+    assert (summary.persons, summary.enterprises, summary.unknown) == (12, 4, 1)
     assert summary.as_of == SAMPLE_AS_OF
 
 
@@ -113,7 +113,7 @@ def test_eager_and_lazy_inputs_give_identical_profiles(city):
     eager_frames = [f.collect() for f in lazy_frames]
     lazy_out = profile_frame(*lazy_frames, AS_OF).collect()
     eager_out = profile_frame(*eager_frames, AS_OF).collect()
-    assert lazy_out.height == 16
+    assert lazy_out.height == 17
     assert_frame_equal(lazy_out, eager_out)
 
 
@@ -122,7 +122,7 @@ def test_empty_event_log_still_profiles_registries(settings, db):
     city["events"] = []
     load_city(settings, db, **city)
     summary = profiler.build_profiles(settings, db, AS_OF)
-    assert (summary.persons, summary.enterprises, summary.unknown) == (11, 4, 0)
+    assert (summary.persons, summary.enterprises, summary.unknown) == (12, 4, 0)
     p = profiler.read_profile(db, "P9")
     assert p["events_total"] == 0 and p["last_activity"] is None
 
@@ -183,4 +183,4 @@ def test_readers_see_one_whole_batch_during_publish(built):
         stop.set()
         t.join()
     assert seen, "the reader never ran"
-    assert all(row == (16, 1) for row in seen), set(seen)
+    assert all(row == (17, 1) for row in seen), set(seen)

@@ -76,6 +76,7 @@ def test_crowds_and_sensitive_flag(tagged):
     sensitive = {t["code"]: t["sensitive"] for t in list_tags(db, "P6", True)}
     assert sensitive["crowd.hardship"] and sensitive["crowd.disabled"] and not sensitive["crowd.non_local"]
     assert "crowd.disabled" in codes(db, "P11")  # from the disability certificate alone
+    assert "life_event.retirement" not in codes(db, "P12")  # a woman turning 50 without applying
     assert {"crowd.child"} <= codes(db, "P3") and "crowd.child" in codes(db, "P4")
     child = next(t for t in list_tags(db, "P4", False) if t["code"] == "crowd.child")
     assert child["valid_until"] == "2034-05-09"
@@ -95,7 +96,7 @@ def test_enterprise_tags(tagged):
     assert codes(db, "E1") == {"enterprise.new_business", "enterprise.industry_I", "enterprise.size_micro"}
     assert codes(db, "E2") == {"enterprise.food_catering", "enterprise.industry_H", "enterprise.size_medium"}
     assert "enterprise.high_tech_candidate" in codes(db, "E3")
-    assert "enterprise.high_tech_candidate" not in codes(db, "E4")  # already certified
+    assert "enterprise.high_tech_candidate" not in codes(db, "E4")  # 2,500 staff: past the size limit
     assert "enterprise.size_large" in codes(db, "E4")
 
 
@@ -114,6 +115,7 @@ def test_tags_expire_by_themselves(city):
     # Annual reports are due in the first half of the year for enterprises founded before it.
     assert "enterprise.annual_report_due" in codes(db, "E2")
     assert "enterprise.annual_report_due" in codes(db, "E1")
+    assert "enterprise.annual_report_due" not in codes(db, "E3")  # filed in February
     report = next(t for t in list_tags(db, "E2", False) if t["code"] == "enterprise.annual_report_due")
     assert (report["valid_from"], report["valid_until"]) == ("2027-01-01", "2027-06-30")
 
