@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     schedule_retrain: str = "0 2 * * 0"
     schedule_alerts: str = "5 * * * *"
     schedule_delivery: str = "*/2 * * * *"
+    schedule_misfire_grace_s: int = Field(default=3600, gt=0, description="A job missed by less than this still runs (once)")
 
     # -- HTTP API ----------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
