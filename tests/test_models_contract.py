@@ -107,6 +107,8 @@ class ModelContract:
         m = self.make().fit(communities)
         users = np.arange(N_USERS)
         items, _ = batch_topk(m, users, communities, 4, chunk_size=7)  # chunks that do not divide the users
+        threaded, _ = batch_topk(m, users, communities, 4, chunk_size=7, n_threads=2)
+        np.testing.assert_array_equal(items, threaded)
         s = m.score(users, communities)
         s[communities.nonzero()] = -np.inf
         for u in users:
