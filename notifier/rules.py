@@ -153,21 +153,23 @@ class _Located:
 
     def __init__(self, values: dict[str, Any], lines: dict[str, int], line: int):
         self.values, self.lines, self.line = values, lines, line
+        self.duplicates: list[tuple[str, int]] = []  # reported by the reader that knows the rule id
 
 
 def _convert(node: yaml.Node, where: str) -> Any:
     if isinstance(node, yaml.MappingNode):
-        values: dict[str, Any] = {}
-        lines: dict[str, int] = {}
+        out = _Located({}, {}, node.start_mark.line + 1)
         for key_node, value_node in node.value:
             key = key_node.value
             if not isinstance(key_node, yaml.ScalarNode):
                 raise RulesError(f"{where}:{key_node.start_mark.line + 1}: a key must be a plain word")
-            if key in values:
-                raise RulesError(f"{where}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            values[key] = _convert(value_node, where)
-            lines[key] = key_node.start_mark.line + 1
-        return _Located(values, lines, node.start_mark.line + 1)
+            if key in out.values:
+                # yaml would silently keep the last value; an operator almost never means that.
+                out.duplicates.append((key, key_node.start_mark.line + 1))
+                continue
+            out.values[key] = _convert(value_node, where)
+            out.lines[key] = key_node.start_mark.line + 1
+        return out
     if isinstance(node, yaml.SequenceNode):
         return [(_convert(v, where), v.start_mark.line + 1) for v in node.value]
     # Scalars go through yaml's own constructors so `true`, `30` and `null` get their usual types.
@@ -182,6 +184,9 @@ class _RuleReader:
 
     def __init__(self, where: str, node: _Located, rule_id: str):
         self.where, self.node, self.rule_id = where, node, rule_id
+        if node.duplicates:
+            key, line = node.duplicates[0]
+            raise self.fail(None, f"duplicate key {key!r}", line)
 
     def fail(self, key: str | None, msg: str, line: int | None = None) -> RulesError:
         line = line or (self.node.lines.get(key, self.node.line) if key else self.node.line)
@@ -255,6 +260,8 @@ def parse_rules(text: str, source: str = "<rules>", reference: Reference | None 
     doc = _convert(root, source)
     if not isinstance(doc, _Located) or "rules" not in doc.values:
         raise RulesError(f"{source}:1: expected a top-level mapping with a 'rules:' list")
+    if doc.duplicates:
+        raise RulesError(f"{source}:{doc.duplicates[0][1]}: duplicate key {doc.duplicates[0][0]!r}")
     extra = set(doc.values) - {"rules"}
     if extra:
         key = sorted(extra)[0]
