@@ -69,18 +69,15 @@ class EpisodeBuilder:
         c = self.cat
         ok_age = (age_then >= c.min_age[item]) & (age_then <= c.max_age[item])
         ok_hukou = ~c.hukou_only[item] | self.local[s]
-        return ~person | (ok_age & ok_hukou)
+        # Children under 14 do not use the portal themselves (their parents act at a window).
+        return ~person | (ok_age & ok_hukou & (age_then >= 14))
 
     def _emit(self, subject, item, day, funnel, complete_at=None):
         subject, item, day = (np.asarray(a, np.int64) for a in (subject, item, day))
         if complete_at is None:
             complete_at = np.full(len(subject), -1, np.int64)
-        ok = self._eligible(subject, item, day)
-        n = ok.sum()
-        # Apply at a daytime hour: the anchor day plus 9:00-17:00.
-        anchor = day[ok] * DAY + 9 * 3600 + self.rng.integers(0, 8 * 3600, n)
-        self.parts.append((subject[ok], item[ok], anchor, np.full(n, FUNNEL_NAMES.index(funnel), np.int8),
-                           np.asarray(complete_at, np.int64)[ok]))
+        self.parts.append((subject, item, day, np.full(len(subject), FUNNEL_NAMES.index(funnel), np.int8),
+                           np.asarray(complete_at, np.int64)))
 
     def add_tagged(self, subject, key: str, day, funnel: str, k_target: float, person: bool,
                    spread: tuple[int, int] = (0, 1)):
@@ -161,9 +158,14 @@ class EpisodeBuilder:
         if not self.parts:
             z = np.zeros(0, np.int64)
             return Episodes(z, z, z, np.zeros(0, np.int8), z)
-        cols = [np.concatenate([p[i] for p in self.parts]) for i in range(5)]
-        order = np.lexsort((cols[2], cols[0]))  # by subject, then time
-        return Episodes(*(c[order] for c in cols))
+        subject, item, day, funnel, complete_at = (np.concatenate([p[i] for p in self.parts]) for i in range(5))
+        # Subjects only do what they are eligible for on the day (age range, local hukou).
+        ok = self._eligible(subject, item, day)
+        subject, item, day, funnel, complete_at = (a[ok] for a in (subject, item, day, funnel, complete_at))
+        # Apply at a daytime hour: the anchor day plus 9:00-17:00.
+        anchor = day * DAY + 9 * 3600 + self.rng.integers(0, 8 * 3600, len(day))
+        order = np.lexsort((anchor, subject))  # by subject, then time
+        return Episodes(subject[order], item[order], anchor[order], funnel[order], complete_at[order])
 
 
 def slot_masks(rng: np.random.Generator, ep: Episodes, cat: Catalogue) -> np.ndarray:

@@ -69,6 +69,7 @@ class SynthSummary:
     licenses: int
     events: int
     life_events: int
+    episode_events: int  # events planned by latent episodes (the rest of the log is popularity noise)
     seconds: float
     skipped_license_types: list[str] = field(default_factory=list)
 
@@ -171,7 +172,7 @@ def generate_city(
     return SynthSummary(
         out_dir=str(out), format=fmt, seed=seed, as_of=as_of_date.isoformat(), people=pop.n,
         households=int(pop.household.max()) + 1, enterprises=ent.n, licenses=n_licences, events=n_events,
-        life_events=n_truth, seconds=round(time.perf_counter() - started, 2), skipped_license_types=lic.skipped,
+        life_events=n_truth, episode_events=int(mask.sum()), seconds=round(time.perf_counter() - started, 2), skipped_license_types=lic.skipped,
     )
 
 
@@ -208,15 +209,19 @@ class _Ids:
         )
 
 
+def _lookup(values, idx: np.ndarray) -> pl.Series:
+    """``values[idx]`` as a string Series (much faster than building numpy unicode arrays)."""
+    return pl.Series(list(values), dtype=pl.String).gather(np.asarray(idx, np.int64))
+
+
 def _days(values: np.ndarray) -> pl.Series:
     return pl.Series(np.asarray(values, np.int32)).cast(pl.Date)
 
 
-def _masked(values: np.ndarray, keep: np.ndarray) -> pl.Series:
+def _masked(values: np.ndarray | pl.Series, keep: np.ndarray) -> pl.Series:
     """A string column that is null where ``keep`` is False."""
-    return pl.DataFrame({"v": np.asarray(values).astype(str), "k": np.asarray(keep, bool)}).select(
-        pl.when(pl.col("k")).then(pl.col("v"))
-    ).to_series()
+    v = values if isinstance(values, pl.Series) else pl.Series(np.asarray(values).astype(str))
+    return pl.DataFrame({"v": v, "k": np.asarray(keep, bool)}).select(pl.when(pl.col("k")).then(pl.col("v"))).to_series()
 
 
 def _write(df: pl.DataFrame, stem: Path, fmt: str) -> int:
@@ -250,15 +255,15 @@ def _people_frame(rng: np.random.Generator, pop: Population, ids: _Ids) -> pl.Da
         seq[dup] = rng.integers(0, 500, k) * 2 + pop.male[dup]
         id_number[dup] = resident_ids(area[dup], yyyymmdd[dup], seq[dup])
     has_id = rng.random(n) < 0.95
-    occupation = _masked(np.array(OCCUPATIONS)[np.maximum(pop.occupation, 0)], pop.occupation_known)
+    occupation = _masked(_lookup(OCCUPATIONS, np.maximum(pop.occupation, 0)), pop.occupation_known)
     return pl.DataFrame({
         "_i": np.arange(n),
         "birth_date": _days(pop.birth),
-        "gender": np.where(pop.male, "M", "F"),
-        "district": DISTRICT_NAMES[pop.district],
+        "gender": _lookup(("F", "M"), pop.male.astype(np.int64)),
+        "district": _lookup(DISTRICT_NAMES, pop.district),
         "local_hukou": pop.local,
         "id_number": _masked(id_number, has_id),
-        "marital_status": np.array(MARITAL)[pop.marital],
+        "marital_status": _lookup(MARITAL, pop.marital),
         "household_id": pop.household + 1,
         "occupation": occupation,
         "low_income": pop.low_income,
@@ -281,8 +286,8 @@ def _enterprise_frame(rng: np.random.Generator, ent: Enterprises, ids: _Ids) -> 
     return pl.DataFrame({
         "_i": ids.n + np.arange(m),
         "name": ent.names,
-        "industry": np.array(INDUSTRIES)[ent.industry],
-        "district": DISTRICT_NAMES[ent.district],
+        "industry": _lookup(INDUSTRIES, ent.industry),
+        "district": _lookup(DISTRICT_NAMES, ent.district),
         "founded_on": _days(ent.founded),
         "employees": ent.employees,
         "uscc": _masked(codes, has),
@@ -299,7 +304,7 @@ def _licence_frame(lic: Licences, ids: _Ids) -> pl.DataFrame:
     return pl.DataFrame({
         "license_id": pl.Series(np.arange(1, n + 1)).cast(pl.String).str.zfill(max(9, len(str(n)))),
         "_h": lic.holder[order],
-        "license_type": np.array(lic.types)[lic.type_idx[order]] if n else np.zeros(0, str),
+        "license_type": _lookup(lic.types, lic.type_idx[order]),
         "issued_on": _days(lic.issued[order]),
         "_e": lic.expires[order],
     }).select(
@@ -339,7 +344,7 @@ def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: 
     # Occupations drive browsing of their items (students from 16: younger ones do not use the portal).
     for o_idx, occ in enumerate(OCCUPATIONS):
         sel = np.nonzero((pop.occupation == o_idx) & (pop.age >= 16))[0]
-        eb.add_interest(sel, f"occupation.{occ}", 4.0, ws, as_of, True)
+        eb.add_interest(sel, f"occupation.{occ}", 3.0, ws, as_of, True)
     cr = crowds(pop)
     parents = cr["parent_young_child"] & (pop.age <= 50)
     for crowd, (keys, rate) in _CROWD_INTEREST.items():
@@ -352,7 +357,7 @@ def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: 
     eb.add_tagged(e_idx[new], "enterprise.new_business", ent.founded[new], "life", 5, False, (-20, 60))
     letters = np.array(INDUSTRIES)[ent.industry] if m else np.zeros(0, str)
     for letter in INDUSTRIES:
-        eb.add_interest(e_idx[letters == letter], f"industry.{letter}", 4.0, ws, as_of, False)
+        eb.add_interest(e_idx[letters == letter], f"industry.{letter}", 3.0, ws, as_of, False)
     bands = size_band(ent.employees) if m else np.zeros(0, str)
     for band in ("micro", "small", "medium", "large"):
         eb.add_interest(e_idx[bands == band], f"enterprise.size_{band}", 1.0, ws, as_of, False)
@@ -371,7 +376,7 @@ def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: 
     # Routine transactions, in proportion to how active each subject is.
     act = _activity(rng, pop, ent)
     elig = _Eligibility(cat, pop, ent)
-    eb.add_routine(np.arange(n + m), np.minimum(act * 1.2, 8.0), ws, as_of, elig)
+    eb.add_routine(np.arange(n + m), np.minimum(act * 1.0, 8.0), ws, as_of, elig)
     eb.activity, eb.eligibility = act, elig
     return eb
 
@@ -494,6 +499,8 @@ def _write_events(seed, stem: Path, fmt: str, cat: Catalogue, pop: Population, e
     bounds = np.searchsorted(ep.subject, np.arange(0, n_subjects + CHUNK_SUBJECTS, CHUNK_SUBJECTS))
     n_chunks = math.ceil(n_subjects / CHUNK_SUBJECTS)
     path = stem.with_suffix(f".{fmt}")
+    item_names = pl.Series(cat.item_ids.tolist(), dtype=pl.String)
+    action_names, channel_names = pl.Series(ACTIONS), pl.Series(CHANNELS)
     written = 0
     writer = None
     fh = open(path, "wb") if fmt == "csv" else None
@@ -508,26 +515,36 @@ def _write_events(seed, stem: Path, fmt: str, cat: Catalogue, pop: Population, e
             s2, i2, a2, t2 = bh.noise(rng, subjects, rng.poisson(lam[lo:hi]), elig, ws_s, end_s)
             subject = np.concatenate([s1, s2])
             item = np.concatenate([i1, i2])
-            action = np.concatenate([a1, a2])
+            action = np.concatenate([a1, a2]).astype(np.int64)
             ts = np.concatenate([t1, t2])
+            # In time order; the same action on the same item in the same second is one event.
+            detail = (subject << 20) | (item << 3) | action
+            order = np.lexsort((detail, ts))
+            ts, detail = ts[order], detail[order]
+            fresh = np.r_[True, (ts[1:] != ts[:-1]) | (detail[1:] != detail[:-1])]
+            ts, detail = ts[fresh], detail[fresh]
+            subject, item, action = detail >> 20, (detail >> 3) & 0x1FFFF, detail & 7
             channel = _channels(rng, subject, action, ts, pop)
             has_id = rng.random(len(subject)) < 0.95
-            df = (
-                pl.DataFrame({"s": subject, "i": item, "a": action, "ts": ts, "c": channel, "h": has_id})
-                .unique(subset=["s", "i", "a", "ts"], keep="first", maintain_order=True)
-                .sort(["ts", "s", "i", "a"])
-            )
-            seq = pl.int_range(written + 1, written + 1 + df.height, eager=False)
+            chunk_ids = pl.DataFrame({"i": np.arange(lo, hi)}).select(ids.subject_expr("i")).to_series()
+            df = pl.DataFrame({
+                "subject_id": chunk_ids.gather(subject - lo), "item_id": item_names.gather(item),
+                "action": action_names.gather(action), "ts": ts, "h": has_id,
+                "channel": channel_names.gather(channel.astype(np.int64)),
+            })
+            # Zero-padded sequence numbers: offset by 10^10 and drop the leading 1 (cheaper than zfill).
+            seq = pl.int_range(written + 1 + 10**10, written + 1 + 10**10 + df.height, eager=False)
+            stamp = pl.from_epoch(pl.col("ts"), time_unit="s")
             df = df.select(
-                ids.subject_expr("s").alias("subject_id"),
-                pl.col("i").replace_strict(np.arange(cat.n), cat.item_ids, return_dtype=pl.String).alias("item_id"),
-                pl.col("a").cast(pl.Int64).replace_strict(np.arange(len(ACTIONS)), np.array(ACTIONS), return_dtype=pl.String).alias("action"),
-                pl.from_epoch(pl.col("ts"), time_unit="s").alias("ts"),
-                pl.when(pl.col("h")).then(pl.lit("EV") + seq.cast(pl.String).str.zfill(10)).alias("event_id"),
-                pl.col("c").cast(pl.Int64).replace_strict(np.arange(len(CHANNELS)), np.array(CHANNELS), return_dtype=pl.String).alias("channel"),
+                "subject_id",
+                "item_id",
+                "action",
+                stamp.dt.strftime("%Y-%m-%dT%H:%M:%S") if fmt == "csv" else stamp,
+                pl.when(pl.col("h")).then(pl.lit("EV") + seq.cast(pl.String).str.slice(1)).alias("event_id"),
+                "channel",
             )
             if fmt == "csv":
-                df.write_csv(fh, include_header=(c == 0), datetime_format="%Y-%m-%dT%H:%M:%S")
+                df.write_csv(fh, include_header=(c == 0))
             else:
                 import pyarrow.parquet as pq
 
@@ -550,21 +567,18 @@ def _write_events(seed, stem: Path, fmt: str, cat: Catalogue, pop: Population, e
 def _write_truth(truth: Path, pop: Population, ent: Enterprises, ids: _Ids, report_due: np.ndarray, as_of: int) -> int:
     life = pl.DataFrame({
         "_p": pop.ev_person,
-        "code": np.array([f"life_event.{c}" for c in LIFE_EVENTS])[pop.ev_code] if len(pop.ev_code) else np.zeros(0, str),
+        "code": _lookup([f"life_event.{c}" for c in LIFE_EVENTS], pop.ev_code),
         "date": _days(pop.ev_day),
     }).select(ids.subject_expr("_p").alias("subject_id"), "code", "date", "_p").unique(
         subset=["subject_id", "code", "date"]).sort(["_p", "date", "code"]).drop("_p")
     life.write_csv(truth / "life_events.csv", date_format="%Y-%m-%d")
-    rows_p, rows_c = [], []
-    for code, members in crowds(pop).items():
-        idx = np.nonzero(members)[0]
-        rows_p.append(idx)
-        rows_c.append(np.full(len(idx), f"crowd.{code}"))
-    _pairs(rows_p, rows_c, ids, "subject_id", "code").write_csv(truth / "crowds.csv")
-    occ = np.nonzero(pop.occupation >= 0)[0]
-    _pairs([occ], [np.array(OCCUPATIONS)[pop.occupation[occ]]], ids, "person_id", "occupation").write_csv(
-        truth / "occupations.csv")
-    e_p, e_c = [], []
+    crowd_sets = crowds(pop)
+    crowd_codes = [f"crowd.{c}" for c in crowd_sets]
+    _pairs([np.nonzero(m)[0] for m in crowd_sets.values()], crowd_codes, ids, "subject_id", "code").write_csv(
+        truth / "crowds.csv")
+    occ = pop.occupation >= 0
+    _pairs([np.nonzero(occ & (pop.occupation == k))[0] for k in range(len(OCCUPATIONS))], list(OCCUPATIONS), ids,
+           "person_id", "occupation").write_csv(truth / "occupations.csv")
     idx = pop.n + np.arange(ent.n)
     traits = {
         "new_business": ent.founded >= as_of - 365,
@@ -575,22 +589,20 @@ def _write_truth(truth: Path, pop: Population, ent: Enterprises, ids: _Ids, repo
     bands = size_band(ent.employees) if ent.n else np.zeros(0, str)
     for band in ("micro", "small", "medium", "large"):
         traits[f"size_{band}"] = bands == band
-    letters = np.array(INDUSTRIES)[ent.industry] if ent.n else np.zeros(0, str)
-    for letter in INDUSTRIES:
-        traits[f"industry_{letter}"] = letters == letter
-    for code, sel in traits.items():
-        e_p.append(idx[sel])
-        e_c.append(np.full(int(sel.sum()), f"enterprise.{code}"))
-    _pairs(e_p, e_c, ids, "enterprise_id", "code").write_csv(truth / "enterprise_traits.csv")
+    for k, letter in enumerate(INDUSTRIES):
+        traits[f"industry_{letter}"] = ent.industry == k
+    _pairs([idx[sel] for sel in traits.values()], [f"enterprise.{c}" for c in traits], ids, "enterprise_id",
+           "code").write_csv(truth / "enterprise_traits.csv")
     (truth / "README.md").write_text(TRUTH_README, encoding="utf-8")
     return life.height
 
 
-def _pairs(subjects: list[np.ndarray], codes: list[np.ndarray], ids: _Ids, id_col: str, code_col: str) -> pl.DataFrame:
-    s = np.concatenate(subjects) if subjects else np.zeros(0, np.int64)
-    c = np.concatenate(codes) if codes else np.zeros(0, str)
+def _pairs(groups: list[np.ndarray], codes: list[str], ids: _Ids, id_col: str, code_col: str) -> pl.DataFrame:
+    """(subject, code) rows: the subjects of ``groups[k]`` carry ``codes[k]``; sorted by subject, code."""
+    s = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    k = np.repeat(np.arange(len(codes)), [len(g) for g in groups])
     return (
-        pl.DataFrame({"_s": s.astype(np.int64), code_col: pl.Series(c, dtype=pl.String)})
+        pl.DataFrame({"_s": s.astype(np.int64), code_col: _lookup(codes, k)})
         .sort(["_s", code_col])
         .select(ids.subject_expr("_s").alias(id_col), code_col)
     )

@@ -61,25 +61,36 @@ def day_number(d: date) -> int:
 
 
 def ymd(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Days since 1970-01-01 -> (year, month, day) arrays."""
-    dt = np.asarray(days, dtype=np.int64).astype("datetime64[D]")
-    y = dt.astype("datetime64[Y]")
-    m = dt.astype("datetime64[M]")
-    return (
-        y.astype(np.int64) + 1970,
-        (m - y.astype("datetime64[M]")).astype(np.int64) + 1,
-        (dt - m.astype("datetime64[D]")).astype(np.int64) + 1,
-    )
+    """Days since 1970-01-01 -> (year, month, day) arrays (H. Hinnant's civil_from_days, integer-only
+    so that millions of dates convert in milliseconds)."""
+    z = np.asarray(days, dtype=np.int64) + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    year = yoe + era * 400 + (month <= 2)
+    return year, month, day
+
+
+def _days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * np.where(month > 2, month - 3, month + 9) + 2) // 5 + day - 1
+    return era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
 
 
 def days_of(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
     """(year, month, day) arrays -> days since 1970-01-01 (day clipped to the month's length)."""
-    year = np.asarray(year, dtype=np.int64)
-    month = np.asarray(month, dtype=np.int64)
-    first = ((year - 1970) * 12 + (month - 1)).astype("datetime64[M]")
-    nxt = first + np.timedelta64(1, "M")
-    length = (nxt.astype("datetime64[D]") - first.astype("datetime64[D]")).astype(np.int64)
-    return first.astype("datetime64[D]").astype(np.int64) + np.minimum(np.asarray(day), length) - 1
+    year, month, day = (np.asarray(a, dtype=np.int64) for a in (year, month, day))
+    first = _days_from_civil(year, month, np.ones_like(month))
+    next_year = year + (month == 12)
+    next_month = np.where(month == 12, 1, month + 1)
+    length = _days_from_civil(next_year, next_month, np.ones_like(month)) - first
+    return first + np.minimum(day, length) - 1
 
 
 def age_years(birth_days: np.ndarray, at_days: np.ndarray | int) -> np.ndarray:
