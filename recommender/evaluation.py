@@ -47,11 +47,13 @@ class ModelSystem:
     """
 
     def __init__(self, model: ImplicitModel, catalogue: Sequence[str] | None = None, value: str | None = None,
-                 chunk_size: int = 2048):
+                 chunk_size: int = 2048, filter_seen: bool = True):
         self.model = model
         self.catalogue = catalogue
         self.value = value
         self.chunk_size = chunk_size
+        # False: only ``exclude`` is removed (a service viewed last month may well be applied for next month)
+        self.filter_seen = filter_seen
 
     def fit(self, train: pl.DataFrame) -> "ModelSystem":
         items = (np.asarray(self.catalogue, dtype=object) if self.catalogue is not None
@@ -85,7 +87,8 @@ class ModelSystem:
             ex = to_csr(exclude.select("subject_id", "item_id"), np.asarray(subject_ids, dtype=object),
                         self.interactions_.item_ids).matrix
             ex.data[:] = 1.0
-        items, scores = batch_topk(self.model, rows, hist, k, exclude=ex, chunk_size=self.chunk_size)
+        items, scores = batch_topk(self.model, rows, hist, k, exclude=ex, chunk_size=self.chunk_size,
+                                   filter_seen=self.filter_seen)
         n = len(subject_ids)
         flat = items.ravel()
         ok = flat >= 0
@@ -174,7 +177,8 @@ def expand_grid(params: dict) -> list[dict]:
 
 
 def select_on_valid(make_system: Callable[[dict], object], grid: list[dict], split: Split, k: int,
-                    metric: str, catalogue_size: int) -> tuple[dict, list[dict], dict]:
+                    metric: str, catalogue_size: int, *, exclude: pl.DataFrame | None = None
+                    ) -> tuple[dict, list[dict], dict]:
     """Fit each grid point on train, rank valid users with train items removed; best by ``metric``.
 
     Returns (best params, [{params, metric}] for every point, best point's valid metrics).
@@ -185,7 +189,9 @@ def select_on_valid(make_system: Callable[[dict], object], grid: list[dict], spl
     all_metrics = [m for m in METRICS]
     for params in grid:
         system = make_system(params)
-        vm, _, fit_s, _ = run_phase(system, split.train, split.valid, split.train, k, all_metrics, catalogue_size)
+        vm, _, fit_s, _ = run_phase(system, split.train, split.valid,
+                                    split.train.select("subject_id", "item_id") if exclude is None else exclude,
+                                    k, all_metrics, catalogue_size)
         rows.append({"params": params, metric: vm[metric], "fit_s": fit_s})
         if vm[metric] > best_val:
             best, best_val, best_metrics = params, vm[metric], vm
@@ -195,11 +201,16 @@ def select_on_valid(make_system: Callable[[dict], object], grid: list[dict], spl
 def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metrics=METRICS,
                     select_metric: str = "mrr", catalogue: Sequence[str] | None = None,
                     groups: pl.DataFrame | None = None, systems: dict[str, object] | None = None,
-                    progress: Callable[[str], None] | None = None) -> EvalReport:
+                    progress: Callable[[str], None] | None = None, value: str | None = None,
+                    filter_seen: bool = True,
+                    exclude_valid: pl.DataFrame | None = None,
+                    exclude_test: pl.DataFrame | None = None) -> EvalReport:
     """Evaluate named models (``{label: {"model": name, **params-or-grids}}``) and ready-made systems.
 
     Models with a grid (any list-valued parameter) are tuned on valid ``select_metric``@k first.
     ``catalogue`` defaults to every item in the split. ``groups`` (subject_id, group) adds a per-group table.
+    ``value`` names the train column of confidences. The items removed from each user's ranking default to
+    their train items (valid ranking) and train + valid items (test ranking); ``exclude_*`` replace them.
     """
     metrics = parse_metrics(metrics)
     select_metric = parse_metrics([select_metric], source="select_metric")[0]
@@ -210,7 +221,9 @@ def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metri
                             .cast(pl.String).unique().to_numpy())
     catalogue = np.asarray(catalogue, dtype=object)
     n_cat = len(catalogue)
-    seen_test = pl.concat([split.train.select("subject_id", "item_id"), split.valid.select("subject_id", "item_id")])
+    seen_valid = split.train.select("subject_id", "item_id") if exclude_valid is None else exclude_valid
+    seen_test = (pl.concat([split.train.select("subject_id", "item_id"), split.valid.select("subject_id", "item_id")])
+                 if exclude_test is None else exclude_test)
     results = []
     for label, spec in models.items():
         spec = dict(spec or {})
@@ -221,20 +234,21 @@ def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metri
             make_model(name, **params)  # unknown parameter -> ConfigFileError naming it
 
         def factory(params, _name=name):
-            return ModelSystem(make_model(_name, **params), catalogue=catalogue)
+            return ModelSystem(make_model(_name, **params), catalogue=catalogue, value=value, filter_seen=filter_seen)
 
         grid_rows, valid_metrics = [], {}
         if len(grid) > 1:
             if progress:
                 progress(f"{label}: choosing among {len(grid)} settings on valid {select_metric}@{k}")
-            best, grid_rows, valid_metrics = select_on_valid(factory, grid, split, k, select_metric, n_cat)
+            best, grid_rows, valid_metrics = select_on_valid(factory, grid, split, k, select_metric, n_cat,
+                                                             exclude=seen_valid)
         else:
             best = grid[0]
         if progress:
             progress(f"{label}: fit on train, rank test users")
         system = factory(best)
         if not valid_metrics and split.valid.height:
-            valid_metrics, _, _, _ = run_phase(system, split.train, split.valid, split.train, k, list(METRICS), n_cat)
+            valid_metrics, _, _, _ = run_phase(system, split.train, split.valid, seen_valid, k, list(METRICS), n_cat)
             valid_metrics = {m: valid_metrics[m] for m in metrics}
         else:
             valid_metrics = {m: valid_metrics[m] for m in metrics if m in valid_metrics}
@@ -375,7 +389,10 @@ def _plots(report: EvalReport, out: Path, stem: str) -> list[Path]:
 PROTOCOLS = ("recbole-random", "leave-last-out", "temporal")
 CONFIG_KEYS = {"title", "data", "protocol", "seed", "k", "metrics", "select_metric", "models", "groups", "out",
                "ratios", "test_days", "valid_days"}
-DATA_KEYS = {"interactions", "sep", "header", "user_col", "item_col", "time_col", "rating_col", "min_rating"}
+DATA_KEYS = {"interactions", "sep", "header", "user_col", "item_col", "time_col", "rating_col", "min_rating",
+             "source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
+EVENT_DATA_KEYS = {"source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
+GROUP_SOURCES = ("crowd",)
 
 #: grids used when models are named on the command line (chosen on valid MRR@10 when the split has a valid part)
 DEFAULT_GRIDS: dict[str, dict] = {
@@ -426,11 +443,25 @@ def check_eval_config(cfg: dict) -> dict:
     if unknown:
         raise ConfigFileError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
     data = cfg.get("data")
-    if not isinstance(data, dict) or "interactions" not in data:
-        raise ConfigFileError(f"{_where(source, 'data.interactions')}: required (the interaction file to evaluate on)")
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{_where(source, 'data')}: required (data.interactions: FILE, or data.source: events)")
     unknown = sorted(set(data) - DATA_KEYS)
     if unknown:
         raise ConfigFileError(f"{source}: unknown key(s) data.{', data.'.join(unknown)}; known: {', '.join(sorted(DATA_KEYS))}")
+    if data.get("source", "file") not in ("file", "events"):
+        raise ConfigFileError(f"{_where(source, 'data.source')}: expected 'file' or 'events', got {data.get('source')!r}")
+    if data.get("source") == "events":
+        for key in ("relevant_actions", "exclude_actions"):
+            if key in data and (not isinstance(data[key], list) or not data[key]):
+                raise ConfigFileError(f"{_where(source, 'data.' + key)}: expected a non-empty list of actions")
+        if cfg.get("protocol", "temporal") != "temporal":
+            raise ConfigFileError(f"{_where(source, 'protocol')}: the store's events are evaluated with 'temporal'")
+    else:
+        if "interactions" not in data:
+            raise ConfigFileError(f"{_where(source, 'data.interactions')}: required (the interaction file to evaluate on)")
+        stray = sorted(set(data) & EVENT_DATA_KEYS - {"source"})
+        if stray:
+            raise ConfigFileError(f"{source}: data.{', data.'.join(stray)} only apply to data.source: events")
     protocol = cfg.get("protocol", "recbole-random")
     if protocol not in PROTOCOLS:
         raise ConfigFileError(f"{_where(source, 'protocol')}: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
@@ -460,15 +491,120 @@ def _resolve_path(cfg: dict, value) -> Path:
     return p if p.is_absolute() else Path(cfg.get("_base", ".")) / p
 
 
+def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame, pl.DataFrame, list[str]]:
+    """The store's event log as a temporal split: weighted train pairs, relevant valid/test pairs.
+
+    Returns (split with a ``w`` column in train, catalogue, valid exclusions, test exclusions, notes).
+    """
+    from recommender.models.weights import check_action_weights, weighted_interactions
+    from recommender.splits import temporal_split
+    from yiwang.eventlog import scan_events
+    from yiwang.registry import scan_table
+
+    source = cfg.get("_source", "<config>")
+    data = cfg["data"]
+    if settings is None:
+        raise ConfigFileError(f"{source}: data.source: events needs the store (run through `yiwang --home HOME eval`)")
+    weights, half_life = data.get("action_weights"), data.get("half_life_days")
+    if weights is None or "half_life_days" not in data:
+        from recommender.config import load_config
+
+        rc = load_config(settings)
+        weights = rc.action_weights if weights is None else weights
+        half_life = rc["interactions"]["half_life_days"] if "half_life_days" not in data else half_life
+    check_action_weights(weights, half_life, source=f"{source}: data.action_weights")
+    relevant = list(data.get("relevant_actions", ["apply", "complete"]))
+    excluded = list(data.get("exclude_actions", relevant))
+    unknown = sorted(set(relevant + excluded) - set(weights))
+    if unknown:
+        raise ConfigFileError(f"{source}: data.relevant_actions/exclude_actions: unknown action(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(weights)}")
+    events = scan_events(settings.events_dir).select("subject_id", "item_id", "action", "ts").collect()
+    if events.height == 0:
+        from yiwang.errors import StateError
+
+        raise StateError(f"no events in {settings.events_dir}: ingest an export first (`yiwang ingest`)")
+    raw = temporal_split(events, int(cfg.get("test_days", 60)), int(cfg.get("valid_days", 0)))
+    train_end = raw.train["ts"].max()
+    ia = weighted_interactions(raw.train, weights, half_life, train_end)
+    coo = ia.matrix.tocoo()
+    train = pl.DataFrame({"subject_id": pl.Series(ia.subject_ids[coo.row], dtype=pl.String),
+                          "item_id": pl.Series(ia.item_ids[coo.col], dtype=pl.String), "w": coo.data})
+
+    def pairs(df: pl.DataFrame, actions: list[str]) -> pl.DataFrame:
+        return df.filter(pl.col("action").is_in(actions)).select("subject_id", "item_id").unique()
+
+    excl_valid = pairs(raw.train, excluded)
+    excl_test = pl.concat([excl_valid, pairs(raw.valid, excluded)]).unique()
+    notes, skips = [], dict(raw.skips)
+    parts = {}
+    for name, part, excl in (("valid", raw.valid, excl_valid), ("test", raw.test, excl_test)):
+        truth = pairs(part, relevant)
+        repeat = truth.join(excl, on=["subject_id", "item_id"], how="semi").height
+        if repeat:
+            skips[f"{name} pairs already {'/'.join(excluded)} before (removed from ranking, so not scored)"] = repeat
+        parts[name] = truth.join(excl, on=["subject_id", "item_id"], how="anti")
+        new_users = parts[name].join(train.select("subject_id").unique(), on="subject_id", how="anti")
+        if new_users.height:
+            notes.append(f"{name}: {new_users['subject_id'].n_unique():,} subject(s) with no train history "
+                         "(kept: they get the models' non-personal answer)")
+    if parts["test"].height == 0:
+        raise ContractError(f"temporal split: no {'/'.join(relevant)} event in the last {cfg.get('test_days', 60)} "
+                            "day(s) that was not already done before: nothing to evaluate")
+    catalogue = scan_table(settings.home, "catalog").select("item_id").collect()["item_id"]
+    catalogue = np.sort(pl.concat([catalogue, events["item_id"]]).unique().to_numpy())
+    notes.insert(0, f"data: the store's events ({events.height:,}); train until {train_end}, "
+                    f"{raw.notes.get('test_start')} onwards is test; relevant: {', '.join(relevant)}; "
+                    f"removed from rankings: items {'/'.join(excluded)} before; weights {weights}, "
+                    f"half-life {half_life} days")
+    split = Split(train, parts["valid"], parts["test"], "temporal", skips, raw.notes)
+    return split, catalogue, excl_valid, excl_test, notes
+
+
+def crowd_groups(settings, db) -> pl.DataFrame:
+    """subject -> group for the fairness breakdown: person/enterprise, non-sensitive crowd tags, students."""
+    from yiwang.registry import scan_table
+
+    people = scan_table(settings.home, "people").select(pl.col("person_id").alias("subject_id")).collect()
+    ents = scan_table(settings.home, "enterprises").select(pl.col("enterprise_id").alias("subject_id")).collect()
+    rows = db.conn.execute(
+        "SELECT subject_id, code FROM tags WHERE sensitive = 0 AND (dimension = 'crowd' OR code = 'occupation.student')"
+    ).fetchall()
+    tags = pl.DataFrame(rows, schema={"subject_id": pl.String, "group": pl.String}, orient="row")
+    return pl.concat([
+        people.with_columns(group=pl.lit("person")), ents.with_columns(group=pl.lit("enterprise")), tags,
+    ]).unique()
+
+
 def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] | None = None,
-                    systems: dict[str, object] | None = None, write: bool = True) -> EvalRun:
-    """Load the data, split it by the named protocol, evaluate every model, write the reports."""
+                    systems: dict[str, object] | None = None, write: bool = True, settings=None,
+                    db=None) -> EvalRun:
+    """Load the data, split it by the named protocol, evaluate every model, write the reports.
+
+    ``settings``/``db`` are needed only for ``data.source: events`` and ``groups: crowd``.
+    """
     from recommender.interactions import load_interactions
     from recommender.splits import drop_cold, leave_last_out, random_split, temporal_split
 
     t0 = time.perf_counter()
     cfg = check_eval_config(cfg)
     data = cfg["data"]
+    if data.get("source") == "events":
+        split, catalogue, excl_valid, excl_test, notes = _events_split(cfg, settings)
+        groups = None
+        if cfg.get("groups") == "crowd":
+            if db is None:
+                raise ConfigFileError(f"{cfg.get('_source', '<config>')}: groups: crowd needs the store")
+            groups = crowd_groups(settings, db)
+        elif cfg.get("groups"):
+            groups = _groups_file(cfg)
+        report = evaluate_models(
+            cfg["models"], split, k=int(cfg.get("k", 10)), metrics=cfg.get("metrics", list(METRICS)),
+            select_metric=cfg.get("select_metric", "mrr"), catalogue=catalogue, groups=groups, systems=systems,
+            progress=progress, value="w", filter_seen=False, exclude_valid=excl_valid, exclude_test=excl_test,
+        )
+        report.notes = notes + [f"skipped: {k}: {v:,}" for k, v in split.skips.items()] + report.notes
+        return _finish(cfg, report, out_dir, write, {}, t0, "the store's events")
     path = _resolve_path(cfg, data["interactions"])
     protocol = cfg.get("protocol", "recbole-random")
     if protocol != "recbole-random" and data.get("time_col") in (None, ""):
@@ -493,21 +629,31 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
         split = drop_cold(leave_last_out(df))
     else:
         split = drop_cold(temporal_split(df, int(cfg.get("test_days", 60)), int(cfg.get("valid_days", 0))))
-    groups = None
-    if cfg.get("groups"):
-        gpath = _resolve_path(cfg, cfg["groups"])
-        g = load_interactions(gpath, user_col="subject_id", item_col="group", min_user_interactions=1)
-        groups = g.frame.select("subject_id", pl.col("item_id").alias("group"))
+    groups = _groups_file(cfg) if cfg.get("groups") else None
     report = evaluate_models(
         cfg["models"], split, k=int(cfg.get("k", 10)), metrics=cfg.get("metrics", list(METRICS)),
         select_metric=cfg.get("select_metric", "mrr"), catalogue=np.sort(df["item_id"].unique().to_numpy()),
         groups=groups, systems=systems, progress=progress,
     )
     report.notes = notes + [f"skipped by the split: {k}: {v:,}" for k, v in split.skips.items()] + report.notes
+    return _finish(cfg, report, out_dir, write, loaded.skips, t0, path.name)
+
+
+def _groups_file(cfg: dict) -> pl.DataFrame:
+    from recommender.interactions import load_interactions
+
+    if cfg["groups"] in GROUP_SOURCES:
+        raise ConfigFileError(f"{cfg.get('_source', '<config>')}: groups: {cfg['groups']!r} needs data.source: events")
+    gpath = _resolve_path(cfg, cfg["groups"])
+    g = load_interactions(gpath, user_col="subject_id", item_col="group", min_user_interactions=1)
+    return g.frame.select("subject_id", pl.col("item_id").alias("group"))
+
+
+def _finish(cfg, report, out_dir, write, load_skips, t0, what) -> EvalRun:
     out = Path(out_dir) if out_dir is not None else (_resolve_path(cfg, cfg["out"]) if cfg.get("out") else None)
     written = []
     if write:
         if out is None:
             raise ConfigFileError(f"{cfg.get('_source', '<config>')}: out: no output directory given (config key out or --out)")
-        written = write_report(report, out, title=cfg.get("title", f"Evaluation on {path.name}"))
-    return EvalRun(report, written, loaded.skips, time.perf_counter() - t0)
+        written = write_report(report, out, title=cfg.get("title", f"Evaluation on {what}"))
+    return EvalRun(report, written, load_skips, time.perf_counter() - t0)

@@ -8,19 +8,22 @@ from typing import Optional
 
 import typer
 
-from yiwang.cli.context import console, err_console
+from yiwang.cli.context import app_context, console, err_console
 from yiwang.errors import ConfigFileError
 
 EVAL_HELP = """Evaluate implicit models and baselines offline; writes results.md, results.csv and PNG plots.
 
 Either a config file (`yiwang eval experiments/ml100k.yaml`) or an interaction file with flags
 (`yiwang eval --interactions u.data --no-header --sep tab --protocol recbole-random --models ease,als,pop`).
-Models with several candidate settings are tuned on the valid split's MRR@10."""
+A config with `data: {source: events}` evaluates on the store's own event log (temporal split, the last
+`test_days` as test, `groups: crowd` for a per-crowd breakdown). Models with several candidate settings
+are tuned on the valid split's MRR@10."""
 
 
 def register(app: typer.Typer) -> None:
     @app.command("eval", help=EVAL_HELP)
     def eval_cmd(
+        ctx: typer.Context,
         config: Optional[Path] = typer.Argument(None, help="Eval config (YAML): data, protocol, models, metrics, out."),
         interactions: Optional[Path] = typer.Option(None, "--interactions", help="Interaction file (user, item[, time][, rating])."),
         protocol: str = typer.Option("recbole-random", "--protocol", help="recbole-random | leave-last-out | temporal."),
@@ -65,7 +68,10 @@ def register(app: typer.Typer) -> None:
                            for m in names},
             }
         out_dir = out if out is not None else (None if cfg.get("out") else Path("out/eval"))
-        run = run_eval_config(cfg, out_dir=out_dir, progress=lambda msg: err_console.print(msg, highlight=False))
+        needs_store = cfg["data"].get("source") == "events"
+        actx = app_context(ctx)
+        run = run_eval_config(cfg, out_dir=out_dir, progress=lambda msg: err_console.print(msg, highlight=False),
+                              settings=actx.settings if needs_store else None, db=actx.db if needs_store else None)
         table = run.report.table()
         if as_json:
             console.print_json(json.dumps({"rows": table.to_dicts(), "notes": run.report.notes,
