@@ -9,7 +9,8 @@ the window is the two years before as_of (as_of itself excluded).
 ## Files
 - `life_events.csv` (subject_id, code, date): life events of persons in the window.
   - `life_event.birth`: both parents (the household head and spouse) of a child born in the window, on
-    the birth date. The newborn is a person in the export, in the parents' household, holding a
+    the birth date. The registry has no relationship field: a child's parents are the adults of the
+    household younger than about 55 (grandparents living with them are older). The newborn is a person in the export, in the parents' household, holding a
     `birth_medical_certificate` issued that day.
   - `life_event.second_child`: as birth, when the newborn has an older sibling in the household.
   - `life_event.school_entry`: the parents of a child who is 3, 6 or 12 by 1 September (kindergarten,
@@ -50,6 +51,7 @@ the window is the two years before as_of (as_of itself excluded).
   annual-report items).
 
 ## How behaviour is generated
+Persons under 14 have no events of their own (their parents act for them); their licences still renew.
 Episodes (views, then possibly click, favorite, consult, apply, complete) on the items whose tag
 columns match a subject's life events (around the event date), occupation, crowds, industry, size and
 traits; renewal episodes ending on the day a licence was renewed (the new licence is in the export, the
