@@ -170,3 +170,71 @@ def test_cli_with_flags_and_bad_model(tmp_path, csv_file):
     assert (tmp_path / "res" / "results.csv").exists() and '"system": "ease"' in r.stdout
     r = _cli("eval", "--interactions", str(csv_file), "--user-col", "uid", "--models", "ease,wals", cwd=tmp_path)
     assert r.returncode == 2 and "unknown model(s) wals" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- the store's own event log -----------------------------------------------------------------------------
+def _store_events(settings, db):
+    """Two communities of subjects over 300 days: views, then applications; each applies once more at the end."""
+    from datetime import datetime, timedelta, timezone
+
+    from yiwang.eventlog import append_events
+
+    rng = np.random.default_rng(1)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = []
+    for u in range(80):
+        base = 0 if u < 40 else 10
+        items = base + rng.choice(10, 7, replace=False)
+        for j, i in enumerate(items[:6]):
+            day = int(rng.integers(0, 200))
+            rows.append((f"P{u}", f"S{i}", "view", t0 + timedelta(days=day)))
+            if j % 2 == 0:
+                rows.append((f"P{u}", f"S{i}", "apply", t0 + timedelta(days=day + 1)))
+        rows.append((f"P{u}", f"S{items[6]}", "complete", t0 + timedelta(days=int(rng.integers(260, 300)))))
+    rows.append(("P0", "S0", "teleport", t0 + timedelta(days=10)))  # an action nobody configured a weight for
+    df = pl.DataFrame(rows, schema={"subject_id": pl.String, "item_id": pl.String, "action": pl.String,
+                                    "ts": pl.Datetime("us", "UTC")}, orient="row")
+    df = df.with_columns(event_id=pl.int_range(pl.len()).cast(pl.String), channel=pl.lit("app"))
+    append_events(settings.events_dir, df, 1)
+    db.conn.executemany(
+        "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en, valid_from, "
+        "sensitive, as_of) VALUES (?, ?, 'crowd', 1.0, 'test', '', '', '2026-01-01', ?, '2026-11-01')",
+        [(f"P{u}", "crowd.elderly" if u % 2 else "crowd.non_local", 0) for u in range(80)]
+        + [("P3", "crowd.hardship", 1)],
+    )
+    db.conn.commit()
+
+
+def test_store_events_temporal_with_crowd_groups(settings, db, tmp_path):
+    _store_events(settings, db)
+    weights = {"view": 1.0, "click": 2.0, "favorite": 4.0, "consult": 4.0, "apply": 8.0, "complete": 8.0}
+    cfg = {"_source": "city.yaml", "data": {"source": "events", "action_weights": weights, "half_life_days": 60},
+           "protocol": "temporal", "test_days": 45, "k": 5, "groups": "crowd", "metrics": ["ndcg", "hit"],
+           "models": {"ease": {"l2": 5.0}, "pop": {}}}
+    with pytest.raises(ConfigFileError, match="no weight for action.*teleport"):
+        run_eval_config(cfg, out_dir=tmp_path, settings=settings, db=db)
+    cfg["data"]["action_weights"] = dict(weights, teleport=0.0)
+    run = run_eval_config(cfg, out_dir=tmp_path, settings=settings, db=db)
+    ease, pop = run.report.results
+    assert ease.n_users == 80  # every subject completes one item in the test window
+    assert ease.metrics["hit"] > pop.metrics["hit"] + 0.2
+    groups = run.report.groups
+    assert set(groups["group"]) == {"crowd.elderly", "crowd.non_local"}  # sensitive tags stay out
+    assert groups.filter(pl.col("system") == "ease")["n_users"].sum() == 80
+    assert (tmp_path / "results_groups.png").exists()
+
+
+def test_store_events_errors(settings, db, tmp_path):
+    from yiwang.errors import StateError
+
+    cfg = {"_source": "city.yaml", "data": {"source": "events", "action_weights": {"view": 1, "apply": 5, "complete": 5},
+                                            "half_life_days": 30},
+           "protocol": "temporal", "models": {"pop": {}}}
+    with pytest.raises(StateError, match="no events"):
+        run_eval_config(cfg, out_dir=tmp_path, settings=settings, db=db)
+    with pytest.raises(ConfigFileError, match="needs the store"):
+        run_eval_config(cfg, out_dir=tmp_path)
+    with pytest.raises(ConfigFileError, match="data.relevant_actions"):
+        run_eval_config(dict(cfg, data=dict(cfg["data"], relevant_actions=[])), settings=settings, db=db)
+    with pytest.raises(ConfigFileError, match="only apply to data.source: events"):
+        run_eval_config({"data": {"interactions": "x.csv", "relevant_actions": ["apply"]}, "models": {"pop": {}}})
