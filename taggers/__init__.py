@@ -27,6 +27,7 @@ from taggers.rules import (
     Compiler,
     RuleSet,
     event_aggregate_exprs,
+    item_flag_exprs,
     licence_aggregates,
     load_rules,
     _kind,
@@ -110,10 +111,12 @@ def tagging_frame(
         frame = frame.join(lic, on="subject_id", how="left")
     ev_aggs = [a for a in ruleset.aggregates.values() if a.kind == "events"] + list(extra_event_aggregates)
     if ev_aggs:
+        flags = item_flag_exprs(ev_aggs)
+        items = lazy(catalog).select("item_id", *flags).filter(pl.any_horizontal(pl.exclude("item_id")))
         ev = (
             events_until(events, as_of)
             .select("subject_id", "item_id", "action", "ts")
-            .join(lazy(catalog).select("item_id", "category", "department", "life_events", "crowds", "occupations"), on="item_id", how="left")
+            .join(items, on="item_id", how="inner")
             .group_by("subject_id")
             .agg(event_aggregate_exprs(ev_aggs, as_of))
         )

@@ -1,9 +1,11 @@
 """The learned occupation tagger: LightGBM over behaviour and attributes, with calibrated probabilities.
 
 Trained each batch on the persons whose occupation the registry holds, it predicts the rest. LightGBM's
-multiclass scores are over-confident on small classes, so a single temperature is fitted on held-out labelled
-rows (minimising log-loss); the confidence on a tag is that calibrated probability, and below
-``settings.occupation_min_confidence`` no tag is emitted.
+multiclass scores are over-confident, so a single temperature is fitted on held-out labelled rows (minimising
+log-loss). The registry never says "no occupation", so a second, positive-unlabelled model estimates whether
+a person has one at all (:meth:`OccupationClassifier.fit_presence`). The confidence on a tag is
+P(has an occupation) x P(this occupation | has one); below ``settings.occupation_min_confidence`` no tag is
+emitted.
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ OCCUPATION_LICENCES = (
     "driving_licence",
     "foreigner_work_permit",
 )
-BEHAVIOUR_WINDOW_DAYS = 365
 MODEL_NAME = "occupation_lgbm"
 
 
 def occupation_event_aggregates() -> list[Aggregate]:
-    """Event counts on items the catalogue links to each occupation (computed in the taggers' events pass)."""
+    """Event counts on items the catalogue links to each occupation, over the whole log (a job outlasts any
+    window), computed in the taggers' events pass."""
     return [
-        Aggregate(f"occ.{o}", "events", {"occupation": [f"occupation.{o}"], "within_days": BEHAVIOUR_WINDOW_DAYS}) for o in OCCUPATIONS
+        Aggregate(f"occ.{o}", "events", {"occupation": [f"occupation.{o}"], "within_days": None}) for o in OCCUPATIONS
     ]
 
 
@@ -77,19 +79,23 @@ class OccupationClassifier:
 
     def __init__(
         self,
-        n_estimators: int = 120,
+        n_estimators: int = 100,
         learning_rate: float = 0.1,
         num_leaves: int = 31,
         min_child_samples: int = 20,
+        presence_num_leaves: int = 7,
+        presence_min_child_samples: int = 200,
         calibration_fraction: float = 0.2,
         max_train_rows: int = 60_000,
-        n_jobs: int = 2,
+        n_jobs: int = 1,
         random_state: int = 0,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
+        self.presence_num_leaves = presence_num_leaves
+        self.presence_min_child_samples = presence_min_child_samples
         self.calibration_fraction = calibration_fraction
         self.max_train_rows = max_train_rows
         self.n_jobs = n_jobs
@@ -136,7 +142,67 @@ class OccupationClassifier:
         self.n_calibration_ = int(n_cal)
         return self
 
+    def fit_presence(self, X_labelled: np.ndarray, y_labelled: np.ndarray, X_unlabelled: np.ndarray) -> "OccupationClassifier":
+        """Learn P(has an occupation | x) from labelled vs unlabelled persons (Elkan & Noto, 2008).
+
+        The registry records occupations for a share ``c`` of the people who have one, and never records
+        "none"; a classifier g(x) = P(labelled | x) then gives P(has occupation | x) = g(x) / c, with ``c``
+        estimated as the mean of g over held-out labelled rows. The registry knows some occupations more
+        often than others (teachers, medical workers), so ``c`` is estimated per occupation and mixed by the
+        occupation probabilities. Without this, children under school age, retirees and the unemployed would
+        all be handed an occupation.
+        """
+        rng = np.random.default_rng(self.random_state + 1)
+        half = self.max_train_rows // 2
+
+        def sample(X):
+            return X[rng.choice(len(X), half, replace=False)] if len(X) > half else X
+
+        y_labelled = np.asarray(y_labelled)
+        pick = rng.choice(len(X_labelled), half, replace=False) if len(X_labelled) > half else np.arange(len(X_labelled))
+        Xl, yl, Xu = X_labelled[pick], y_labelled[pick], sample(X_unlabelled)
+        # The labelled/unlabelled mix of the sample differs from the population's; weights restore it.
+        wl, wu = len(X_labelled) / len(Xl), len(X_unlabelled) / max(len(Xu), 1)
+        order = rng.permutation(len(Xl))
+        n_hold = max(int(len(Xl) * self.calibration_fraction), 1)
+        hold, hold_y, keep = Xl[order[:n_hold]], yl[order[:n_hold]], Xl[order[n_hold:]]
+        X = np.vstack([keep, Xu])
+        s = np.concatenate([np.ones(len(keep)), np.zeros(len(Xu))])
+        w = np.concatenate([np.full(len(keep), wl), np.full(len(Xu), wu)])
+        # Labelling is random within an occupation, so the ideal g is flat across a class: a small, heavily
+        # regularised model keeps its noise (and so the spread of g / c) down.
+        params = {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.presence_num_leaves,
+            "min_data_in_leaf": self.presence_min_child_samples,
+            "num_threads": self.n_jobs,
+            "seed": self.random_state,
+            "deterministic": True,
+            "verbosity": -1,
+        }
+        self.presence_booster_ = lgb.train(params, lgb.Dataset(X, label=s, weight=w), num_boost_round=self.n_estimators)
+        g = self.presence_booster_.predict(hold, num_threads=self.n_jobs)
+        pooled = float(np.clip(g.mean(), 1e-3, 1.0))
+        self.label_frequency_ = np.array(
+            [float(np.clip(g[hold_y == k].mean(), 1e-3, 1.0)) if (hold_y == k).sum() >= 20 else pooled for k in self.classes_]
+        )
+        return self
+
+    def presence_proba(self, X: np.ndarray, proba: np.ndarray | None = None) -> np.ndarray:
+        """P(the person has an occupation at all); 1 where no presence model was fitted.
+
+        ``proba`` (from :meth:`predict_proba`) may be passed to save predicting twice.
+        """
+        if not hasattr(self, "presence_booster_") or len(X) == 0:
+            return np.ones(len(X))
+        if proba is None:
+            proba = self.predict_proba(X)
+        c = proba @ self.label_frequency_
+        return np.clip(self.presence_booster_.predict(X, num_threads=self.n_jobs) / c, 0.0, 1.0)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(occupation k | x, has an occupation), temperature-calibrated; rows sum to 1."""
         if len(X) == 0:
             return np.zeros((0, len(self.classes_)))
         raw = self.booster_.predict(X, raw_score=True, num_threads=self.n_jobs)
@@ -154,6 +220,8 @@ class OccupationClassifier:
         out = Path(directory) / self.version(as_of)
         out.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(str(out / "model.txt"))
+        if hasattr(self, "presence_booster_"):
+            self.presence_booster_.save_model(str(out / "presence.txt"))
         (out / "meta.json").write_text(
             json.dumps(
                 {
@@ -163,6 +231,7 @@ class OccupationClassifier:
                     "classes": self.classes_.tolist(),
                     "features": FEATURES,
                     "temperature": self.temperature_,
+                    "label_frequency": getattr(self, "label_frequency_", np.array([])).tolist(),
                     "n_train": self.n_train_,
                     "n_calibration": self.n_calibration_,
                 },
@@ -184,14 +253,19 @@ def occupation_tags(
         return empty, None
     if model is None:
         model = OccupationClassifier()
-    model.fit(labelled.select(FEATURES).to_numpy(), labelled["occupation"].to_numpy())
-    proba = model.predict_proba(unlabelled.select(FEATURES).to_numpy())
+    X_labelled = labelled.select(FEATURES).to_numpy()
+    X_unlabelled = unlabelled.select(FEATURES).to_numpy()
+    model.fit(X_labelled, labelled["occupation"].to_numpy())
+    model.fit_presence(X_labelled, labelled["occupation"].to_numpy(), X_unlabelled)
+    proba = model.predict_proba(X_unlabelled)
     best = proba.argmax(axis=1)
+    # Confidence that this person has *this* occupation: has one at all, and it is this one.
+    confidence = proba[np.arange(len(best)), best] * model.presence_proba(X_unlabelled, proba)
     out = pl.DataFrame(
         {
             "subject_id": unlabelled["subject_id"],
             "code": pl.Series([f"occupation.{c}" for c in model.classes_]).gather(best),
-            "confidence": proba[np.arange(len(best)), best].astype(np.float64),
+            "confidence": confidence.astype(np.float64),
         }
     )
     return out.filter(pl.col("confidence") >= min_confidence), model

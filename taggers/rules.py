@@ -767,13 +767,17 @@ def _pipe_has(col: str, values: list[str]) -> pl.Expr:
     return pl.col(col).fill_null("").str.split("|").list.set_intersection(pl.lit(values)).list.len() > 0
 
 
-def event_aggregate_exprs(aggs: list[Aggregate], as_of: date) -> list[pl.Expr]:
-    end = day_end_utc(as_of)
+def item_flag_exprs(aggs: list[Aggregate]) -> list[pl.Expr]:
+    """Per catalogue item, whether it passes each event aggregate's item filters.
+
+    Evaluated once over the (small) catalogue instead of once per event: the event pass then only checks
+    action and time, and events on items no aggregate cares about are dropped before grouping.
+    """
     out = []
     for a in aggs:
         s = a.spec
         m = pl.lit(True)
-        for key, col in (("action", "action"), ("category", "category"), ("department", "department"), ("item", "item_id")):
+        for key, col in (("category", "category"), ("department", "department"), ("item", "item_id")):
             if key in s:
                 m = m & pl.col(col).is_in(s[key])
         for key, col in (("life_event", "life_events"), ("occupation", "occupations")):
@@ -781,6 +785,19 @@ def event_aggregate_exprs(aggs: list[Aggregate], as_of: date) -> list[pl.Expr]:
                 m = m & _pipe_has(col, s[key])
         if "tag" in s:
             m = m & pl.any_horizontal([_pipe_has(col, s["tag"]) for col in TAG_COLUMNS])
+        out.append(m.fill_null(False).alias(f"_item.{a.column}"))
+    return out
+
+
+def event_aggregate_exprs(aggs: list[Aggregate], as_of: date) -> list[pl.Expr]:
+    """Count and latest local date of each aggregate's events, over events joined with :func:`item_flag_exprs`."""
+    end = day_end_utc(as_of)
+    out = []
+    for a in aggs:
+        s = a.spec
+        m = pl.col(f"_item.{a.column}")
+        if "action" in s:
+            m = m & pl.col("action").is_in(s["action"])
         if "since" in s:
             name, shifts = s["since"]
             since = pl.select(_shift(_pseudo(name, as_of), list(shifts))).item()

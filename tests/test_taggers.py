@@ -262,6 +262,26 @@ def test_occupation_tags_respect_threshold_and_only_fill_unknowns(occupation_dat
     assert precision > 0.9
 
 
+def test_people_without_an_occupation_are_rarely_tagged(occupation_data):
+    """The registry never says "none": the presence model must keep children and retirees untagged."""
+    frame, _ = occupation_data
+    rng = np.random.default_rng(11)
+    n = 600
+    idle = frame.head(n).with_columns(
+        pl.Series("subject_id", [f"N{i}" for i in range(n)]),
+        pl.lit(None, pl.String).alias("occupation"),
+        pl.Series("age", np.where(rng.random(n) < 0.5, rng.integers(0, 6, n), rng.integers(70, 90, n)).astype(np.int32)),
+        pl.lit([], pl.List(pl.String)).alias("license_types"),
+        *[pl.lit(0, pl.Int32).alias(f"occ.{o}.count") for o in taggers.occupation.OCCUPATIONS],
+    )
+    tags, model = occupation_tags(pl.concat([frame, idle]), AS_OF, 0.6, OccupationClassifier(n_estimators=40, n_jobs=1))
+    idle_tagged = tags.filter(pl.col("subject_id").str.starts_with("N")).height
+    working_tagged = tags.filter(pl.col("subject_id").str.starts_with("P")).height
+    assert idle_tagged < 0.1 * n
+    assert working_tagged > 0.5 * 1000
+    assert model.label_frequency_.shape == (len(model.classes_),)
+
+
 def test_run_taggers_reports_model_when_labels_suffice(tagged):
     _, _, summary = tagged
     # The sample city has one labelled person: too few to learn from, so no model and no guesses.
