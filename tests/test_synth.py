@@ -258,6 +258,16 @@ def test_enterprise_traits_are_registry_consistent(tables, truth):
     assert industry.join(ent, on=["enterprise_id", "industry"], how="anti").height == 0
     sizes = traits.filter(pl.col("code").str.starts_with("enterprise.size_"))
     assert sizes["enterprise_id"].n_unique() == ent.height == sizes.height
+    # 1 June is inside the reporting period: who has not filed this year's annual report is due.
+    due = set(traits.filter(pl.col("code") == "enterprise.annual_report_due")["enterprise_id"])
+    catalog = _read(DATA_DIR / "catalog.csv")
+    report_items = catalog.filter(pl.col("crowds").str.contains("enterprise.annual_report_due", literal=True))["item_id"]
+    filed = set(tables["events"].filter(
+        pl.col("item_id").is_in(report_items.implode()) & (pl.col("action") == "complete")
+        & (pl.col("ts") >= datetime(AS_OF.year, 1, 1))
+    )["subject_id"])
+    assert due and filed and not (due & filed)
+    assert due <= set(ent.filter(pl.col("founded_on") < date(AS_OF.year, 1, 1))["enterprise_id"])
     food = set(traits.filter(pl.col("code") == "enterprise.food_catering")["enterprise_id"])
     food_licence = set(tables["licenses"].filter(pl.col("license_type") == "food_business_licence")["holder_id"])
     assert food == food_licence
@@ -372,7 +382,10 @@ def test_missing_reference_data_names_the_file(tmp_path):
 
 def test_events_per_person_scales_the_log(tmp_path):
     # The latent episodes are a floor (about 20 per subject); noise tops the log up to the target.
-    small = generate_city(tmp_path / "a", 1000, 100, 1, AS_OF, data_dir=DATA_DIR, events_per_person=5)
+    stages = []
+    small = generate_city(tmp_path / "a", 1000, 100, 1, AS_OF, data_dir=DATA_DIR, events_per_person=5,
+                          progress=lambda stage, done, total: stages.append((stage, done, total)))
+    assert ("registries", 4, 4) in stages and stages[-1] == ("events", 1, 1)
     big = generate_city(tmp_path / "b", 1000, 100, 1, AS_OF, data_dir=DATA_DIR, events_per_person=60)
     assert small.events < 30 * 1100
     assert 55 * 1100 < big.events < 65 * 1100

@@ -160,15 +160,15 @@ def generate_city(
         _write(catalog_df, export / "catalog", fmt)
     report("registries", 3, 4)
 
-    eb = _plan_episodes(_rng(seed, 8), cat, pop, ent, lic, license_types, day0)
-    episodes = eb.build()
+    plan = _plan_episodes(_rng(seed, 8), cat, pop, ent, lic, license_types, day0)
+    episodes = plan.builder.build()
     mask = bh.slot_masks(_rng(seed, 9), episodes, cat)
-    report_due = _annual_report_due(eb, ent, day0)
+    report_due = _annual_report_due(plan.report_filed, ent, day0)
     n_truth = _write_truth(truth, pop, ent, ids, report_due, day0)
     report("registries", 4, 4)
 
     n_events = _write_events(seed, export / "events", fmt, cat, pop, ent, ids, episodes, mask,
-                             eb.activity, eb.eligibility, per_subject, day0, report)
+                             plan.activity, plan.eligibility, per_subject, day0, report)
     return SynthSummary(
         out_dir=str(out), format=fmt, seed=seed, as_of=as_of_date.isoformat(), people=pop.n,
         households=int(pop.household.max()) + 1, enterprises=ent.n, licenses=n_licences, events=n_events,
@@ -315,8 +315,16 @@ def _licence_frame(lic: Licences, ids: _Ids) -> pl.DataFrame:
     )
 
 
+@dataclass
+class _Plan:
+    builder: bh.EpisodeBuilder
+    activity: np.ndarray  # per subject: weight of its share of the popularity noise
+    eligibility: "_Eligibility"
+    report_filed: dict[int, np.ndarray]  # year -> enterprises that filed that year's report before as_of
+
+
 def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: Licences,
-                   license_types: pl.DataFrame, as_of: int) -> bh.EpisodeBuilder:
+                   license_types: pl.DataFrame, as_of: int) -> _Plan:
     n, m = pop.n, ent.n
     ws = as_of - WINDOW_DAYS
     district = np.concatenate([pop.district, ent.district])
@@ -327,10 +335,11 @@ def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: 
         eb.add_tagged(pop.ev_person[sel], f"life_event.{code}", pop.ev_day[sel], "life", k, True, spread)
     # Licence renewals in the window, lapses, and licences expiring soon after as_of.
     preferred = dict(zip(license_types["license_type"], license_types["renewal_item_id"]))
+    person_type = dict(zip(license_types["license_type"], license_types["holder"] == "person"))
     for t_idx, code in enumerate(lic.types):
         sel = lic.ren_type == t_idx
-        h = lic.ren_holder[sel]
-        eb.add_renewals(h, code, preferred.get(code), lic.ren_day[sel], lic.ren_lapsed[sel], bool(len(h) == 0 or h[0] < n))
+        eb.add_renewals(lic.ren_holder[sel], code, preferred.get(code), lic.ren_day[sel], lic.ren_lapsed[sel],
+                        person_type[code])
         soon = (lic.type_idx == t_idx) & (lic.expires >= as_of) & (lic.expires < as_of + 60)
         u = rng.random(len(soon))
         looking = soon & (u < 0.35)
@@ -339,8 +348,7 @@ def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: 
             (lic.holder[looking], np.full(looking.sum(), as_of - 1), True),
             (lic.holder[applied], as_of + rng.integers(1, 12, applied.sum()), False),
         ):
-            person = [bool(x < n) for x in who[:1]] or [True]
-            eb.add_renewals(who, code, preferred.get(code), day, np.full(len(who), lapsed), person[0])
+            eb.add_renewals(who, code, preferred.get(code), day, np.full(len(who), lapsed), person_type[code])
     # Occupations drive browsing of their items (students from 16: younger ones do not use the portal).
     for o_idx, occ in enumerate(OCCUPATIONS):
         sel = np.nonzero((pop.occupation == o_idx) & (pop.age >= 16))[0]
@@ -364,30 +372,29 @@ def _plan_episodes(rng, cat: Catalogue, pop: Population, ent: Enterprises, lic: 
     eb.add_interest(e_idx[ent.food], "enterprise.food_catering", 3.0, ws, as_of, False)
     eb.add_interest(e_idx[ent.high_tech_candidate], "enterprise.high_tech_candidate", 3.0, ws, as_of, False)
     # Annual reports: filed between 1 January and 30 June, mostly late in the period.
-    eb.report_filed = {}
+    report_filed: dict[int, np.ndarray] = {}
     y_first, y_last = int(ymd(np.array([ws]))[0][0]), int(ymd(np.array([as_of - 1]))[0][0])
     for y in range(y_first, y_last + 1):
         jan1 = day_number(date(y, 1, 1))
         files = (ent.founded < jan1) & (rng.random(m) < 0.93)
         day = jan1 + (rng.beta(3.0, 1.5, m) * 180).astype(np.int64)
-        eb.report_filed[y] = files & (day < as_of)
+        report_filed[y] = files & (day < as_of)
         sel = files & (day >= ws) & (day < as_of)
         eb.add_one(e_idx[sel], "enterprise.annual_report_due", day[sel], "filing", False)
     # Routine transactions, in proportion to how active each subject is.
     act = _activity(rng, pop, ent)
     elig = _Eligibility(cat, pop, ent)
     eb.add_routine(np.arange(n + m), np.minimum(act * 1.0, 8.0), ws, as_of, elig)
-    eb.activity, eb.eligibility = act, elig
-    return eb
+    return _Plan(eb, act, elig, report_filed)
 
 
-def _annual_report_due(eb, ent: Enterprises, as_of: int) -> np.ndarray:
+def _annual_report_due(report_filed: dict[int, np.ndarray], ent: Enterprises, as_of: int) -> np.ndarray:
     """Enterprises that still owe this year's annual report on as_of (1 January - 30 June only)."""
     y, mth, _ = ymd(np.array([as_of]))
     y, mth = int(y[0]), int(mth[0])
     if mth > 6:
         return np.zeros(ent.n, bool)
-    filed = eb.report_filed.get(y, np.zeros(ent.n, bool))
+    filed = report_filed.get(y, np.zeros(ent.n, bool))
     return (ent.founded < day_number(date(y, 1, 1))) & ~filed
 
 

@@ -8,7 +8,7 @@ from datetime import date
 
 import numpy as np
 
-from yiwang.synth.common import CENTRAL, DISTRICT_WEIGHTS, INDUSTRIES, YEAR, day_number, pick, uniform_days
+from yiwang.synth.common import CENTRAL, DISTRICT_WEIGHTS, INDUSTRIES, YEAR, day_number, pick
 from yiwang.synth.population import Population
 
 # Share of registered enterprises by GB/T 4754 section in a big service-economy city: trade (F),
