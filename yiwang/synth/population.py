@@ -344,7 +344,7 @@ def build_population(rng: np.random.Generator, n: int, as_of: int) -> Population
     # Home purchase: intent shown by behaviour; about half complete with a property certificate.
     head_age = age[hh_head]
     buyer_hh = (head_age >= 25) & (head_age <= 55) & (
-        rng.random(n_hh) < np.where(recent, 0.3, 0.04) * np.where(non_local_hh, 0.5, 1.0)
+        rng.random(n_hh) < np.where(recent, 0.3, 0.06) * np.where(non_local_hh, 0.5, 1.0)
     )
     p_day = np.where(
         recent,
