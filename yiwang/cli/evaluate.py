@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval", help=EVAL_HELP)
     def eval_cmd(
         ctx: typer.Context,
-        config: Optional[Path] = typer.Argument(None, help="Eval config (YAML): data, protocol, models, metrics, out."),
+        config: Optional[Path] = typer.Argument(None, help="Eval config (YAML): data, protocol, models, metrics, out. With a config only --out, --seed and --json apply."),
         interactions: Optional[Path] = typer.Option(None, "--interactions", help="Interaction file (user, item[, time][, rating])."),
         protocol: str = typer.Option("recbole-random", "--protocol", help="recbole-random | leave-last-out | temporal."),
         sep: Optional[str] = typer.Option(None, "--sep", help="Delimiter: one character or tab/comma/semicolon/pipe/space (default: guessed)."),
