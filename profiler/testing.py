@@ -102,8 +102,8 @@ def sample_city() -> dict[str, list[dict]]:
             dict(person_id="P10", birth_date="1985-12-12", gender="F", household_id="H6"),
             # Disabled by certificate only.
             dict(person_id="P11", birth_date="1980-01-01", gender="M", household_id="H7"),
-            # Turned 50 this year: a worker who retired, or a cadre who did not? No application, so no tag.
-            dict(person_id="P12", birth_date="1976-06-01", gender="F", household_id="H8"),
+            # Turned 50 this year but still has a registered occupation: a cadre, who retires at 55.
+            dict(person_id="P12", birth_date="1976-06-01", gender="F", household_id="H8", occupation="office_worker"),
         ],
         "enterprises": [
             dict(enterprise_id="E1", name="新开科技", industry="I", founded_on="2026-03-01", employees=5, legal_rep_id="P10"),
@@ -138,13 +138,14 @@ def sample_city() -> dict[str, list[dict]]:
             dict(subject_id="P10", item_id="HOME1", action="view", ts="2026-01-01T02:00:00"),
             dict(subject_id="P2", item_id="EDU1", action="apply", ts="2026-11-27T02:00:00"),
             # P6 applied for retirement when she turned 55; P12 turned 50 and only looked.
+            dict(subject_id="P6", item_id="RET1", action="view", ts="2026-02-09T02:00:00"),
             dict(subject_id="P6", item_id="RET1", action="apply", ts="2026-02-10T02:00:00"),
             dict(subject_id="P12", item_id="RET1", action="view", ts="2026-06-10T02:00:00"),
             # E3 files its annual report in February 2027 (in the future for SAMPLE_AS_OF).
             dict(subject_id="E3", item_id="AR1", action="apply", ts="2027-02-01T02:00:00"),
             # An id no registry holds: a behaviour-only profile.
             dict(subject_id="P999", item_id="JOB1", action="view", ts="2026-11-10T02:00:00"),
-            dict(subject_id="P999", item_id="JOB2", action="view", ts="2026-11-11T02:00:00"),
+            dict(subject_id="P999", item_id="JOB2", action="apply", ts="2026-11-11T02:00:00"),
             # 2026-11-29 20:00 UTC is already 30 Nov in Shanghai: after as_of, ignored.
             dict(subject_id="P10", item_id="JOB2", action="view", ts="2026-11-29T20:00:00"),
         ],

@@ -103,7 +103,7 @@ def test_subject_only_in_events_gets_behaviour_profile(built):
     _, db, _ = built
     p = profiler.read_profile(db, "P999")
     assert p["subject_type"] == "unknown"
-    assert p["views_30d"] == 2
+    assert (p["views_30d"], p["applies_30d"]) == (1, 1)
     assert "birth_date" not in p and "industry" not in p
 
 
