@@ -82,9 +82,9 @@ def _person_holdings(rng, pop: Population, as_of: int, validity: dict[str, int])
     driver = occ == _OCC["driver"]
     drives = ((age >= 18) & (age <= 75) & (r() < np.where(pop.male, 0.55, 0.35))) | driver
     hold("driving_licence", drives, at(18), 0.04)
-    hold("vehicle_licence", drives & (r() < 0.6), at(18))
-    hold("social_security_card", r() < 0.9, pop.birth + 30, 0.05)
-    hold("senior_card", (age >= 60) & (r() < 0.85), at(60) + rng.integers(5, 200, n))
+    hold("vehicle_licence", drives & (r() < 0.35), at(18))
+    hold("social_security_card", r() < 0.45, pop.birth + 30, 0.05)
+    hold("senior_card", (age >= 60) & (r() < 0.6), at(60) + rng.integers(5, 200, n))
     hold("disability_certificate", pop.disability & (r() < 0.95), pop.birth + 30, 0.05)
     hold("teacher_qualification", (occ == _OCC["teacher"]) & (r() < 0.9), at(22))
     hold("security_guard_certificate", (occ == _OCC["security_guard"]) & (r() < 0.85), at(18))
