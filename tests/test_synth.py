@@ -404,3 +404,13 @@ def test_cli_writes_a_city_and_prints_json(tmp_path, monkeypatch):
     assert '"people": 300' in result.output
     assert (tmp_path / "city" / "export" / "events.parquet").is_file()
     assert (tmp_path / "city" / "truth" / "life_events.csv").is_file()
+
+
+@pytest.mark.parametrize("people, enterprises", [(1, 0), (3, 2)])
+def test_tiny_cities_still_follow_the_contract(tmp_path, people, enterprises):
+    summary = generate_city(tmp_path, people, enterprises, 1, AS_OF, data_dir=DATA_DIR)
+    assert (summary.people, summary.enterprises) == (people, enterprises)
+    for name, columns in CONTRACT.items():
+        frame = _read(tmp_path / "export" / f"{name}.csv")
+        assert frame.columns == columns, name
+    assert _read(tmp_path / "export" / "enterprises.csv").height == enterprises

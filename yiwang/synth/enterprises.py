@@ -79,7 +79,7 @@ def build_enterprises(rng: np.random.Generator, m: int, pop: Population, as_of: 
         legal_rep = np.full(m, -1, np.int64)
 
     brand = np.char.add(np.array(_BRAND)[rng.integers(0, len(_BRAND), m)], np.array(_BRAND)[rng.integers(0, len(_BRAND), m)])
-    names = np.char.add(np.char.add(np.char.add("上海", brand), np.array([_NAME_WORDS[c] for c in letters])), "有限公司")
+    names = np.char.add(np.char.add(np.char.add("上海", brand), np.array([_NAME_WORDS[c] for c in letters], dtype=str)), "有限公司")
 
     catering = (letters == "H") & (rng.random(m) < 0.8)
     food = catering | ((letters == "F") & (rng.random(m) < 0.25))
