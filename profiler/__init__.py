@@ -143,16 +143,58 @@ def _fill_build_table(conn, df: pl.DataFrame, batch_id: int) -> None:
     # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
     conn.execute(re.sub(r'^CREATE TABLE\s+("profiles"|profiles)', "CREATE TABLE profiles_build", ddl, count=1))
     conn.commit()
-    rows = df.select(
-        "subject_id",
-        "subject_type",
-        pl.lit(batch_id, pl.Int64),
-        pl.struct(pl.exclude("subject_id", "subject_type")).struct.json_encode(),
+    rows = df.select("subject_id", "subject_type", pl.lit(batch_id, pl.Int64), serving_json_expr(df.columns))
+    # The build table is disposable until the swap commits, so it need not be synced as it is filled.
+    conn.execute("PRAGMA synchronous=OFF")
+    try:
+        for offset in range(0, rows.height, INSERT_CHUNK):
+            chunk = rows.slice(offset, INSERT_CHUNK)
+            with conn:
+                conn.executemany("INSERT INTO profiles_build VALUES (?, ?, ?, ?)", chunk.iter_rows())
+    finally:
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+
+# Kept out of the serving JSON: the id columns (table columns already), the breakdowns (appended compactly),
+# and household fields a reader can see in household_members (the Parquet copy keeps them for batch rules).
+SERVING_OMITS = (
+    "subject_id", "subject_type", "by_category", "by_department",
+    "children_ages", "youngest_child_age", "youngest_child_birth_date", "newest_member_birth_date",
+)
+BREAKDOWN_FIELDS = ("views_7d", "views_30d", "views_180d", "applies_7d", "applies_30d", "applies_180d")
+
+
+def _breakdown_json(col: str) -> pl.Expr:
+    """``[{key, views_7d, ...}, ...]`` as the compact JSON object ``{"key": [views_7d, ...], ...}``.
+
+    The per-category and per-department lists are half of a profile; as objects of arrays they take a third
+    of the room, which is what the serving table pays for a million subjects.
+    """
+    key = pl.element().struct.field("key").fill_null("?").str.replace_all(r"[\\\"]", "")
+    entry = pl.concat_str(
+        [pl.lit('"'), key, pl.lit('":['), pl.concat_str([pl.element().struct.field(f).cast(pl.String) for f in BREAKDOWN_FIELDS], separator=","), pl.lit("]")]
     )
-    for offset in range(0, rows.height, INSERT_CHUNK):
-        chunk = rows.slice(offset, INSERT_CHUNK)
-        with conn:
-            conn.executemany("INSERT INTO profiles_build VALUES (?, ?, ?, ?)", chunk.iter_rows())
+    return pl.concat_str([pl.lit("{"), pl.col(col).list.eval(entry).list.join(","), pl.lit("}")]).fill_null("{}")
+
+
+def serving_json_expr(columns: list[str]) -> pl.Expr:
+    """The profile as one JSON text per subject, with only the fields that apply to its subject type."""
+    parts = {}
+    for subject_type, skip in NOT_APPLICABLE.items():
+        keep = [c for c in columns if c not in skip and c not in SERVING_OMITS]
+        parts[subject_type] = pl.struct(keep).struct.json_encode()
+    base = pl.when(pl.col("subject_type") == "person").then(parts["person"])
+    base = base.when(pl.col("subject_type") == "enterprise").then(parts["enterprise"]).otherwise(parts["unknown"])
+    return pl.concat_str(
+        [
+            base.str.head(-1),
+            pl.lit(',"by_category":'),
+            _breakdown_json("by_category"),
+            pl.lit(',"by_department":'),
+            _breakdown_json("by_department"),
+            pl.lit("}"),
+        ]
+    )
 
 
 def latest_batch(db: sqlite_utils.Database) -> dict | None:
@@ -178,9 +220,8 @@ def read_profile(db: sqlite_utils.Database, subject_id: str, include_sensitive: 
     if row is None:
         return None
     profile = {"subject_id": row[0], "subject_type": row[1], "batch_id": row[2], **json.loads(row[3])}
-    # One wide table holds every subject type; a reader gets only the fields that apply to this subject.
-    for key in NOT_APPLICABLE.get(profile["subject_type"], ()):
-        profile.pop(key, None)
+    for key in ("by_category", "by_department"):
+        profile[key] = [{"key": k, **dict(zip(BREAKDOWN_FIELDS, v))} for k, v in profile.get(key, {}).items()]
     if not include_sensitive:
         for key in PERSON_SENSITIVE_FIELDS:
             profile.pop(key, None)
