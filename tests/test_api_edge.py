@@ -101,5 +101,8 @@ def test_openapi_is_published_with_bearer_auth(live):
     spec = httpx.get(str(live.base_url.join("/openapi.json")), timeout=10).json()
     assert spec["info"]["title"] == "yiwang API"
     assert "/v1/subjects/{subject_id}/feed" in spec["paths"]
-    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    feed = spec["paths"]["/v1/subjects/{subject_id}/feed"]["get"]
+    assert feed["security"] == [{"bearerAuth": []}] and feed["x-scopes"] == ["feed:read"]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
     assert "/v1/_boom/{subject_id}" not in spec["paths"]

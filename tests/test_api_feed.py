@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
@@ -116,6 +117,7 @@ def test_switching_personalisation_off_holds_from_the_next_read(live):
 
 def test_no_error_while_new_versions_are_published(live, tmp_path):
     client, db = live
+    publish(db, 99)
     writer_db = open_db(db.conn.execute("PRAGMA database_list").fetchone()[2])
     stop = threading.Event()
     published = []
@@ -135,6 +137,7 @@ def test_no_error_while_new_versions_are_published(live, tmp_path):
             resp = client.get(f"/v1/subjects/{SUBJECTS[3]}/feed")
             statuses.append(resp.status_code)
             body = resp.json()
+            assert resp.status_code == 200, body
             versions.add(body["version"])
             # A reader sees one whole version: every item of it, none of another.
             assert len(body["items"]) == 10
@@ -147,3 +150,32 @@ def test_no_error_while_new_versions_are_published(live, tmp_path):
         writer_db.conn.close()
     assert set(statuses) == {200}
     assert len(published) == 10 and len(versions) >= 2
+
+
+def test_fast_path_agrees_with_read_feed(live):
+    """The route serves the common case itself; recommender.feeds.read_feed is the authority it must match."""
+    from recommender.feeds import NOTICE, read_feed
+
+    from yiwang.api.feed_read import FeedVersions, ItemNames, personalised_feed_json
+    from yiwang.api.routes.feed import Feed
+
+    client, db = live
+    settings = load_settings(home=Path(db.conn.execute("PRAGMA database_list").fetchone()[2]).parent,
+                             id_hash_key="test-key")
+    publish(db, 200)
+    subject = SUBJECTS[5]
+    second = client.get(f"/v1/subjects/{subject}/feed").json()["items"][1]["item_id"]
+    assert client.post(f"/v1/subjects/{subject}/feed/{second}/dismiss").status_code == 200
+    names, versions = ItemNames(), FeedVersions()
+    for who, limit in [(SUBJECTS[4], 20), (SUBJECTS[4], 3), (subject, 20), (subject, 1)]:
+        fast = json.loads(personalised_feed_json(db.conn, who, limit, NOTICE[True], names, versions))
+        slow = Feed.model_validate(read_feed(db, settings, who, limit)).model_dump(mode="json")
+        assert fast == slow
+        assert fast == client.get(f"/v1/subjects/{who}/feed", params={"limit": limit}).json()
+        if who == subject:
+            assert second not in [i["item_id"] for i in fast["items"]]
+    assert [i["rank"] for i in slow["items"]] == [1]
+    # The cases the fast path leaves to read_feed.
+    assert personalised_feed_json(db.conn, "P_UNKNOWN", 20, NOTICE[True], names, versions) is None
+    client.put(f"/v1/subjects/{subject}/preferences", json={"personalisation": False})
+    assert personalised_feed_json(db.conn, subject, 20, NOTICE[True], names, versions) is None

@@ -9,8 +9,10 @@ from fastapi import FastAPI
 
 from yiwang.api import errors
 from yiwang.api.db import ConnectionPool
+from yiwang.api.feed_read import FeedVersions, ItemNames
 from yiwang.api.metrics import Metrics
 from yiwang.api.middleware import EdgeMiddleware
+from yiwang.api.openapi import document
 from yiwang.api.routes import ROUTERS
 from yiwang.settings import Settings
 
@@ -47,8 +49,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.metrics = metrics
+    app.state.item_names = ItemNames()
+    app.state.feed_versions = FeedVersions()
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=metrics)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=metrics, pool=pool)
+    app.openapi = lambda: document(app, ROUTERS)  # type: ignore[method-assign]
     return app

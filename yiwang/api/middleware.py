@@ -1,4 +1,5 @@
-"""The API's edge, as one plain ASGI middleware: request id, body-size limit, metrics, and the 500 shape.
+"""The API's edge, as one plain ASGI middleware: request id, body-size limit, metrics, the 500 shape, and
+giving the request's store connection back to the pool.
 
 Plain ASGI rather than ``BaseHTTPMiddleware`` keeps the per-request overhead small (the feed endpoint is
 benchmarked against a trivial one) and lets a body limit apply while the body streams in, so a chunked
@@ -13,6 +14,7 @@ import re
 import time
 import uuid
 
+from yiwang.api.db import STATE_KEY, ConnectionPool
 from yiwang.api.errors import error_body
 from yiwang.api.metrics import Metrics
 
@@ -26,10 +28,11 @@ class BodyTooLarge(Exception):
 
 
 class EdgeMiddleware:
-    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics):
+    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics, pool: ConnectionPool):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.pool = pool
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -84,6 +87,9 @@ class EdgeMiddleware:
             if not started:
                 await self._error(send_wrapper, 500, "internal_error", "internal error", request_id)
         finally:
+            db = scope["state"].pop(STATE_KEY, None)
+            if db is not None:
+                self.pool.release(db)
             elapsed = time.perf_counter() - start
             self.metrics.observe(scope["method"], _route(scope), status, elapsed)
             if log.isEnabledFor(logging.DEBUG):

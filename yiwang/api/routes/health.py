@@ -19,7 +19,7 @@ class Health(BaseModel):
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the store answers")
-def healthz(db: Annotated[sqlite_utils.Database, Depends(get_db)]) -> Health:
+async def healthz(db: Annotated[sqlite_utils.Database, Depends(get_db)]) -> Health:
     db.conn.execute("SELECT 1").fetchone()
     return Health(status="ok")
 
