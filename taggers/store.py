@@ -72,10 +72,14 @@ def replace_tags(db: sqlite_utils.Database, tags: pl.DataFrame, parquet_path: Pa
                 for c in TAG_COLUMNS
             ]
         )
+        # Building the code index once after the load is faster than maintaining it row by row; DDL is
+        # transactional in SQLite, so readers still see the old tags, index and all, until COMMIT.
+        conn.execute("DROP INDEX IF EXISTS tags_code")
         conn.execute("DELETE FROM tags")
         sql = f"INSERT INTO tags ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
         for offset in range(0, rows.height, INSERT_CHUNK):
             conn.executemany(sql, rows.slice(offset, INSERT_CHUNK).iter_rows())
+        conn.execute("CREATE INDEX tags_code ON tags(code)")
         if parquet_path is not None:
             # Batch consumers read this copy; written before COMMIT, renamed after, so it never runs ahead of SQLite.
             parquet_path.parent.mkdir(parents=True, exist_ok=True)
