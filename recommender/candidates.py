@@ -134,7 +134,7 @@ def item_tag_frame(items: pl.DataFrame) -> pl.DataFrame:
         .with_columns(pl.concat_str([pl.lit("industry:"), pl.col("code")]).alias("code"))
     )
     out = pl.concat(parts).filter(pl.col("code").is_not_null() & (pl.col("code") != "")).unique()
-    return out.with_columns(pl.col("iidx").cast(pl.UInt32))
+    return out.with_columns(pl.col("iidx").cast(pl.UInt32)).join(items.select("iidx", "item_district"), on="iidx")
 
 
 def _read_sql(conn: sqlite3.Connection, query: str, schema: dict) -> pl.DataFrame:
@@ -146,19 +146,31 @@ def _read_sql(conn: sqlite3.Connection, query: str, schema: dict) -> pl.DataFram
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def read_tags(db, as_of: date) -> pl.DataFrame:
-    """Tags in force on ``as_of`` from the ``tags`` table (the tagger's output, suppressions already applied)."""
-    schema = {
-        "subject_id": pl.String, "code": pl.String, "dimension": pl.String, "confidence": pl.Float64,
-        "valid_from": pl.String, "valid_until": pl.String,
-    }
-    df = _read_sql(
-        db.conn, "SELECT subject_id, code, dimension, confidence, valid_from, valid_until FROM tags", schema
+def read_tags(settings, db, as_of: date) -> pl.DataFrame:
+    """Tags in force on ``as_of``: the tagger's last batch, minus what citizens deleted since."""
+    try:
+        from taggers import scan_tags
+
+        lf = scan_tags(settings).select("subject_id", "code", "dimension", "confidence", "valid_from", "valid_until")
+        df = lf.collect()
+        if df.height == 0:
+            df = scan_tags(db).select("subject_id", "code", "dimension", "confidence", "valid_from",
+                                      "valid_until").collect()
+    except ImportError:
+        schema = {
+            "subject_id": pl.String, "code": pl.String, "dimension": pl.String, "confidence": pl.Float64,
+            "valid_from": pl.String, "valid_until": pl.String,
+        }
+        df = _read_sql(db.conn, "SELECT subject_id, code, dimension, confidence, valid_from, valid_until FROM tags",
+                       schema)
+    df = df.with_columns(
+        pl.col("valid_from").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
+        pl.col("valid_until").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
     )
-    iso = as_of.isoformat()
     return df.filter(
-        (pl.col("valid_from") <= iso) & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= iso))
-    ).with_columns(pl.col("valid_from").str.to_date("%Y-%m-%d", strict=False))
+        (pl.col("valid_from").is_null() | (pl.col("valid_from") <= as_of))
+        & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= as_of))
+    ).drop("valid_until")
 
 
 def _derived_tags(subjects: pl.DataFrame, db) -> pl.DataFrame:
@@ -203,8 +215,11 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     ents = scan_table(home, "enterprises").select(
         pl.col("enterprise_id").alias("subject_id"), pl.lit("enterprise").alias("kind"),
         pl.lit(None, dtype=pl.Date).alias("birth_date"), "district", pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
-        "industry", pl.lit(None, dtype=pl.String).alias("occupation"),
+        "industry", pl.lit(None, dtype=pl.String).alias("occupation"), "founded_on",
     )
+    # Only what existed on as_of: a child born, a company founded or a licence issued later is not known yet.
+    people = people.filter(pl.col("birth_date").is_null() | (pl.col("birth_date") <= as_of))
+    ents = ents.filter(pl.col("founded_on").is_null() | (pl.col("founded_on") <= as_of)).drop("founded_on")
     registered = pl.concat([people, ents]).unique("subject_id", keep="first")
 
     end = cutoff(as_of)
@@ -238,7 +253,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     sid = subjects.select("subject_id", "sidx")
     iid = items.select("item_id", "iidx")
 
-    tags = read_tags(db, as_of)
+    tags = read_tags(settings, db, as_of)
     if tags.height == 0:
         tags = _derived_tags(subjects, db)
     tags = tags.join(sid, on="subject_id").select("sidx", "code", "dimension", "confidence", "valid_from")
@@ -251,7 +266,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     tags = pl.concat([tags, industry], how="vertical_relaxed").unique(["sidx", "code"], keep="first")
 
     lic = (
-        scan_table(home, "licenses").collect()
+        scan_table(home, "licenses").filter(pl.col("issued_on").is_null() | (pl.col("issued_on") <= as_of)).collect()
         .join(sid, left_on="holder_id", right_on="subject_id")
         # The latest licence of a type decides: once renewed (a later expiry appears) the old one no longer counts.
         .sort("expires_on", nulls_last=True)
@@ -375,8 +390,12 @@ def _top_per_subject(df: pl.DataFrame, score: str, k: int) -> pl.DataFrame:
 
 def tag_candidates(world: World, sidx: pl.Series, k: int, pop: pl.DataFrame) -> pl.DataFrame:
     """Items whose declared tags match the subject's tags: f_tag (sum of confidences), f_tag_n, f_tag_life, tag_code."""
-    t = world.tags.filter(pl.col("sidx").is_in(sidx.implode()))
-    m = t.join(world.item_tags, on="code")
+    t = world.tags.filter(pl.col("sidx").is_in(sidx.implode())).join(
+        world.subjects.select("sidx", "district"), on="sidx", how="left")
+    # District-run items of other districts would be filtered out later anyway: drop them before aggregating.
+    m = t.join(world.item_tags, on="code").filter(
+        pl.col("item_district").is_null() | pl.col("district").is_null() | (pl.col("item_district") == pl.col("district"))
+    )
     if m.height == 0:
         return pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32, "f_tag": pl.Float32, "f_tag_n": pl.Int32,
                                     "f_tag_life": pl.Int8, "tag_code": pl.String})
@@ -498,7 +517,7 @@ class ImplicitSource:
     subject_ids: np.ndarray
     item_ids: np.ndarray
 
-    def topk(self, world: World, sidx: pl.Series, k: int) -> pl.DataFrame:
+    def topk(self, world: World, sidx: pl.Series, k: int, *, filter_seen: bool = True) -> pl.DataFrame:
         empty = pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32, "f_implicit": pl.Float32,
                                      "f_implicit_rank": pl.Float32})
         if k <= 0 or len(sidx) == 0:
@@ -516,7 +535,7 @@ class ImplicitSource:
         iidx_of = np.full(len(self.item_ids), -1, dtype=np.int64)
         iidx_of[col_of[col_of >= 0]] = np.flatnonzero(col_of >= 0)
         X = interaction_matrix(world, ids["sidx"].to_numpy(), col_of, len(self.item_ids))
-        items, scores = self.model.recommend(rows, X, k=k)
+        items, scores = self.model.recommend(rows, X, k=k, filter_seen=filter_seen)
         kk = items.shape[1]
         out = pl.DataFrame({
             "sidx": np.repeat(ids["sidx"].to_numpy(), kk),
@@ -566,11 +585,11 @@ def candidates(world: World, tables: SourceTables, cfg: RecommenderConfig, sidx:
         history_candidates(world, sidx, c["recent_items"], c["recent_days"]),
         popular_candidates(world, sidx, tables.pop, c["popular_per_group"]),
     ]
-    keys = pl.concat([p.select("sidx", "iidx") for p in parts]).unique()
-    out = keys
-    for p in parts:
-        out = out.join(p, on=["sidx", "iidx"], how="left")
-    return out
+    # One group-by instead of a join per source: each source contributes its own columns once per pair.
+    parts = [p for p in parts if p.height]
+    if not parts:
+        return pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32})
+    return pl.concat(parts, how="diagonal_relaxed").group_by("sidx", "iidx").agg(pl.all().max())
 
 
 def add_features(world: World, tables: SourceTables, cands: pl.DataFrame) -> pl.DataFrame:
@@ -629,7 +648,8 @@ def add_features(world: World, tables: SourceTables, cands: pl.DataFrame) -> pl.
 
 def feature_matrix(df: pl.DataFrame) -> np.ndarray:
     """The ranker's input: FEATURES as float32, missing values as NaN (LightGBM's missing marker)."""
-    return df.select([pl.col(c).cast(pl.Float32) for c in FEATURES]).to_numpy().astype(np.float32, copy=False)
+    # Row-major: LightGBM predicts row by row and would otherwise copy a column-major matrix first.
+    return np.ascontiguousarray(df.select([pl.col(c).cast(pl.Float32) for c in FEATURES]).to_numpy(), dtype=np.float32)
 
 
 def heuristic_score(df: pl.DataFrame) -> pl.Expr:

@@ -49,9 +49,10 @@ def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
     data_dir = Path(data_dir)
     lic = {r["license_type"]: (r.get("name_zh") or r["license_type"], r.get("name_en") or r["license_type"])
            for r in _read_csv(data_dir / "license_types.csv")}
-    tags = {r["code"]: (r.get("name_zh") or r["code"], r.get("name_en") or r["code"])
-            for r in _read_csv(data_dir / "tag_taxonomy.csv")}
-    return {"license": lic, "tag": tags}
+    taxonomy = _read_csv(data_dir / "tag_taxonomy.csv")
+    tags = {r["code"]: (r.get("name_zh") or r["code"], r.get("name_en") or r["code"]) for r in taxonomy}
+    sensitive = {r["code"] for r in taxonomy if str(r.get("sensitive", "0")).strip() in ("1", "true", "True")}
+    return {"license": lic, "tag": tags, "sensitive": sensitive}
 
 
 def _lookup(col: str, table: dict[str, tuple[str, str]], lang: int) -> pl.Expr:
@@ -62,8 +63,10 @@ def _lookup(col: str, table: dict[str, tuple[str, str]], lang: int) -> pl.Expr:
 
 
 def _reason(cond: pl.Expr, source: str, zh: pl.Expr, en: pl.Expr, ref: pl.Expr) -> pl.Expr:
+    """One reason as a JSON object string, or null when ``cond`` does not hold."""
     return pl.when(cond).then(
         pl.struct(pl.lit(source).alias("source"), zh.alias("zh"), en.alias("en"), ref.cast(pl.String).alias("ref"))
+        .struct.json_encode()
     )
 
 
@@ -86,13 +89,17 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
     life_zh = code.replace_strict({k: v[0] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
     life_en = code.replace_strict({k: v[1] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
     industry = code.str.strip_prefix("industry:")
+    # A sensitive tag (hardship, disability) is never spelled out on a screen others may see.
+    sensitive = code.is_in(sorted(names.get("sensitive", set())))
     tag_zh = (
-        pl.when(life_zh.is_not_null()).then(life_zh)
+        pl.when(sensitive).then(pl.lit("根据您的情况，您可能符合此项服务的条件"))
+        .when(life_zh.is_not_null()).then(life_zh)
         .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("与贵企业所属行业（"), industry, pl.lit("）相关")]))
         .otherwise(pl.concat_str([pl.lit("因为您属于「"), _lookup("tag_code", tag_names, 0), pl.lit("」")]))
     )
     tag_en = (
-        pl.when(life_en.is_not_null()).then(life_en)
+        pl.when(sensitive).then(pl.lit("Based on your situation you may be eligible for this service"))
+        .when(life_en.is_not_null()).then(life_en)
         .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("Relevant to your industry ("), industry, pl.lit(")")]))
         .otherwise(pl.concat_str([pl.lit("Because you are in the group '"), _lookup("tag_code", tag_names, 1), pl.lit("'")]))
     )
@@ -109,7 +116,7 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
         pl.lit("您近期浏览过此事项"), pl.lit("You looked at this service recently"), pl.col("item_id"),
     )
     people = _reason(
-        pl.col("f_implicit").is_not_null(), "similar_people",
+        pl.col("f_implicit_present"), "similar_people",
         pl.lit("与您情况相似的用户也办理了此事项"), pl.lit("People in a situation like yours used this service"),
         pl.lit("implicit"),
     )
@@ -122,6 +129,7 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("在"), gkey, pl.lit("很受欢迎")]))
         .when((gtype == "band") & is_industry_band).then(pl.lit("在同行业企业中很受欢迎"))
         .when(gtype == "band").then(pl.concat_str([pl.lit("在您的年龄段（"), gkey, pl.lit("岁）很受欢迎")]))
+        .when((gtype == "crowd") & gkey.is_in(sorted(names.get("sensitive", set())))).then(pl.lit("在与您情况相似的人群中很受欢迎"))
         .when(gtype == "crowd").then(
             pl.concat_str([pl.lit("在「"), gkey.replace_strict({k: v[0] for k, v in tag_names.items()}, default=gkey,
                                                                  return_dtype=pl.String), pl.lit("」中很受欢迎")]))
@@ -131,6 +139,7 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("Popular in "), gkey_en_district]))
         .when((gtype == "band") & is_industry_band).then(pl.lit("Popular with enterprises in your industry"))
         .when(gtype == "band").then(pl.concat_str([pl.lit("Popular in your age group ("), gkey, pl.lit(")")]))
+        .when((gtype == "crowd") & gkey.is_in(sorted(names.get("sensitive", set())))).then(pl.lit("Popular with people in a situation like yours"))
         .when(gtype == "crowd").then(
             pl.concat_str([pl.lit("Popular with '"), gkey.replace_strict({k: v[1] for k, v in tag_names.items()},
                                                                          default=gkey, return_dtype=pl.String),
@@ -139,6 +148,17 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
     )
     popular = _reason(pl.lit(True), "popular", popular_zh, popular_en, pl.col("pop_group").fill_null("global:"))
     return [licence, tag, similar, history, people, popular]
+
+
+# The columns each reason of reason_exprs() reads, in the same order.
+REASON_INPUTS = [
+    ["f_renew", "license_type", "license_expires_on"],
+    ["tag_code"],
+    ["nbr_src_name", "nbr_src_id"],
+    ["src_hist", "item_id"],
+    ["f_implicit_present"],
+    ["pop_group"],
+]
 
 
 def attach_reasons(feed: pl.DataFrame, items: pl.DataFrame, names: dict, as_of, max_reasons: int = 3) -> pl.DataFrame:
@@ -156,10 +176,18 @@ def attach_reasons(feed: pl.DataFrame, items: pl.DataFrame, names: dict, as_of, 
     f = feed.join(src, on="nbr_src", how="left", maintain_order="left")
     if "item_id" not in f.columns:
         f = f.join(items.select("iidx", "item_id"), on="iidx", how="left", maintain_order="left")
-    reasons = (
-        pl.concat_list(reason_exprs(names, as_of)).list.drop_nulls().list.head(max_reasons)
-        .list.eval(pl.element().struct.json_encode()).list.join(",")
-    )
-    return feed.with_columns(
-        pl.concat_str([pl.lit("["), f.select(reasons.alias("r")).to_series(), pl.lit("]")]).alias("reasons_json")
-    )
+    f = f.with_columns(pl.col("f_implicit").is_not_null().alias("f_implicit_present"))
+    # Each reason depends on a few low-cardinality columns: build its JSON once per distinct input and join it
+    # back, instead of formatting millions of identical strings.
+    cols = []
+    for i, (expr, inputs) in enumerate(zip(reason_exprs(names, as_of), REASON_INPUTS)):
+        distinct = f.select(inputs).unique().with_columns(expr.alias(f"r{i}"))
+        f = f.join(distinct, on=inputs, how="left", nulls_equal=True, maintain_order="left")
+        cols.append(f"r{i}")
+    # Keep a reason while fewer than max_reasons stronger ones are present.
+    present = [pl.col(c).is_not_null().cast(pl.Int32) for c in cols]
+    kept = [pl.when(pl.sum_horizontal(present[: i + 1]) <= max_reasons).then(pl.col(c)) for i, c in enumerate(cols)]
+    json_list = f.select(
+        pl.concat_str([pl.lit("["), pl.concat_str(kept, separator=",", ignore_nulls=True), pl.lit("]")]).alias("j")
+    ).to_series()
+    return feed.with_columns(json_list.alias("reasons_json"))
