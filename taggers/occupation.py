@@ -81,12 +81,14 @@ class OccupationClassifier:
         self,
         n_estimators: int = 100,
         learning_rate: float = 0.1,
-        num_leaves: int = 31,
+        num_leaves: int = 15,
         min_child_samples: int = 20,
+        presence_n_estimators: int = 60,
         presence_num_leaves: int = 7,
         presence_min_child_samples: int = 200,
         calibration_fraction: float = 0.2,
-        max_train_rows: int = 60_000,
+        early_stopping_rounds: int = 10,
+        max_train_rows: int = 40_000,
         n_jobs: int = 1,
         random_state: int = 0,
     ):
@@ -94,9 +96,11 @@ class OccupationClassifier:
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
+        self.presence_n_estimators = presence_n_estimators
         self.presence_num_leaves = presence_num_leaves
         self.presence_min_child_samples = presence_min_child_samples
         self.calibration_fraction = calibration_fraction
+        self.early_stopping_rounds = early_stopping_rounds
         self.max_train_rows = max_train_rows
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -128,7 +132,14 @@ class OccupationClassifier:
             "verbosity": -1,
         }
         data = lgb.Dataset(X[train], label=yi[train], free_raw_data=True)
-        self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
+        callbacks, valid = [], []
+        if n_cal >= 50:
+            # Stop when held-out log-loss stops improving: fewer trees, and prediction over a million people
+            # costs per tree.
+            valid = [lgb.Dataset(X[cal], label=yi[cal], reference=data)]
+            callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
+        self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators, valid_sets=valid, callbacks=callbacks)
+        self.n_trees_ = int(self.booster_.best_iteration or self.n_estimators)
         self.temperature_ = 1.0
         if n_cal >= 50:
             raw = self.booster_.predict(X[cal], raw_score=True)
@@ -181,7 +192,7 @@ class OccupationClassifier:
             "deterministic": True,
             "verbosity": -1,
         }
-        self.presence_booster_ = lgb.train(params, lgb.Dataset(X, label=s, weight=w), num_boost_round=self.n_estimators)
+        self.presence_booster_ = lgb.train(params, lgb.Dataset(X, label=s, weight=w), num_boost_round=self.presence_n_estimators)
         g = self.presence_booster_.predict(hold, num_threads=self.n_jobs)
         pooled = float(np.clip(g.mean(), 1e-3, 1.0))
         self.label_frequency_ = np.array(
