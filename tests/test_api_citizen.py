@@ -128,3 +128,40 @@ def test_reads_and_changes_are_audited_with_key_action_subject_and_time(live):
     # Only ids in the log: no evidence text, no attribute values.
     dump = json.dumps(list_audit(db, limit=1000), ensure_ascii=False)
     assert "婚姻" not in dump and "静安" not in dump
+
+
+def _alert(db, subject_id: str, rule_id: str) -> int:
+    now = "2026-06-01T01:00:00+00:00"
+    with db.conn:
+        cur = db.conn.execute(
+            "INSERT INTO outbox (rule_id, rule_version, kind, subject_id, subject_type, object_id, stage, stage_order,"
+            " due_on, cause_date, item_ids, message_zh, message_en, fields_json, channels, priority, statutory,"
+            " status, created_at, updated_at) VALUES (?, 1, 'licence_expiry', ?, 'person', 'L1', '30', 2,"
+            " '2026-06-01', '2026-07-01', '[\"ITEM_RENEW\"]', '您的往来港澳通行证将于2026-07-01到期',"
+            " 'Your permit expires on 2026-07-01', '{}', '[\"in_app\"]', 3, 1, 'delivered', ?, ?)",
+            (rule_id, subject_id, now, now),
+        )
+        alert_id = cur.lastrowid
+        db.conn.execute(
+            "INSERT INTO deliveries (alert_id, channel, idempotency_key, status, next_attempt_at, delivered_at)"
+            " VALUES (?, 'in_app', ?, 'delivered', ?, ?)", (alert_id, f"k{alert_id}", now, now))
+    return alert_id
+
+
+def test_alerts_list_read_dismiss(live):
+    clients, key_ids, db = live
+    alert_id = _alert(db, SUBJECT, "hk_macau_expiry")
+    portal = clients["portal"]
+    listed = portal.get(f"/v1/subjects/{SUBJECT}/alerts").json()["alerts"]
+    assert [a["alert_id"] for a in listed] == [alert_id] and listed[0]["read"] is False
+    assert listed[0]["item_ids"] == ["ITEM_RENEW"]
+    read = portal.post(f"/v1/alerts/{alert_id}/read")
+    assert read.status_code == 200 and read.json()["read"] is True
+    assert portal.post(f"/v1/alerts/{alert_id}/dismiss").json()["dismissed_at"]
+    assert portal.get(f"/v1/subjects/{SUBJECT}/alerts").json()["alerts"] == []
+    missing = portal.post("/v1/alerts/999999/read")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert portal.post("/v1/alerts/0/read").status_code == 422
+    actions = [(r["action"], r["outcome"]) for r in reversed(list_audit(db, key_id=key_ids["portal"]))
+               if r["subject"] and r["subject"].startswith("alert:")]
+    assert actions == [("alert.read", "ok"), ("alert.dismiss", "ok"), ("alert.read", "not_found")]

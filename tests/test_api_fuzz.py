@@ -1,7 +1,6 @@
 """Schema-driven fuzzing of the published OpenAPI document against a live server: no 5xx, and every
 error in the one shape. Positive and negative cases (schemathesis), a bounded number per operation.
 
-An engine not deployed in this tree answers 503 ``unavailable`` by design; that is the only 5xx allowed.
 """
 
 from __future__ import annotations
@@ -64,8 +63,7 @@ def _check(case, target) -> None:
         assert content_type[0].startswith("application/json"), (case.method, case.path, resp.status_code, resp.text)
         error = resp.json()["error"]
         assert set(error) >= {"code", "message", "request_id"}
-        if resp.status_code >= 500:
-            assert resp.status_code == 503 and error["code"] == "unavailable", (case.method, case.path, resp.text)
+        assert resp.status_code < 500, (case.method, case.path, resp.status_code, resp.text)
 
 
 @schema.parametrize()

@@ -1,4 +1,7 @@
-"""A subject's in-app alerts (提醒), and marking one read or dismissing it. Changes are audited."""
+"""A subject's in-app alerts (提醒), and marking one read or dismissing it. Changes are audited.
+
+Dismissing hides the alert from the list; the notifier keeps it in its outbox so it is never created again.
+"""
 
 from __future__ import annotations
 
@@ -25,9 +28,6 @@ class Alerts(BaseModel):
     alerts: list[dict[str, Any]]
 
 
-class AlertChange(BaseModel):
-    alert_id: int
-    status: str
 
 
 
@@ -41,25 +41,25 @@ def get_alerts(
     return Alerts(subject_id=subject_id, alerts=[jsonable_encoder(plain(a)) for a in alerts])
 
 
-@router.post("/v1/alerts/{alert_id}/read", response_model=AlertChange, summary="Mark an alert read")
+@router.post("/v1/alerts/{alert_id}/read", response_model=dict[str, Any], summary="Mark an alert read; returns the alert")
 def read_alert(
     alert_id: AlertId,
     db: Annotated[sqlite_utils.Database, Depends(get_db)],
     key: Annotated[ApiKey, Depends(require("events:write"))],
     request: Request,
-) -> AlertChange:
+) -> dict[str, Any]:
     with audited(db, request, key, "alert.read", f"alert:{alert_id}"):
-        engine("notifier.outbox", "mark_read")(db, alert_id)
-    return AlertChange(alert_id=alert_id, status="read")
+        alert = engine("notifier.outbox", "mark_read")(db, alert_id)
+    return jsonable_encoder(plain(alert))
 
 
-@router.post("/v1/alerts/{alert_id}/dismiss", response_model=AlertChange, summary="Dismiss an alert")
+@router.post("/v1/alerts/{alert_id}/dismiss", response_model=dict[str, Any], summary="Hide an alert from the list; returns the alert")
 def dismiss_alert(
     alert_id: AlertId,
     db: Annotated[sqlite_utils.Database, Depends(get_db)],
     key: Annotated[ApiKey, Depends(require("events:write"))],
     request: Request,
-) -> AlertChange:
+) -> dict[str, Any]:
     with audited(db, request, key, "alert.dismiss", f"alert:{alert_id}"):
-        engine("notifier.outbox", "dismiss")(db, alert_id)
-    return AlertChange(alert_id=alert_id, status="dismissed")
+        alert = engine("notifier.outbox", "dismiss")(db, alert_id)
+    return jsonable_encoder(plain(alert))
