@@ -87,8 +87,19 @@ def write_snapshot(home: Path, table: str, conn: sqlite3.Connection) -> int:
         rows = cur.fetchmany(500_000)
         if not rows:
             break
-        frames.append(pl.DataFrame(rows, schema=list(schema), orient="row", infer_schema_length=None))
-    raw = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=list(schema))
+        # Column-wise construction with the SQLite storage types given (text, or integer for counts and
+        # 0/1 booleans): inferring types row by row made a 1M-row snapshot take tens of seconds.
+        columns = list(zip(*rows))
+        frames.append(
+            pl.DataFrame(
+                {c: pl.Series(c, vals, dtype=_sqlite_type(t), strict=False) for (c, t), vals in zip(schema.items(), columns)}
+            )
+        )
+    raw = (
+        pl.concat(frames, how="vertical_relaxed")
+        if frames
+        else pl.DataFrame(schema={c: _sqlite_type(t) for c, t in schema.items()})
+    )
     df = raw.select([_to_type(c, t) for c, t in schema.items()])
     path = snapshot_path(home, table)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +107,10 @@ def write_snapshot(home: Path, table: str, conn: sqlite3.Connection) -> int:
     df.write_parquet(tmp)
     os.replace(tmp, path)
     return df.height
+
+
+def _sqlite_type(dtype: pl.DataType) -> pl.DataType:
+    return pl.Int64() if dtype in (pl.Boolean(), pl.Int64()) else pl.String()
 
 
 def _to_type(col: str, dtype: pl.DataType) -> pl.Expr:
