@@ -573,9 +573,9 @@ def candidates(world: World, tables: SourceTables, cfg: RecommenderConfig, sidx:
     sidx = sidx.cast(pl.UInt32)
     if not personalised:
         top = tables.pop["global"].sort("f_pop", descending=True).head(c["popular_per_group"] * 4)
-        return pl.DataFrame({"sidx": sidx}).join(top.select("iidx"), how="cross").with_columns(
+        return _with_source_columns(pl.DataFrame({"sidx": sidx}).join(top.select("iidx"), how="cross").with_columns(
             pl.lit("global:").alias("pop_group"), pl.lit(1, dtype=pl.Int8).alias("src_pop")
-        )
+        ))
     parts = [
         model.topk(world, sidx, c["implicit"]) if model is not None else pl.DataFrame(
             schema={"sidx": pl.UInt32, "iidx": pl.UInt32}),
@@ -588,19 +588,27 @@ def candidates(world: World, tables: SourceTables, cfg: RecommenderConfig, sidx:
     # One group-by instead of a join per source: each source contributes its own columns once per pair.
     parts = [p for p in parts if p.height]
     if not parts:
-        return pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32})
-    return pl.concat(parts, how="diagonal_relaxed").group_by("sidx", "iidx").agg(pl.all().max())
+        return _with_source_columns(pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32}))
+    return _with_source_columns(pl.concat(parts, how="diagonal_relaxed").group_by("sidx", "iidx").agg(pl.all().max()))
+
+
+SOURCE_COLUMNS = {
+    "f_implicit": pl.Float32, "f_implicit_rank": pl.Float32, "f_tag": pl.Float32, "f_tag_n": pl.Int32,
+    "f_tag_life": pl.Int8, "f_renew": pl.Int8, "f_expiry_days": pl.Float32, "f_nbr": pl.Float32,
+    "tag_code": pl.String, "nbr_src": pl.UInt32, "src_hist": pl.Int8, "src_pop": pl.Int8, "pop_group": pl.String,
+    "license_type": pl.String, "license_expires_on": pl.Date,
+}
+
+
+def _with_source_columns(cands: pl.DataFrame) -> pl.DataFrame:
+    """Every source's columns, null where a source gave nothing, so downstream code sees one schema."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in SOURCE_COLUMNS.items() if c not in cands.columns]
+    return cands.with_columns(missing) if missing else cands
 
 
 def add_features(world: World, tables: SourceTables, cands: pl.DataFrame) -> pl.DataFrame:
     """Attach history, popularity, profile and item features to candidate rows (the ranker's FEATURES)."""
-    for col, dtype in (("f_implicit", pl.Float32), ("f_implicit_rank", pl.Float32), ("f_tag", pl.Float32),
-                       ("f_tag_n", pl.Int32), ("f_tag_life", pl.Int8), ("f_renew", pl.Int8),
-                       ("f_expiry_days", pl.Float32), ("f_nbr", pl.Float32), ("tag_code", pl.String),
-                       ("nbr_src", pl.UInt32), ("src_hist", pl.Int8), ("src_pop", pl.Int8), ("pop_group", pl.String),
-                       ("license_type", pl.String), ("license_expires_on", pl.Date)):
-        if col not in cands.columns:
-            cands = cands.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    cands = _with_source_columns(cands)
     subj = world.subjects.select(
         "sidx", "kind", "district", "age_band",
         pl.col("kind").replace_strict(KIND_CODE, return_dtype=pl.Int32).alias("p_kind"),
