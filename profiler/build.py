@@ -152,23 +152,37 @@ def enterprise_frame(enterprises: pl.LazyFrame | pl.DataFrame, as_of: date) -> p
 
 def licence_agg_exprs(as_of: date) -> list[pl.Expr]:
     valid = pl.col("expires_on").is_null() | (pl.col("expires_on") >= pl.lit(as_of))
-    expiring = pl.col("expires_on").is_between(pl.lit(as_of), pl.lit(as_of + timedelta(days=EXPIRING_WITHIN_DAYS)))
     return [
         valid.sum().cast(pl.Int32).alias("n_licenses"),
         pl.col("license_type").filter(valid).unique().sort().alias("license_types"),
-        expiring.sum().cast(pl.Int32).alias("n_expiring_90d"),
-        pl.col("expires_on").filter(expiring).min().alias("next_expiry"),
-        pl.struct("license_type", "expires_on").sort_by(pl.col("expires_on")).filter(expiring.sort_by(pl.col("expires_on"))).alias("expiring_licenses"),
+    ]
+
+
+def expiring_agg_exprs() -> list[pl.Expr]:
+    return [
+        pl.len().cast(pl.Int32).alias("n_expiring_90d"),
+        pl.col("expires_on").min().alias("next_expiry"),
+        pl.struct("license_type", "expires_on").sort_by(pl.col("expires_on")).alias("expiring_licenses"),
     ]
 
 
 def licence_frame(licenses: pl.LazyFrame | pl.DataFrame, as_of: date) -> pl.LazyFrame:
     """Licence summary per holder; licences issued after ``as_of`` do not exist yet."""
-    return (
-        lazy(licenses)
-        .filter(pl.col("issued_on") <= pl.lit(as_of))
+    issued = lazy(licenses).filter(pl.col("issued_on") <= pl.lit(as_of))
+    # Few licences expire within 90 days: summarise them apart instead of filtering inside every group.
+    expiring = (
+        issued.filter(pl.col("expires_on").is_between(pl.lit(as_of), pl.lit(as_of + timedelta(days=EXPIRING_WITHIN_DAYS))))
         .group_by("holder_id")
+        .agg(expiring_agg_exprs())
+    )
+    return (
+        issued.group_by("holder_id")
         .agg(licence_agg_exprs(as_of))
+        .join(expiring, on="holder_id", how="left")
+        .with_columns(
+            pl.col("n_expiring_90d").fill_null(0),
+            pl.col("expiring_licenses").fill_null(pl.lit([], pl.List(pl.Struct({"license_type": pl.String, "expires_on": pl.Date})))),
+        )
         .rename({"holder_id": "subject_id"})
     )
 
@@ -215,12 +229,12 @@ def behaviour_frames(
     count_cols = [e.meta.output_name() for e in counts]
 
     def breakdown(key: str, alias: str) -> pl.LazyFrame:
+        # Ordered by key inside each subject's list: no global sort of the (subject, key) rows.
         return (
             fine.group_by("subject_id", key)
             .agg([pl.col(c).sum() for c in count_cols])
-            .sort("subject_id", key)
-            .group_by("subject_id", maintain_order=True)
-            .agg(pl.struct(pl.col(key).alias("key"), *count_cols).alias(alias))
+            .group_by("subject_id")
+            .agg(pl.struct(pl.col(key).alias("key"), *count_cols).sort_by(pl.col(key)).alias(alias))
         )
 
     per_key = breakdown("category", "by_category").join(breakdown("department", "by_department"), on="subject_id", how="full", coalesce=True)

@@ -163,10 +163,7 @@ class RuleSet:
     fields: dict[str, str]  # name -> kind of every column a rule may read, aggregates included
     aggregates: dict[str, Aggregate]
     names: dict[str, str]  # "rule_id/name" -> column prefix of a named condition
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(repr([(r.id, r.version) for r in self.rules]).encode()).hexdigest()[:12]
+    digest: str = ""  # of the file's text: which rules were in force for a batch
 
 
 class _Checker:
@@ -553,7 +550,14 @@ def parse_rules(
             if d not in by_id:
                 checker.fail(r.line, f"refers to unknown rule {d!r}")
     _check_cycles(by_id, checker)
-    return RuleSet(path=path, rules=rules, fields=checker.fields, aggregates=checker.aggregates, names={})
+    return RuleSet(
+        path=path,
+        rules=rules,
+        fields=checker.fields,
+        aggregates=checker.aggregates,
+        names={},
+        digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+    )
 
 
 def _check_cycles(by_id: dict[str, Rule], checker: _Checker) -> None:
