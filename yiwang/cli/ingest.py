@@ -23,7 +23,7 @@ def summary_table(summary) -> Table:
             continue
         table.add_row(
             t.table, f"{t.rows_in:,}", f"{t.inserted:,}", f"{t.updated:,}", f"{t.unchanged:,}",
-            f"{t.quarantined:,}", f"{t.rows_per_s:,.0f}",
+            f"{t.quarantined:,}", f"{t.rows_per_s / 1000:,.0f}k",
         )
     return table
 
