@@ -35,7 +35,7 @@ class FeedItem(BaseModel):
 
     rank: int
     item_id: str
-    name: str | None = None
+    name: str
     score: float
     reasons: list[Reason]
 
@@ -46,12 +46,12 @@ class Feed(BaseModel):
 
     subject_id: str
     personalised: bool = Field(description="false: a non-personalised list (switched off, or none generated yet)")
-    notice_zh: str | None = Field(default=None, description="Plain notice that the list is algorithmic (Art. 16)")
-    notice_en: str | None = None
-    version: int | None
-    model_version: str | None
-    as_of: str | None = None
-    generated_at: str | None
+    notice_zh: str = Field(description="Plain notice that the list is chosen by an algorithm (Art. 16)")
+    notice_en: str
+    version: int = Field(description="The published feed version served")
+    model_version: str
+    as_of: str
+    generated_at: str
     items: list[FeedItem]
 
 
