@@ -57,6 +57,8 @@ def bench(people: int, licences_per_person: float, workdir: Path) -> dict:
         s = evaluate_alerts(settings, db, as_of)
         out[f"{name}_s"] = round(time.perf_counter() - t, 2)
         out[f"{name}_created"] = s.created
+        out[f"{name}_query_s"] = s.query_seconds
+        out[f"{name}_write_s"] = s.write_seconds
         if name == "cold":
             out["candidates"] = s.candidates
         if name == "next_day":
