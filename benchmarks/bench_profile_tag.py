@@ -13,6 +13,7 @@ most 60 s and 6 GB on 2 cores. Writes benchmarks/out/profile_tag.json.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -48,7 +49,14 @@ def run_stage(stage: str, home: Path, as_of: str) -> dict:
     out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{stage} failed:\n{err[-3000:]}")
-    return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "summary": out.strip()[-2000:]}
+    summary = ast.literal_eval(out.strip().splitlines()[-1])
+    return {
+        "seconds": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "stage_seconds": summary.get("stage_seconds", {}),
+        "summary": summary,
+    }
 
 
 def prepare(people: int, work: Path, as_of: str, seed: int) -> tuple[Path, dict]:
@@ -60,14 +68,16 @@ def prepare(people: int, work: Path, as_of: str, seed: int) -> tuple[Path, dict]
     enterprises = max(people // 10, 1)
     yiwang = [str(Path(PY).parent / "yiwang")]
     t0 = time.perf_counter()
-    subprocess.run(
-        yiwang + ["synth", "--people", str(people), "--enterprises", str(enterprises), "--seed", str(seed),
-                  "--as-of", as_of, "--out", str(city), "--format", "parquet", "--json"],
-        check=True, cwd=REPO, stdout=subprocess.DEVNULL,
-    )
+    if not (city / "export").exists():
+        subprocess.run(
+            yiwang + ["synth", "--people", str(people), "--enterprises", str(enterprises), "--seed", str(seed),
+                      "--as-of", as_of, "--out", str(city), "--format", "parquet", "--json"],
+            check=True, cwd=REPO, stdout=subprocess.DEVNULL,
+        )
     synth_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    subprocess.run(yiwang + ["--home", str(home), "ingest", str(city / "export"), "--json"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    if not (home / "snapshots" / "people.parquet").exists():
+        subprocess.run(yiwang + ["--home", str(home), "ingest", str(city / "export"), "--json"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     ingest_s = time.perf_counter() - t0
     import polars as pl
 
@@ -96,19 +106,26 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             **facts,
             "profile_s": profile["seconds"],
+            "profile_cpu_s": profile["cpu_s"],
             "profile_peak_rss_mb": profile["peak_rss_mb"],
+            "profile_stages_s": profile["stage_seconds"],
             "tag_s": tag["seconds"],
+            "tag_cpu_s": tag["cpu_s"],
             "tag_peak_rss_mb": tag["peak_rss_mb"],
+            "tag_stages_s": tag["stage_seconds"],
             "total_s": total,
             "peak_rss_mb": peak,
             "tag_summary": tag["summary"],
+            "load_average_1m": round(os.getloadavg()[0], 2),
         }
         if people >= TARGET_PEOPLE:
             row["meets_target"] = total <= TARGET_SECONDS * people / TARGET_PEOPLE and peak <= TARGET_RSS_MB
         results.append(row)
         print(
             f"{people:>9,} people {facts['events']:>11,} events | profile {profile['seconds']:6.1f} s {profile['peak_rss_mb']:7.0f} MB"
-            f" | tag {tag['seconds']:6.1f} s {tag['peak_rss_mb']:7.0f} MB | total {total:6.1f} s",
+            f" | tag {tag['seconds']:6.1f} s {tag['peak_rss_mb']:7.0f} MB | total {total:6.1f} s"
+            f" (cpu {profile['cpu_s'] + tag['cpu_s']:.1f} s, load {os.getloadavg()[0]:.1f})\n"
+            f"    profile stages {profile['stage_seconds']}\n    tag stages {tag['stage_seconds']}",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -42,6 +43,33 @@ NOT_APPLICABLE = {
 }
 
 
+class StageClock:
+    """Reports each stage to ``progress`` and keeps its wall time (for summaries and the benchmark)."""
+
+    def __init__(self, progress: Progress | None, stages: tuple[str, ...]):
+        self.progress = progress or (lambda stage, done, total: None)
+        self.stages = stages
+        self.seconds: dict[str, float] = {}
+        self._current: str | None = None
+        self._t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        self._close()
+        self._current = stage
+        self.progress(stage, self.stages.index(stage), len(self.stages))
+
+    def done(self) -> None:
+        self._close()
+        self._current = None
+        self.progress(self.stages[-1], len(self.stages), len(self.stages))
+
+    def _close(self) -> None:
+        now = time.perf_counter()
+        if self._current is not None:
+            self.seconds[self._current] = round(self.seconds.get(self._current, 0.0) + now - self._t, 2)
+        self._t = now
+
+
 @dataclass
 class ProfileSummary:
     batch_id: int
@@ -51,6 +79,7 @@ class ProfileSummary:
     unknown: int
     parquet_path: str
     seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,8 +110,7 @@ def compute_profiles(settings: Settings, as_of: date) -> pl.DataFrame:
 def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> ProfileSummary:
     """Compute every profile at ``as_of`` and publish them atomically to SQLite and Parquet."""
     t0 = datetime.now()
-    tick = progress or (lambda stage, done, total: None)
-    total = len(PROFILE_STAGES)
+    tick = StageClock(progress, PROFILE_STAGES)
     conn = db.conn
     cur = conn.execute(
         "INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now())
@@ -90,21 +118,21 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
     batch_id = cur.lastrowid
     conn.commit()
 
-    tick("compute", 0, total)
+    tick("compute")
     df = compute_profiles(settings, as_of)
     counts = dict(df.group_by("subject_type").len().iter_rows())
 
-    tick("write parquet", 1, total)
+    tick("write parquet")
     final = profiles_path(settings)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{batch_id}.tmp")
     df.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")).write_parquet(tmp, compression="zstd")
 
     try:
-        tick("write sqlite", 2, total)
+        tick("write sqlite")
         _fill_build_table(conn, df, batch_id)
 
-        tick("publish", 3, total)
+        tick("publish")
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("DROP TABLE IF EXISTS profiles_old")
@@ -124,7 +152,7 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
     os.replace(tmp, final)
     conn.execute("DROP TABLE IF EXISTS profiles_old")
     conn.commit()
-    tick("publish", total, total)
+    tick.done()
     return ProfileSummary(
         batch_id=batch_id,
         as_of=as_of.isoformat(),
@@ -133,6 +161,7 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
         unknown=counts.get("unknown", 0),
         parquet_path=str(final),
         seconds=round((datetime.now() - t0).total_seconds(), 2),
+        stage_seconds=tick.seconds,
     )
 
 

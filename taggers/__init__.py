@@ -19,7 +19,7 @@ from typing import Callable
 import polars as pl
 import sqlite_utils
 
-from profiler import scan_profiles
+from profiler import StageClock, scan_profiles
 from profiler.build import events_until, lazy
 from taggers import store
 from taggers.occupation import MODEL_NAME, OccupationClassifier, occupation_event_aggregates, occupation_tags
@@ -52,6 +52,7 @@ class TagSummary:
     by_dimension: dict[str, int] = field(default_factory=dict)
     occupation_model: str | None = None
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -179,10 +180,9 @@ def model_tag_rows(pred: pl.DataFrame, version: str, as_of: date) -> pl.DataFram
 def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> TagSummary:
     """Tag every subject at ``as_of`` from the published profiles and replace the stored tags in one transaction."""
     t0 = datetime.now()
-    tick = progress or (lambda stage, done, total: None)
-    total = len(TAG_STAGES)
+    tick = StageClock(progress, TAG_STAGES)
 
-    tick("rules file", 0, total)
+    tick("rules file")
     profiles = scan_profiles(settings)
     batch_as_of = profiles.select(pl.col("as_of").first()).collect().item()
     if batch_as_of is not None and batch_as_of != as_of:
@@ -190,7 +190,7 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
     taxonomy = load_taxonomy(settings.data_dir)
     ruleset = load_rules(rules_path(settings), rule_fields(profiles.collect_schema()), taxonomy, license_types(settings.data_dir))
 
-    tick("aggregates", 1, total)
+    tick("aggregates")
     frame = tagging_frame(
         profiles,
         scan_table(settings.home, "licenses"),
@@ -201,10 +201,10 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
         extra_event_aggregates=occupation_event_aggregates(),
     ).collect()
 
-    tick("rules", 2, total)
+    tick("rules")
     raw = rule_tags(frame, ruleset, as_of).collect()
 
-    tick("occupation model", 3, total)
+    tick("occupation model")
     pred, model = occupation_tags(frame, as_of, settings.occupation_min_confidence, OccupationClassifier())
     version = None
     if model is not None:
@@ -213,11 +213,11 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
         raw = pl.concat([raw, model_tag_rows(pred, version, as_of)], how="vertical_relaxed")
     del frame
 
-    tick("write", 4, total)
+    tick("write")
     tags, expired = finalise(raw, taxonomy, as_of)
     written, suppressed = store.replace_tags(db, tags, tags_parquet_path(settings))
     by_dim = dict(tags.join(store.read_suppressions(db.conn), on=["subject_id", "code"], how="anti").group_by("dimension").len().sort("dimension").iter_rows())
-    tick("write", total, total)
+    tick.done()
     return TagSummary(
         as_of=as_of.isoformat(),
         rules=len(ruleset.rules),
@@ -228,6 +228,7 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
         by_dimension=by_dim,
         occupation_model=f"{MODEL_NAME}@{version}" if version else None,
         seconds=round((datetime.now() - t0).total_seconds(), 2),
+        stage_seconds=tick.seconds,
     )
 
 

@@ -268,6 +268,11 @@ def occupation_tags(
     X_unlabelled = unlabelled.select(FEATURES).to_numpy()
     model.fit(X_labelled, labelled["occupation"].to_numpy())
     model.fit_presence(X_labelled, labelled["occupation"].to_numpy(), X_unlabelled)
+    # Outside the ages at which the registry records any occupation (toddlers, the very old) nobody is
+    # tagged, and predicting there would only cost time.
+    lo, hi = labelled["f_age"].min(), labelled["f_age"].max()
+    unlabelled = unlabelled.filter(pl.col("f_age").is_between(lo, hi))
+    X_unlabelled = unlabelled.select(FEATURES).to_numpy()
     proba = model.predict_proba(X_unlabelled)
     best = proba.argmax(axis=1)
     # Confidence that this person has *this* occupation: has one at all, and it is this one.
