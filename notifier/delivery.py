@@ -105,7 +105,10 @@ def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
             return
         prefs = {
             sid: (pers, json.loads(chs))
-            for sid, pers, chs in conn.execute("SELECT subject_id, personalisation, channels FROM subject_preferences")
+            for sid, pers, chs in conn.execute(
+                "SELECT subject_id, personalisation, channels FROM subject_preferences WHERE subject_id IN"
+                " (SELECT subject_id FROM outbox WHERE status = 'pending' AND released_on IS NULL)"
+            )
         }
         used = dict(
             conn.execute("SELECT subject_id, COUNT(*) FROM outbox WHERE released_on = ? GROUP BY subject_id", (today,))

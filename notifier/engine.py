@@ -23,20 +23,12 @@ from pathlib import Path
 import polars as pl
 
 from notifier.rules import Rule, RuleSet, rules_in_force
-from yiwang.errors import NotFound
 from yiwang.registry import scan_table
 
 OUT_COLUMNS = [
     "rule_id", "rule_version", "kind", "subject_id", "subject_type", "object_id", "stage", "stage_order",
     "cause_date", "item_ids", "message_zh", "message_en", "fields_json", "channels", "priority", "statutory",
 ]
-OUT_SCHEMA = {
-    "rule_id": pl.String, "rule_version": pl.Int64, "kind": pl.String, "subject_id": pl.String,
-    "subject_type": pl.String, "object_id": pl.String, "stage": pl.String, "stage_order": pl.Int64,
-    "cause_date": pl.String, "item_ids": pl.String, "message_zh": pl.String, "message_en": pl.String,
-    "fields_json": pl.String, "channels": pl.String, "priority": pl.Int64, "statutory": pl.Int64,
-}
-LIVE_SCHEMA = {"subject_id": pl.String, "object_id": pl.String}
 # A licence alert stays current until the licence is renewed or this long after it expired; then it is resolved.
 LICENCE_HORIZON_DAYS = 365
 
@@ -672,5 +664,3 @@ def dry_run(settings, db, rule_id: str, as_of: date, sample: int = 5) -> DryRun:
         sample=picked.to_dicts(),
     )
 
-
-__all__ = ["evaluate_alerts", "dry_run", "AlertSummary", "DryRun", "NotFound"]
