@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, time as dtime, timedelta, timezone
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from yiwang.settings import TIMEZONE
+from yiwang.store import connect
 
 LOCAL = ZoneInfo(TIMEZONE)
 
@@ -205,12 +207,50 @@ def _payload(row) -> dict:
 
 
 def send_webhooks(settings, db, now: datetime, summary: DeliverySummary, max_sends: int | None = None) -> None:
-    conn = db.conn
+    """Send due webhooks with ``webhook_concurrency`` senders, each on its own connection (a gateway answers in
+    tens of milliseconds; one sender at a time would take hours for a first run's backlog)."""
+    lock = threading.Lock()
+    budget = [max_sends]
+
+    def take() -> bool:
+        with lock:
+            if budget[0] is None:
+                return True
+            if budget[0] <= 0:
+                return False
+            budget[0] -= 1
+            return True
+
+    workers = max(1, settings.webhook_concurrency)
+    if workers == 1:
+        _sender(settings, db.conn, now, summary, take, lock)
+        return
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        conn = connect(settings.db_path)
+        try:
+            _sender(settings, conn, now, summary, take, lock)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=run, name=f"webhook-{i}") for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def _sender(settings, conn, now: datetime, summary: DeliverySummary, take, lock) -> None:
     timeout = settings.webhook_timeout_s
     # A lease outlives one send (connect + read timeouts) with margin; a sender killed mid-send frees it then.
     lease_s = 2 * timeout + 1
     with httpx.Client(timeout=httpx.Timeout(timeout)) as client:
-        while max_sends is None or summary.webhook_sent < max_sends:
+        while take():
             claimed = _claim(conn, now, lease_s)
             if claimed is None:
                 return
@@ -227,11 +267,14 @@ def send_webhooks(settings, db, now: datetime, summary: DeliverySummary, max_sen
                     error = f"HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:500]
-            summary.webhook_sent += 1
-            _settle(settings, conn, now, alert_id, attempt, attempt_id, status_code, error, summary)
+            outcome = _settle(settings, conn, now, alert_id, attempt, attempt_id, error, status_code)
+            with lock:
+                summary.webhook_sent += 1
+                setattr(summary, outcome, getattr(summary, outcome) + 1)
 
 
-def _settle(settings, conn, now, alert_id, attempt, attempt_id, status_code, error, summary) -> None:
+def _settle(settings, conn, now, alert_id, attempt, attempt_id, error, status_code=None) -> str:
+    """Record one attempt's outcome; returns the summary counter it adds to."""
     stamp = _iso(now)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -245,7 +288,7 @@ def _settle(settings, conn, now, alert_id, attempt, attempt_id, status_code, err
                 " WHERE alert_id=? AND channel='webhook' AND status='pending'",
                 (stamp, alert_id),
             )
-            summary.webhook_delivered += 1
+            outcome = "webhook_delivered"
         elif attempt >= settings.webhook_max_attempts:
             cur = conn.execute(
                 "UPDATE deliveries SET status='dead', lease_until=NULL, last_error=?"
@@ -258,7 +301,7 @@ def _settle(settings, conn, now, alert_id, attempt, attempt_id, status_code, err
                     " VALUES (?, 'webhook', ?, ?, ?)",
                     (alert_id, attempt, error, stamp),
                 )
-            summary.webhook_dead += 1
+            outcome = "webhook_dead"
         else:
             backoff = settings.webhook_backoff_base_s * 2 ** (attempt - 1)
             conn.execute(
@@ -266,12 +309,13 @@ def _settle(settings, conn, now, alert_id, attempt, attempt_id, status_code, err
                 " WHERE alert_id=? AND channel='webhook' AND status='pending'",
                 (_iso(now + timedelta(seconds=backoff)), error, alert_id),
             )
-            summary.webhook_retry += 1
+            outcome = "webhook_retry"
         _finalise(conn, alert_id, stamp)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return outcome
 
 
 def _finalise(conn, alert_id: int, stamp: str) -> None:

@@ -204,3 +204,17 @@ def test_withdrawn_alert_is_not_sent(make_store, receiver):
     evaluate_alerts(settings, db, AS_OF + timedelta(days=1))
     assert deliver(settings, db, NOON + timedelta(days=1)).webhook_sent == 0
     assert webhook_row(db, 1)[0] == "cancelled" and receiver.requests == []
+
+
+def test_concurrent_senders_send_each_alert_once(make_store, receiver):
+    settings, db = make_store(webhook_concurrency=4, daily_alert_cap=100)
+    for i in range(30):
+        holder(settings, db, f"P{i}", (f"L{i}", "passport", 10 + i))
+        set_prefs(db, f"P{i}", channels=("webhook",))
+    evaluate_alerts(settings, db, AS_OF)
+    s = deliver(settings, db, NOON)
+    assert (s.released, s.webhook_sent, s.webhook_delivered) == (30, 30, 30)
+    keys = [r["key"] for r in receiver.requests]
+    assert len(keys) == len(set(keys)) == 30
+    assert db.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'delivered'").fetchone()[0] == 30
+    assert deliver(settings, db, NOON, max_sends=5).webhook_sent == 0

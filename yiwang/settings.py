@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=6, gt=0)
     webhook_backoff_base_s: float = Field(default=30.0, ge=0)
+    webhook_concurrency: int = Field(default=4, ge=1, le=64, description="Webhook sends in flight at once")
     quiet_hours: str = Field(default="22:00-08:00", description="No webhook sends in this local-time window")
     daily_alert_cap: int = Field(default=3, ge=0)
 
