@@ -215,18 +215,22 @@ def behaviour_frames(
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(per-subject totals and last activity, per-subject breakdown lists by category and department)."""
     ev = events_until(events, as_of).select("subject_id", "item_id", "action", "ts")
-    totals = ev.group_by("subject_id").agg(
-        *behaviour_count_exprs(as_of),
-        pl.col("ts").max().alias("last_activity"),
-        pl.len().cast(pl.Int32).alias("events_total"),
-    )
     start = window_starts(as_of)[max(WINDOWS)]
     counts = behaviour_count_exprs(as_of)
+    count_cols = [e.meta.output_name() for e in counts]
+    # Window counts only need the last 180 days: conditional sums run over that slice, once, at the finest
+    # grain (subject, category, department), and everything else is rolled up from it. Only the last
+    # activity and the lifetime total read every event.
     recent = ev.filter(pl.col("ts") >= pl.lit(start)).join(
         lazy(catalog).select("item_id", "category", "department"), on="item_id", how="left"
     )
     fine = recent.group_by("subject_id", "category", "department").agg(counts)
-    count_cols = [e.meta.output_name() for e in counts]
+    lifetime = ev.group_by("subject_id").agg(
+        pl.col("ts").max().alias("last_activity"), pl.len().cast(pl.Int32).alias("events_total")
+    )
+    totals = lifetime.join(
+        fine.group_by("subject_id").agg([pl.col(c).sum() for c in count_cols]), on="subject_id", how="left"
+    )
 
     def breakdown(key: str, alias: str) -> pl.LazyFrame:
         # Ordered by key inside each subject's list: no global sort of the (subject, key) rows.

@@ -162,7 +162,6 @@ class RuleSet:
     rules: list[Rule]
     fields: dict[str, str]  # name -> kind of every column a rule may read, aggregates included
     aggregates: dict[str, Aggregate]
-    names: dict[str, str]  # "rule_id/name" -> column prefix of a named condition
     digest: str = ""  # of the file's text: which rules were in force for a batch
 
 
@@ -173,7 +172,6 @@ class _Checker:
         self.taxonomy = {row["code"]: row for row in taxonomy.iter_rows(named=True)}
         self.license_types = license_types
         self.aggregates: dict[str, Aggregate] = {}
-        self.names: dict[str, str] = {}
         self.rule_id = "?"
         self.rule_names: dict[str, str] = {}
 
@@ -555,7 +553,6 @@ def parse_rules(
         rules=rules,
         fields=checker.fields,
         aggregates=checker.aggregates,
-        names={},
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
     )
 

@@ -181,13 +181,17 @@ def test_eager_and_lazy_inputs_give_identical_tags(city):
     ]
 
     def run(frames):
-        frame = taggers.tagging_frame(*frames, rs, AS_OF)
-        return taggers.rule_tags(frame, rs, AS_OF).collect().sort("subject_id", "code", "source")
+        frame = taggers.tagging_frame(*frames, rs, AS_OF, extra_event_aggregates=taggers.occupation_event_aggregates())
+        tags = taggers.rule_tags(frame, rs, AS_OF).collect().sort("subject_id", "code", "source")
+        features = frame.select("subject_id", *taggers.occupation.feature_exprs()).collect().sort("subject_id")
+        return tags, features
 
-    lazy_out = run(sources)
-    eager_out = run([f.collect() for f in sources])
-    assert lazy_out.height > 30
-    assert_frame_equal(lazy_out, eager_out)
+    lazy_tags, lazy_features = run(sources)
+    eager_tags, eager_features = run([f.collect() for f in sources])
+    assert lazy_tags.height > 30
+    assert_frame_equal(lazy_tags, eager_tags)
+    assert_frame_equal(lazy_features, eager_features)
+    assert lazy_features.filter(pl.col("subject_id") == "P2")["f_occ_teacher"].item() == 1
 
 
 # -- the learned occupation tagger -----------------------------------------------------------------------------
