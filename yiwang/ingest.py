@@ -39,7 +39,7 @@ from yiwang import contract
 from yiwang.contract import EVENTS, TABLES, Context, TableSpec
 from yiwang.errors import ContractError
 from yiwang.eventlog import EVENT_SCHEMA, append_events, derived_event_id
-from yiwang.registry import write_snapshot
+from yiwang.registry import write_snapshot, write_snapshot_frame
 from yiwang.settings import TIMEZONE, Settings
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
@@ -457,6 +457,22 @@ def _upsert(conn: sqlite3.Connection, table: str, rows: pl.DataFrame, ingest_id:
     col_list = ", ".join(cols)
     same = " AND ".join(f"m.{c} IS s.{c}" for c in cols[1:])
     same_excluded = " AND ".join(f"{table}.{c} IS excluded.{c}" for c in cols[1:])
+    placeholders = ", ".join("?" * (len(cols) + 1))
+    if conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM main.{table})").fetchone()[0]:
+        # First load of the table: nothing to compare with, so skip the staging pass (half the work), and
+        # build the secondary indexes once at the end rather than row by row (a third less CPU).
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.executemany(
+            f"INSERT INTO main.{table} ({col_list}, ingest_id) VALUES ({placeholders})",
+            _tuples(rows.with_columns(pl.lit(ingest_id, dtype=pl.Int64).alias("ingest_id"))),
+        )
+        for _, sql in indexes:
+            conn.execute(sql)
+        return rows.height, 0, 0
     conn.execute("DROP TABLE IF EXISTS temp._stage")
     conn.execute(f"CREATE TEMP TABLE _stage AS SELECT {col_list} FROM main.{table} WHERE 0")
     conn.executemany(f"INSERT INTO temp._stage VALUES ({', '.join('?' * len(cols))})", _tuples(rows))
@@ -518,7 +534,11 @@ def _load_registry(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    write_snapshot(settings.home, spec.name, conn)
+    if ts.inserted == rows.height and ts.inserted == conn.execute(f"SELECT count(*) FROM {spec.name}").fetchone()[0]:
+        # The table holds exactly these rows: snapshot them from memory instead of reading SQLite back.
+        write_snapshot_frame(settings.home, spec.name, rows)
+    else:
+        write_snapshot(settings.home, spec.name, conn)
     bar.update(src.table, ts.rows_in, ts.rows_in)
 
 
@@ -652,6 +672,11 @@ def ingest_export(
         raise ContractError(f"{export_dir}: no such export directory")
     as_of = as_of or _today_shanghai()
     conn = db.conn
+    # A 256 MB page cache for the bulk upserts (the 2 MB default thrashes on million-row B-tree inserts),
+    # and the staging table in memory; restored when done, the connection may be shared.
+    saved_pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "temp_store")}
+    conn.execute("PRAGMA cache_size = -262144")
+    conn.execute("PRAGMA temp_store = MEMORY")
     cur = conn.execute(
         "INSERT INTO ingests (source, started_at, as_of, status) VALUES (?, ?, ?, 'running')",
         (str(export_dir), _now(), as_of.isoformat()),
@@ -726,6 +751,8 @@ def ingest_export(
             (summary.finished_at, summary.status, json.dumps(summary.to_dict(), ensure_ascii=False), ingest_id),
         )
         conn.commit()
+        for pragma, value in saved_pragmas.items():
+            conn.execute(f"PRAGMA {pragma} = {int(value)}")
     return summary
 
 

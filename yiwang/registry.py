@@ -109,6 +109,19 @@ def write_snapshot(home: Path, table: str, conn: sqlite3.Connection) -> int:
     return df.height
 
 
+def write_snapshot_frame(home: Path, table: str, rows: pl.DataFrame) -> int:
+    """Write ``table``'s snapshot from a frame holding the whole table in SQLite form (dates as ISO text,
+    booleans 0/1): what ingest uses after a first load, instead of reading a million rows back."""
+    schema = SNAPSHOT_SCHEMAS[table]
+    df = rows.select([_to_type(c, t) for c, t in schema.items()])
+    path = snapshot_path(home, table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.write_parquet(tmp)
+    os.replace(tmp, path)
+    return df.height
+
+
 def _sqlite_type(dtype: pl.DataType) -> pl.DataType:
     return pl.Int64() if dtype in (pl.Boolean(), pl.Int64()) else pl.String()
 

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
         else:
-            console.print(summary_table(summary))
+            console.print(summary_table(summary), width=max(console.width, 110))
             if (reasons := reasons_table(summary)) is not None:
                 console.print(reasons)
             for t in summary.tables.values():
