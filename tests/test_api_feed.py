@@ -179,3 +179,24 @@ def test_fast_path_agrees_with_read_feed(live):
     assert personalised_feed_json(db.conn, "P_UNKNOWN", 20, NOTICE[True], names, versions) is None
     client.put(f"/v1/subjects/{subject}/preferences", json={"personalisation": False})
     assert personalised_feed_json(db.conn, subject, 20, NOTICE[True], names, versions) is None
+
+
+def test_fast_lane_and_fastapi_route_answer_alike(live):
+    """The fast lane serves only the plain success case; an extra query parameter sends the same request
+    through the FastAPI route, which must answer byte for byte the same."""
+    client, db = live
+    publish(db, 300)
+    for subject in SUBJECTS[6:9]:
+        lane = client.get(f"/v1/subjects/{subject}/feed", params={"limit": 7})
+        route = client.get(f"/v1/subjects/{subject}/feed", params={"limit": 7, "utm": "x"})
+        assert lane.status_code == route.status_code == 200
+        assert lane.json() == route.json()
+        assert lane.headers["content-type"] == route.headers["content-type"] == "application/json"
+        assert lane.headers["x-request-id"]
+    assert client.get(f"/v1/subjects/{SUBJECTS[6]}/feed", params={"limit": "007"}).status_code == 200
+    for bad in ("0", "201", "-1", "", "1e2"):
+        resp = client.get(f"/v1/subjects/{SUBJECTS[6]}/feed", params={"limit": bad})
+        assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request", bad
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/subjects/{subject_id}/feed",status="200"' in metrics
+    assert 'route="/v1/subjects/{subject_id}/feed",status="422"' in metrics

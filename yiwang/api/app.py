@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from yiwang.api import errors
 from yiwang.api.db import ConnectionPool
+from yiwang.api.fastlane import FeedFastLane
 from yiwang.api.feed_read import FeedVersions, ItemNames
 from yiwang.api.metrics import Metrics
 from yiwang.api.middleware import EdgeMiddleware
@@ -49,11 +50,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.state.metrics = metrics
-    app.state.item_names = ItemNames()
-    app.state.feed_versions = FeedVersions()
+    app.state.item_names = names = ItemNames()
+    app.state.feed_versions = versions = FeedVersions()
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    # Added first, so it sits inside the edge: request ids, metrics and the pool apply to it too.
+    app.add_middleware(FeedFastLane, pool=pool, names=names, versions=versions, feed_size=settings.feed_size)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=metrics, pool=pool)
     app.openapi = lambda: document(app, ROUTERS)  # type: ignore[method-assign]
     return app
