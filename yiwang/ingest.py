@@ -18,9 +18,11 @@ from __future__ import annotations
 import csv
 import hmac
 import json
+import queue
 import re
 import shutil
 import sqlite3
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
@@ -542,6 +544,48 @@ def _load_registry(
     bar.update(src.table, ts.rows_in, ts.rows_in)
 
 
+def _prefetch(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Read the next batch in a thread while the caller validates this one (Arrow's CSV parser and
+    Polars both release the GIL, so on two cores reading mostly hides behind the checks)."""
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    worker = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.1)
+
+
 def _fill_event_ids(ok: pl.DataFrame) -> pl.DataFrame:
     """Derive event_id where the export gave none (only those rows: deriving costs a string build)."""
     need = ok["event_id"].is_null()
@@ -561,14 +605,14 @@ def _load_events(
     hashes: list[pl.Series] = []
     conn.execute("BEGIN IMMEDIATE")  # quarantine rows become visible only if the whole file reads cleanly
     try:
-        for k, batch in enumerate(read_batches(src, settings.ingest_batch_rows)):
+        for k, batch in enumerate(_prefetch(read_batches(src, settings.ingest_batch_rows))):
             ts.rows_in += batch.frame.height + len(batch.malformed)
             checked = contract.validate(EVENTS, batch.frame, ctx, trim=False, nul_columns=batch.nul_columns)
             rejected = pl.concat(
                 [_rejected_rows(batch.frame, checked), _malformed_frame(batch.malformed)], how="vertical"
             )
             ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, rejected))
-            ok = checked.filter(pl.col("_reason").is_null())
+            ok = checked if rejected.height == 0 else checked.filter(pl.col("_reason").is_null())
             given_id = pl.col("event_id") if "event_id" in ok.columns else pl.lit(None, dtype=pl.String)
             channel = pl.col("channel") if "channel" in ok.columns else pl.lit(None, dtype=pl.String)
             ok = ok.select(
