@@ -1,4 +1,4 @@
-"""Run the app under a real uvicorn server in a background thread, on loopback (tests, benchmarks)."""
+"""Run the app under a real uvicorn server in a background thread, on loopback (the API tests use it)."""
 
 from __future__ import annotations
 
