@@ -89,7 +89,7 @@ def rules_dry_run(
     data = asdict(result)
     _print(f"dry run of {rule_id}", data, as_json)
     if not as_json:
-        _table("sample", result.sample)
+        _table("sample", [{k: v for k, v in r.items() if k != "message_en"} for r in result.sample])
 
 
 def register(app: typer.Typer) -> None:
