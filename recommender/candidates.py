@@ -211,11 +211,15 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     people = scan_table(home, "people").select(
         pl.col("person_id").alias("subject_id"), pl.lit("person").alias("kind"), "birth_date", "district",
         "local_hukou", pl.lit(None, dtype=pl.String).alias("industry"), "occupation",
+        pl.lit(None, dtype=pl.String).alias("size"),
     )
     ents = scan_table(home, "enterprises").select(
         pl.col("enterprise_id").alias("subject_id"), pl.lit("enterprise").alias("kind"),
         pl.lit(None, dtype=pl.Date).alias("birth_date"), "district", pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
         "industry", pl.lit(None, dtype=pl.String).alias("occupation"), "founded_on",
+        # Enterprises are banded by industry and size (the catalogue's enterprise items differ by both).
+        pl.when(pl.col("employees") < 10).then(pl.lit("micro")).when(pl.col("employees") < 100).then(pl.lit("small"))
+        .when(pl.col("employees") < 1000).then(pl.lit("medium")).otherwise(pl.lit("large")).alias("size"),
     )
     # Only what existed on as_of: a child born, a company founded or a licence issued later is not known yet.
     people = people.filter(pl.col("birth_date").is_null() | (pl.col("birth_date") <= as_of))
@@ -232,6 +236,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
             pl.lit("unknown").alias("kind"), pl.lit(None, dtype=pl.Date).alias("birth_date"),
             pl.lit(None, dtype=pl.String).alias("district"), pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
             pl.lit(None, dtype=pl.String).alias("industry"), pl.lit(None, dtype=pl.String).alias("occupation"),
+            pl.lit(None, dtype=pl.String).alias("size"),
         )
     )
     subjects = (
@@ -242,7 +247,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
             pl.when(pl.col("kind") == "person")
             .then(_age_band(pl.col("age")))
             .when(pl.col("kind") == "enterprise")
-            .then(pl.concat_str([pl.lit("industry "), pl.col("industry")]))
+            .then(pl.concat_str([pl.lit("industry "), pl.col("industry"), pl.lit(" "), pl.col("size")]))
             .alias("age_band")
         )
         .collect()

@@ -127,7 +127,7 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
     is_industry_band = gkey.str.starts_with("industry ")
     popular_zh = (
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("在"), gkey, pl.lit("很受欢迎")]))
-        .when((gtype == "band") & is_industry_band).then(pl.lit("在同行业企业中很受欢迎"))
+        .when((gtype == "band") & is_industry_band).then(pl.lit("在同行业、同规模的企业中很受欢迎"))
         .when(gtype == "band").then(pl.concat_str([pl.lit("在您的年龄段（"), gkey, pl.lit("岁）很受欢迎")]))
         .when((gtype == "crowd") & gkey.is_in(sorted(names.get("sensitive", set())))).then(pl.lit("在与您情况相似的人群中很受欢迎"))
         .when(gtype == "crowd").then(
@@ -137,7 +137,7 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
     )
     popular_en = (
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("Popular in "), gkey_en_district]))
-        .when((gtype == "band") & is_industry_band).then(pl.lit("Popular with enterprises in your industry"))
+        .when((gtype == "band") & is_industry_band).then(pl.lit("Popular with enterprises of your industry and size"))
         .when(gtype == "band").then(pl.concat_str([pl.lit("Popular in your age group ("), gkey, pl.lit(")")]))
         .when((gtype == "crowd") & gkey.is_in(sorted(names.get("sensitive", set())))).then(pl.lit("Popular with people in a situation like yours"))
         .when(gtype == "crowd").then(
