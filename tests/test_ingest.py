@@ -429,3 +429,27 @@ def test_cli_ingest_and_quarantine(settings, tmp_path):
     assert [(r["line"], r["field"], r["reason"]) for r in data["rows"]] == [(5, "local_hukou", "bad_bool")]
     out = subprocess.run([*yiwang, "ingest", str(tmp_path / "nope")], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "no such export directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_events_breaking_late_store_nothing(tmp_path):
+    """Bad bytes after the 4 MB encoding sample: the events file is refused whole, nothing of it stored."""
+    settings = load_settings(home=tmp_path / "home", id_hash_key="k", data_dir=tmp_path, ingest_batch_rows=20_000)
+    db = open_db(settings.db_path)
+    row = "P1,I1,view,2025-06-01 09:00:00,app,\n"
+    n = (5 << 20) // len(row)
+    body = (EVENTS.splitlines(keepends=True)[0] + row * n).encode() + b"P1,I1,view,2025-06-01 09:00:00,\xff\xfe,\n"
+    s = ingest(settings, db, write_export(tmp_path, **base_tables(events=body)))
+    assert "events.csv" in s.tables["events"].rejected and "UTF-8" in s.tables["events"].rejected
+    assert scan_events(settings.events_dir).collect().height == 0
+    # Its rows were duplicates of one another (quarantined while streaming): that was rolled back too.
+    assert count(db, "quarantine") == 0
+    assert list((settings.home / "tmp").glob("ingest-*")) == []
+    assert s.tables["people"].inserted == 3
+    db.conn.close()
+
+
+def test_not_a_parquet_file_is_refused(settings, db, tmp_path):
+    export = write_export(tmp_path, **base_tables(people=None))
+    (export / "people.parquet").write_bytes(b"PAR1 but not really")
+    s = ingest(settings, db, export)
+    assert "people.parquet" in s.tables["people"].rejected and "Parquet" in s.tables["people"].rejected
