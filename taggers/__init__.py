@@ -30,11 +30,11 @@ from taggers.rules import (
     item_flag_exprs,
     licence_aggregates,
     load_rules,
-    _kind,
+    field_kind,
 )
 from yiwang.errors import StateError
-from yiwang.eventlog import scan_events
-from yiwang.registry import scan_table
+from yiwang.eventlog import EVENT_SCHEMA, scan_events
+from yiwang.registry import SNAPSHOT_SCHEMAS, scan_table
 from yiwang.settings import Settings
 
 Progress = Callable[[str, int, int], None]
@@ -80,7 +80,7 @@ def license_types(data_dir: Path) -> set[str]:
 
 def rule_fields(profile_schema: pl.Schema | dict) -> dict[str, str]:
     """The fields a rule may name: the profile's scalar columns, by kind."""
-    kinds = {name: _kind(dtype) for name, dtype in profile_schema.items()}
+    kinds = {name: field_kind(dtype) for name, dtype in profile_schema.items()}
     return {k: v for k, v in kinds.items() if v in {"num", "str", "bool", "date"}}
 
 
@@ -88,9 +88,10 @@ def check_rules(settings: Settings, path: Path | None = None) -> RuleSet:
     """Check a rules file against the taxonomy, licence types and profile fields without tagging anyone."""
     from profiler.build import profile_frame
 
-    empty = {t: scan_table(Path("/nonexistent"), t) for t in ("people", "enterprises", "licenses", "catalog")}
+    # The fields come from the profile's schema, which empty typed inputs give without reading any data.
+    empty = {t: pl.LazyFrame(schema=SNAPSHOT_SCHEMAS[t]) for t in ("people", "enterprises", "licenses", "catalog")}
     schema = profile_frame(
-        empty["people"], empty["enterprises"], empty["licenses"], scan_events(Path("/nonexistent")), empty["catalog"], date.today()
+        empty["people"], empty["enterprises"], empty["licenses"], pl.LazyFrame(schema=EVENT_SCHEMA), empty["catalog"], date.today()
     ).collect_schema()
     return load_rules(path or rules_path(settings), rule_fields(schema), load_taxonomy(settings.data_dir), license_types(settings.data_dir))
 

@@ -105,7 +105,8 @@ class _LineLoader(yaml.SafeLoader):
         return mapping
 
 
-def _kind(dtype: pl.DataType) -> str:
+def field_kind(dtype: pl.DataType) -> str:
+    """The rule language's type of a column: num, str, bool, date, datetime or other."""
     if dtype == pl.Boolean:
         return "bool"
     if dtype == pl.Date:
