@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
@@ -14,17 +15,26 @@ from yiwang.errors import ContractError
 
 
 def summary_table(summary) -> Table:
-    table = Table(title=f"ingest {summary.ingest_id} of {summary.source} (as of {summary.as_of})")
-    for col in ("table", "rows in", "inserted", "updated", "unchanged", "quarantined", "rows/s"):
-        table.add_column(col, justify="left" if col == "table" else "right", no_wrap=True)
-    for t in summary.tables.values():
-        if t.rejected:
-            table.add_row(t.table, "[red]file rejected[/]", "-", "-", "-", "-", "-")
-            continue
-        table.add_row(
-            t.table, f"{t.rows_in:,}", f"{t.inserted:,}", f"{t.updated:,}", f"{t.unchanged:,}",
-            f"{t.quarantined:,}", f"{t.rows_per_s / 1000:,.0f}k",
-        )
+    """One column per table, one row per count: five 10-digit columns fit an 80-column terminal."""
+    table = Table(
+        title=f"ingest {summary.ingest_id} of {summary.source} (as of {summary.as_of})",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+    )
+    tables = list(summary.tables.values())
+    table.add_column("", no_wrap=True)
+    for t in tables:
+        table.add_column(t.table, justify="right", no_wrap=True)
+
+    def cells(fmt) -> list[str]:
+        return ["[red]rejected[/]" if t.rejected else fmt(t) for t in tables]
+
+    table.add_row("rows in", *cells(lambda t: f"{t.rows_in:,}"))
+    table.add_row("inserted", *cells(lambda t: f"{t.inserted:,}"))
+    table.add_row("updated", *cells(lambda t: f"{t.updated:,}"))
+    table.add_row("unchanged", *cells(lambda t: f"{t.unchanged:,}"))
+    table.add_row("quarantined", *cells(lambda t: f"{t.quarantined:,}"))
+    table.add_row("rows/s", *cells(lambda t: f"{t.rows_per_s:,.0f}"))
     return table
 
 
@@ -61,7 +71,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
         else:
-            console.print(summary_table(summary), width=max(console.width, 110))
+            console.print(summary_table(summary))
             if (reasons := reasons_table(summary)) is not None:
                 console.print(reasons)
             for t in summary.tables.values():
@@ -97,7 +107,10 @@ def register(app: typer.Typer) -> None:
             counts.add_column(col, justify="right" if col == "rows" else "left")
         for c in data["counts"]:
             counts.add_row(c["table"], c["reason"], c["field"] or "-", f"{c['rows']:,}")
-        console.print(counts)
+        if data["counts"]:
+            console.print(counts)
+        else:
+            console.print(f"ingest {data['ingest_id']} quarantined no rows")
         for r in data["rejected_files"]:
             console.print(f"[red]file rejected[/] ({r['table']}): {r['message']}", highlight=False, soft_wrap=True)
         if data["rows"]:
