@@ -57,7 +57,9 @@ for _module in COMMAND_MODULES:
 def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of exiting.
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except YiwangError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)
@@ -69,10 +71,21 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (missing argument, bad option value): typer >= 0.2x vendors its own click.
+        usage_errors = tuple(_click_exception_classes())
+        if isinstance(exc, usage_errors):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _click_exception_classes():
+    import click
+
+    yield click.ClickException
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:  # older typer uses the real click
+        return
+    yield VendoredClickException

@@ -15,7 +15,8 @@ from yiwang.settings import Settings, load_settings
 from yiwang.store import open_db
 
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: an error naming a long file path must stay on one line, copy-pasteable.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass
