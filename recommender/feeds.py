@@ -74,6 +74,9 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
         raise
     rows = 0
     subjects = 0
+    # Rows of a building version are invisible to readers until the flip, and a crash mid-way is cleaned up
+    # by prune(): durability of each batch is not needed, only of the flip (which runs at the usual level).
+    conn.execute("PRAGMA synchronous=OFF")
     try:
         for chunk in chunks:
             if chunk.height == 0:
@@ -92,8 +95,10 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        conn.execute("PRAGMA synchronous=NORMAL")
         _drop_version(conn, version)
         raise
+    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("UPDATE feed_versions SET status = 'retired' WHERE status = 'published'")

@@ -301,6 +301,9 @@ class RecommendSummary:
     rows: int
     seconds: float
     removed_versions: list[int]
+    seconds_world: float = 0.0      # loading the model and building what is known at as_of
+    seconds_scoring: float = 0.0    # candidates, filters, features, ranker, reasons
+    seconds_publish: float = 0.0    # writing feed_items and flipping the pointer
 
 
 def recommend(settings, db, as_of: date, progress: Progress = None, *, events: pl.LazyFrame | None = None,
@@ -311,6 +314,8 @@ def recommend(settings, db, as_of: date, progress: Progress = None, *, events: p
     if version is None:
         raise StateError("no model is promoted: run `yiwang train` (or `yiwang models promote VERSION`)")
     cfg, source, ranker = load_version(settings, version)
+    # Features must be computed as at training time (the model's config); serving knobs are today's.
+    cfg = cfg.with_overrides({"serving": load_config(settings)["serving"]})
     _step(progress, "world", 0, 1)
     world = C.build_world(settings, db, cfg, as_of, events)
     scorer = Scorer(world, cfg, source, ranker, settings.renewal_window_days, blocked_pairs(world, db.conn))
@@ -319,18 +324,28 @@ def recommend(settings, db, as_of: date, progress: Progress = None, *, events: p
     registered = world.subjects["sidx"]
     n_chunks = max(1, -(-registered.len() // chunk))
 
+    timing = {"world": _time.perf_counter() - t0, "scoring": 0.0}
+
     def frames() -> Iterator[pl.DataFrame]:
+        t = _time.perf_counter()
         lists = popular_lists(scorer, cfg["serving"]["popular_list_size"])
-        yield to_feed_rows(lists, world, names)
+        rows = to_feed_rows(lists, world, names)
+        timing["scoring"] += _time.perf_counter() - t
+        yield rows
         for i in range(n_chunks):
             _step(progress, "scoring and publishing", i, n_chunks)
+            t = _time.perf_counter()
             ranked = scorer.rank(registered.slice(i * chunk, chunk), settings.feed_size)
-            yield to_feed_rows(ranked, world, names)
+            rows = to_feed_rows(ranked, world, names)
+            timing["scoring"] += _time.perf_counter() - t
+            yield rows
         _step(progress, "scoring and publishing", n_chunks, n_chunks)
 
     summary = publish(db, settings, frames(), version, as_of)
+    total = _time.perf_counter() - t0
     return RecommendSummary(summary.version, version, as_of.isoformat(), summary.subjects, summary.rows,
-                            round(_time.perf_counter() - t0, 1), summary.removed_versions)
+                            round(total, 1), summary.removed_versions, round(timing["world"], 1),
+                            round(timing["scoring"], 1), round(total - timing["world"] - timing["scoring"], 1))
 
 
 def summary_dict(obj) -> dict:
