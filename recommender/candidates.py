@@ -673,10 +673,20 @@ def add_features(world: World, tables: SourceTables, cands: pl.DataFrame) -> pl.
     return out
 
 
+MISSING = -999.0
+
+
 def feature_matrix(df: pl.DataFrame) -> np.ndarray:
-    """The ranker's input: FEATURES as float32, missing values as NaN (LightGBM's missing marker)."""
-    # Row-major: LightGBM predicts row by row and would otherwise copy a column-major matrix first.
-    return np.ascontiguousarray(df.select([pl.col(c).cast(pl.Float32) for c in FEATURES]).to_numpy(), dtype=np.float32)
+    """The ranker's input: FEATURES as row-major float32, a missing value as :data:`MISSING`.
+
+    A sentinel rather than NaN: LightGBM's NaN path made prediction three times slower on our candidates, and
+    every feature is otherwise above -999 (expiry days are at least -grace). Row-major because LightGBM predicts
+    row by row and would otherwise copy a column-major matrix first.
+    """
+    return np.ascontiguousarray(
+        df.select([pl.col(c).cast(pl.Float32).fill_nan(MISSING).fill_null(MISSING) for c in FEATURES]).to_numpy(),
+        dtype=np.float32,
+    )
 
 
 def heuristic_score(df: pl.DataFrame) -> pl.Expr:
