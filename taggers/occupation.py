@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import date
 from pathlib import Path
 
-import lightgbm as lgb
+# LightGBM's OpenMP threads spin while they wait for work; on a busy machine (the batch shares its cores) that
+# spinning cost ten times the CPU of the prediction itself. Passive waiting must be chosen before the OpenMP
+# runtime loads, i.e. before lightgbm is imported; an operator's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import lightgbm as lgb  # noqa: E402
 import numpy as np
 import polars as pl
 from scipy.optimize import minimize_scalar
@@ -89,7 +95,7 @@ class OccupationClassifier:
         calibration_fraction: float = 0.2,
         early_stopping_rounds: int = 10,
         max_train_rows: int = 40_000,
-        n_jobs: int = 1,
+        n_jobs: int = 2,
         random_state: int = 0,
     ):
         self.n_estimators = n_estimators
@@ -272,16 +278,26 @@ def occupation_tags(
     # tagged, and predicting there would only cost time.
     lo, hi = labelled["f_age"].min(), labelled["f_age"].max()
     unlabelled = unlabelled.filter(pl.col("f_age").is_between(lo, hi))
-    X_unlabelled = unlabelled.select(FEATURES).to_numpy()
-    proba = model.predict_proba(X_unlabelled)
+    # The features are small counts and flags, so many people share a feature vector: each distinct one is
+    # predicted once (prediction costs per row and per tree) and its result handed to every person who has it.
+    distinct = unlabelled.select(FEATURES).unique(maintain_order=True).with_row_index("_row")
+    X_distinct = distinct.select(FEATURES).to_numpy()
+    proba = model.predict_proba(X_distinct)
     best = proba.argmax(axis=1)
     # Confidence that this person has *this* occupation: has one at all, and it is this one.
-    confidence = proba[np.arange(len(best)), best] * model.presence_proba(X_unlabelled, proba)
-    out = pl.DataFrame(
+    confidence = proba[np.arange(len(best)), best] * model.presence_proba(X_distinct, proba)
+    keep = confidence >= min_confidence
+    predicted = pl.DataFrame(
         {
-            "subject_id": unlabelled["subject_id"],
-            "code": pl.Series([f"occupation.{c}" for c in model.classes_]).gather(best),
-            "confidence": confidence.astype(np.float64),
+            "_row": distinct["_row"].filter(pl.Series(keep)),
+            "code": pl.Series([f"occupation.{c}" for c in model.classes_]).gather(best[keep]),
+            "confidence": confidence[keep].astype(np.float64),
         }
     )
-    return out.filter(pl.col("confidence") >= min_confidence), model
+    out = (
+        unlabelled.select("subject_id", *FEATURES)
+        .join(distinct, on=FEATURES, how="inner", nulls_equal=True, maintain_order="left")
+        .join(predicted, on="_row", how="inner", maintain_order="left")
+        .select("subject_id", "code", "confidence")
+    )
+    return out, model
