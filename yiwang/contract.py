@@ -341,20 +341,25 @@ NAIVE_TS_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
 
 
 def parse_ts_series(values: pl.Series) -> pl.Series:
-    """:func:`parse_ts` for a whole column, cheaply: the common naive shapes first, each tried only on
-    the rows still unparsed (the shape of the first value goes first), the full parser on the rest."""
-    out = pl.Series(values.name, [None] * values.len(), dtype=pl.Datetime("us", "UTC"))
-    todo = values.is_not_null()
+    """:func:`parse_ts` for a whole column, cheaply: the common naive shapes first (the shape of the first
+    value goes first), the whole column at once while nothing has failed, then only the rows still
+    unparsed; the full ISO-8601 parser on whatever is left."""
     first = values.drop_nulls().head(1).to_list()
     formats = sorted(NAIVE_TS_FORMATS, key=lambda f: not (first and ("T" in first[0]) == ("T" in f)))
-    for fmt in formats:
+
+    def naive_utc(v: pl.Series, fmt: str) -> pl.Series:
+        naive = v.str.strptime(pl.Datetime("us"), fmt, strict=False, cache=False)
+        # Asia/Shanghai is UTC+8 with no DST since 1992, so a fixed shift is exact for portal-era times.
+        return (naive - timedelta(hours=8)).dt.replace_time_zone("UTC")
+
+    # Fast path: one format parses the whole column (the usual export), no gather/scatter.
+    out = naive_utc(values, formats[0]).alias(values.name)
+    todo = out.is_null() & values.is_not_null()
+    for fmt in formats[1:]:
         if not todo.any():
             return out
         idx = todo.arg_true()
-        naive = values.gather(idx).str.strptime(pl.Datetime("us"), fmt, strict=False, cache=False)
-        # Asia/Shanghai is UTC+8 with no DST since 1992, so a fixed shift is exact for portal-era times.
-        utc = (naive - timedelta(hours=8)).dt.replace_time_zone("UTC")
-        out = out.scatter(idx, utc)
+        out = out.scatter(idx, naive_utc(values.gather(idx), fmt))
         todo = todo & out.is_null()
     if todo.any():
         idx = todo.arg_true()
@@ -464,6 +469,16 @@ def validate(
     df = frame.with_columns(normalise([c for c in spec.names if c in present])) if trim else frame
     df = _parse_ts_columns(df.with_columns(parsed_columns(spec, present)), spec, present)
     rules = row_rules(spec, present, ctx, nul_columns)
+    none = pl.lit(None, dtype=pl.String)
+    if not rules:
+        return df.with_columns(none.alias("_field"), none.alias("_reason"))
+    # Every rule evaluated once into one "broken anywhere" flag: on a clean batch (the usual case) that is
+    # all; the first-broken-rule chain below then runs on the bad rows only.
+    bad = df.select(pl.any_horizontal([r[2].fill_null(False) for r in rules]).alias("_bad"))["_bad"]
+    if not bad.any():
+        return df.with_columns(none.alias("_field"), none.alias("_reason"))
+    idx = bad.arg_true()
+    sub = df.gather(idx)
     # One chain yielding the index of the first broken rule (built in reverse so the first listed wins),
     # then index -> field / reason: each rule is evaluated once however many outputs it feeds.
     first: pl.Expr = pl.lit(None, dtype=pl.Int32)
@@ -471,15 +486,14 @@ def validate(
         first = pl.when(rules[i][2].fill_null(False)).then(pl.lit(i, dtype=pl.Int32)).otherwise(first)
     fields = {i: r[0] for i, r in enumerate(rules)}
     reasons = {i: r[1] for i, r in enumerate(rules)}
-    return (
-        df.lazy()
-        .with_columns(first.alias("_rule"))
-        .with_columns(
-            pl.col("_rule").replace_strict(fields, default=None, return_dtype=pl.String).alias("_field"),
-            pl.col("_rule").replace_strict(reasons, default=None, return_dtype=pl.String).alias("_reason"),
-        )
-        .drop("_rule")
-        .collect()
+    found = sub.select(first.alias("_rule")).select(
+        pl.col("_rule").replace_strict(fields, default=None, return_dtype=pl.String).alias("_field"),
+        pl.col("_rule").replace_strict(reasons, default=None, return_dtype=pl.String).alias("_reason"),
+    )
+    blank = pl.Series([None], dtype=pl.String).new_from_index(0, df.height)
+    return df.with_columns(
+        blank.scatter(idx, found["_field"]).alias("_field"),
+        blank.scatter(idx, found["_reason"]).alias("_reason"),
     )
 
 
