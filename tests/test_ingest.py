@@ -319,6 +319,14 @@ def test_duplicate_primary_keys_first_kept(settings, db, tmp_path):
     # given-1 reappears in another month; the second line repeats line 2 (same derived id).
     assert got == [(7, "event_id", "duplicate_key"), (8, "event_id", "duplicate_key")]
     assert scan_events(settings.events_dir).filter(pl.col("event_id") == "given-1").collect()["subject_id"].to_list() == ["P3"]
+    # Again: the same rows are quarantined as duplicates, the kept ones are already stored (unchanged).
+    again = ingest(settings, db, write_export(tmp_path, **base_tables(people=ppl, events=ev)))
+    e = again.tables["events"]
+    assert (e.inserted, e.unchanged, e.reasons) == (0, 5, {"duplicate_key": 2})
+    assert sorted((r["line"], r["reason"]) for r in quarantined(db, again.ingest_id, "events")) == [
+        (7, "duplicate_key"), (8, "duplicate_key")
+    ]
+    assert scan_events(settings.events_dir).collect().height == 5
 
 
 def test_events_unknown_items_subjects_actions_channels(settings, db, tmp_path):
@@ -444,6 +452,7 @@ def test_events_breaking_late_store_nothing(tmp_path):
     # Its rows were duplicates of one another (quarantined while streaming): that was rolled back too.
     assert count(db, "quarantine") == 0
     assert list((settings.home / "tmp").glob("ingest-*")) == []
+    assert list(settings.events_dir.rglob("*.pending")) == []
     assert s.tables["people"].inserted == 3
     db.conn.close()
 
@@ -453,3 +462,16 @@ def test_not_a_parquet_file_is_refused(settings, db, tmp_path):
     (export / "people.parquet").write_bytes(b"PAR1 but not really")
     s = ingest(settings, db, export)
     assert "people.parquet" in s.tables["people"].rejected and "Parquet" in s.tables["people"].rejected
+
+
+def test_pending_files_of_a_crashed_ingest_are_ignored_then_removed(settings, db, tmp_path):
+    """Event files are written under .pending names and renamed once the whole file validated: leftovers
+    of an ingest that died are invisible to readers and deleted by the next ingest."""
+    stale = settings.events_dir / "month=2025-06" / "part-000099-00000n-deadbeef.parquet.pending"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half-written")
+    assert scan_events(settings.events_dir).collect().height == 0
+    s = ingest(settings, db, write_export(tmp_path, **base_tables()))
+    assert s.tables["events"].inserted == 5 and not stale.exists()
+    assert list(settings.events_dir.rglob("*.pending")) == []
+    assert scan_events(settings.events_dir).collect().height == 5
