@@ -53,6 +53,7 @@ class TagSummary:
     occupation_model: str | None = None
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -230,6 +231,7 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
         occupation_model=f"{MODEL_NAME}@{version}" if version else None,
         seconds=round((datetime.now() - t0).total_seconds(), 2),
         stage_seconds=tick.seconds,
+        stage_cpu_seconds=tick.cpu_seconds,
     )
 
 
