@@ -152,9 +152,10 @@ def run(kills: int = 50, people: int = 2000, dates: int = 6, fail: float = 0.3, 
                 killed[step[0]] += 1
                 done_kills += 1
                 log(f"kill {done_kills:>3}: {step[0]} {step[1] or ''} after {secs:.2f}s")
-            # Keep the kill count honest: when the plan is over but kills remain, add more delivery rounds.
+            # When the plan is over but kills remain, add more rounds: a re-evaluation of the last date (which
+            # must add nothing) and a delivery, so kills keep landing in both kinds of work.
             if i == len(plan) and done_kills < kills:
-                plan.append(("deliver", None))
+                plan += [("alerts", as_of_dates[-1]), ("deliver", None)]
 
         # Drain: deliver until no webhook is pending (backoff is short), with no more kills.
         settings = _settings(home, env)
