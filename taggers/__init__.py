@@ -39,6 +39,7 @@ from yiwang.settings import Settings
 
 Progress = Callable[[str, int, int], None]
 TAG_STAGES = ("rules file", "aggregates", "rules", "occupation model", "write")
+TAGGING_LISTS = ("household_members", "license_types")  # the non-scalar profile columns rules and model read
 
 
 @dataclass
@@ -108,6 +109,10 @@ def tagging_frame(
 ) -> pl.LazyFrame:
     """Profiles plus the licence and event aggregates the rules (and the model) need: one pass over each source."""
     frame = lazy(profiles)
+    # Rules read scalar fields and the household members, the model the licence types; the behaviour
+    # breakdowns and other nested columns (half of a profile) are never read, so never loaded.
+    schema = frame.collect_schema()
+    frame = frame.select([c for c, k in rule_fields(schema).items()] + [c for c in TAGGING_LISTS if c in schema])
     lic_aggs = [a for a in ruleset.aggregates.values() if a.kind == "license"]
     lic = licence_aggregates(lazy(licenses), lic_aggs, as_of)
     if lic is not None:

@@ -57,7 +57,8 @@ def occupation_event_aggregates() -> list[Aggregate]:
     """Event counts on items the catalogue links to each occupation, over the whole log (a job outlasts any
     window), computed in the taggers' events pass."""
     return [
-        Aggregate(f"occ.{o}", "events", {"occupation": [f"occupation.{o}"], "within_days": None}) for o in OCCUPATIONS
+        Aggregate(f"occ.{o}", "events", {"occupation": [f"occupation.{o}"], "within_days": None}, latest=False)
+        for o in OCCUPATIONS
     ]
 
 
@@ -262,7 +263,9 @@ def occupation_tags(
     frame: pl.DataFrame, as_of: date, min_confidence: float, model: OccupationClassifier | None = None
 ) -> tuple[pl.DataFrame, OccupationClassifier | None]:
     """Occupation tags for persons the registry has no occupation for; (tags, fitted model or None)."""
-    persons = frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs())
+    # In subject order: the tagging frame comes out of parallel joins in no fixed order, and the training
+    # sample is drawn by position, so without this the model (and its tags) would change from run to run.
+    persons = frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs()).sort("subject_id")
     labelled = persons.filter(pl.col("occupation").is_in(OCCUPATIONS))
     unlabelled = persons.filter(pl.col("occupation").is_null())
     empty = pl.DataFrame(schema={"subject_id": pl.String, "code": pl.String, "confidence": pl.Float64})

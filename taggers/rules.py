@@ -130,6 +130,7 @@ class Aggregate:
     column: str
     kind: str  # "license" or "events"
     spec: dict
+    latest: bool = True  # also compute NAME.latest (model features need only the count)
 
 
 @dataclass
@@ -808,7 +809,9 @@ def event_aggregate_exprs(aggs: list[Aggregate], as_of: date) -> list[pl.Expr]:
             # From the start of the day N days ago (Shanghai time), like licences and date fields.
             m = m & (pl.col("ts") >= pl.lit(end - timedelta(days=s["within_days"] + 1)))
         out.append(m.sum().cast(pl.Int32).alias(f"{a.column}.count"))
-        out.append(
-            pl.col("ts").filter(m).max().dt.convert_time_zone("Asia/Shanghai").dt.date().alias(f"{a.column}.latest")
-        )
+        if a.latest:
+            # when/then rather than filter: no gather of each group's matching rows.
+            out.append(
+                pl.when(m).then(pl.col("ts")).max().dt.convert_time_zone("Asia/Shanghai").dt.date().alias(f"{a.column}.latest")
+            )
     return out
