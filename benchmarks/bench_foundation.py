@@ -114,9 +114,13 @@ def bench_size(people: int, args, work: Path) -> dict:
             "event_rows": events.get("rows_in", 0),
             "events_seconds": events.get("seconds", 0.0),
             "event_rows_per_s": round(events.get("rows_per_s", 0.0)),
+            # The same rows per CPU-second of the ingest process while it loaded events (all its threads):
+            # what the rate would be on one idle core, whatever else the machine was doing.
+            "events_cpu_seconds": events.get("cpu_seconds", 0.0),
+            "event_rows_per_cpu_s": round(events.get("rows_in", 0) / events["cpu_seconds"]) if events.get("cpu_seconds") else 0,
             "event_rows_per_s_whole_ingest": round(events.get("rows_in", 0) / ingest["wall_s"]) if ingest["wall_s"] else 0,
             "tables": {
-                t: {k: v[k] for k in ("rows_in", "inserted", "quarantined", "seconds")}
+                t: {k: v.get(k) for k in ("rows_in", "inserted", "quarantined", "seconds", "cpu_seconds")}
                 for t, v in summary["tables"].items()
                 if not v.get("rejected")
             },
@@ -167,13 +171,20 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
-    header = f"{'people':>10} {'events':>11} {'stage':>7} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'s/1M ev':>8} {'event rows/s':>13}"
+    header = (
+        f"{'people':>10} {'events':>11} {'stage':>7} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'s/1M ev':>8} "
+        f"{'event rows/s':>13} {'rows/cpu-s':>11}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         for stage in ("synth", "ingest"):
             s = r[stage]
-            rate = f"{r['ingest']['event_rows_per_s']:>13,}" if stage == "ingest" else " " * 13
+            rate = (
+                f"{r['ingest']['event_rows_per_s']:>13,} {r['ingest']['event_rows_per_cpu_s']:>11,}"
+                if stage == "ingest"
+                else ""
+            )
             print(
                 f"{r['people']:>10,} {r['ingest']['event_rows']:>11,} {stage:>7} {s['wall_s']:>8.1f} {s['cpu_s']:>8.1f} "
                 f"{s['peak_rss_mb']:>8.0f} {s['seconds_per_million_events']:>8.2f} {rate}"

@@ -25,6 +25,8 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -96,6 +98,7 @@ class TableSummary:
     rejected: str | None = None  # the whole file was refused (its rows were not read): why
     note: str | None = None
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the whole process (all threads) while this table loaded
 
     @property
     def stored(self) -> int:
@@ -667,17 +670,35 @@ class _Pending:
     drop: list[int] = field(default_factory=list)  # row positions found to be in-file duplicates
 
 
-def _write_pending(
-    events_dir: Path, ingest_id: int, k: int, month: int, rows: pl.DataFrame, already: bool, written: list[_Pending]
-) -> None:
-    d = month_dir(events_dir, month)
-    d.mkdir(parents=True, exist_ok=True)
-    tag = "a" if already else "n"
-    path = d / f"part-{ingest_id:06d}-{k:05d}{tag}-{uuid.uuid4().hex[:8]}.parquet{PENDING_SUFFIX}"
-    write_event_file(
-        rows.select([*_EVENT_COLS, pl.lit(ingest_id, dtype=pl.Int64).alias("ingest_id")]), path
-    )
-    written.append(_Pending(path, already, rows.select("_h", "_line")))
+class _Writer:
+    """Writes event files in a background thread (pyarrow's encoder releases the GIL), so the next batch
+    is checked while this one is compressed; at most ``depth`` files wait, bounding memory."""
+
+    def __init__(self, events_dir: Path, ingest_id: int, depth: int = 3) -> None:
+        self.events_dir, self.ingest_id, self.depth = events_dir, ingest_id, depth
+        self.written: list[_Pending] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+        self._queue: deque[Future] = deque()
+
+    def write(self, k: int, month: int, rows: pl.DataFrame, already: bool) -> None:
+        d = month_dir(self.events_dir, month)
+        d.mkdir(parents=True, exist_ok=True)
+        tag = "a" if already else "n"
+        path = d / f"part-{self.ingest_id:06d}-{k:05d}{tag}-{uuid.uuid4().hex[:8]}.parquet{PENDING_SUFFIX}"
+        out = rows.select([*_EVENT_COLS, pl.lit(self.ingest_id, dtype=pl.Int64).alias("ingest_id")])
+        self.written.append(_Pending(path, already, rows.select("_h", "_line")))
+        self._queue.append(self._pool.submit(write_event_file, out, path))
+        while len(self._queue) > self.depth:
+            self._queue.popleft().result()
+
+    def finish(self) -> None:
+        """Wait for every write (raising the first failure); the pool is kept for nothing after this."""
+        while self._queue:
+            self._queue.popleft().result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._queue.clear()
 
 
 def _duplicate_hashes(written: list[_Pending]) -> np.ndarray:
@@ -722,7 +743,8 @@ def _load_events(
     events_dir = Path(settings.events_dir)
     with writer_lock(events_dir):
         stored = _StoredIds(events_dir)
-        written: list[_Pending] = []
+        writer = _Writer(events_dir, ingest_id)
+        written = writer.written
         conn.execute("BEGIN IMMEDIATE")  # quarantine rows become visible only if the whole file reads cleanly
         try:
             for k, batch in enumerate(_prefetch(read_batches(src, settings.ingest_batch_rows))):
@@ -752,12 +774,13 @@ def _load_events(
                 for month, part in parts:
                     already = stored.already_stored(month, part)
                     if already is None:
-                        _write_pending(events_dir, ingest_id, k, month, part, False, written)
+                        writer.write(k, month, part, False)
                     else:
                         for flag, rows in ((False, part.filter(~already)), (True, part.filter(already))):
                             if rows.height:
-                                _write_pending(events_dir, ingest_id, k, month, rows, flag, written)
+                                writer.write(k, month, rows, flag)
                 bar.update("events", ts.rows_in)
+            writer.finish()
 
             cand = _duplicate_hashes(written)
             if cand.size:
@@ -775,10 +798,13 @@ def _load_events(
                         p.path.unlink()
             conn.execute("COMMIT")
         except BaseException:
+            writer.close()  # no write may still be running when its file is deleted
             conn.execute("ROLLBACK")
             for p in written:
                 p.path.unlink(missing_ok=True)
             raise
+        finally:
+            writer.close()
         for p in written:
             n = p.meta.height - len(p.drop)
             if p.already:
@@ -868,7 +894,7 @@ def ingest_export(
             if path is None:
                 continue
             ts = summary.tables[table] = TableSummary(table, source=str(path))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 src = open_source(table, path)
                 ts.format, ts.encoding = src.format, src.encoding
@@ -894,6 +920,7 @@ def ingest_export(
                 ts.rows_in = ts.inserted = ts.updated = ts.unchanged = ts.quarantined = 0
                 ts.reasons = {}
             ts.seconds = round(time.perf_counter() - t0, 3)
+            ts.cpu_seconds = round(time.process_time() - c0, 3)
             if ts.rows_in != ts.stored + ts.quarantined:
                 raise RuntimeError(
                     f"ingest bug: {table}: rows_in {ts.rows_in} != stored {ts.stored} + quarantined {ts.quarantined}"
