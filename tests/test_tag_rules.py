@@ -277,3 +277,40 @@ def test_bad_rules_file_leaves_tags_in_force(settings, db, tmp_path):
     with pytest.raises(RulesError, match=r"bad.yaml, rule 'child', line 4: unknown operator"):
         taggers.run_taggers(broken, db, AS_OF)
     assert list_tags(db, "P6", include_sensitive=True) == before
+
+
+def test_event_filters_on_catalogue_tags_match_full_codes_in_cells(taxonomy):
+    """A bare code in a rule (``life_event: job_seeking``) matches the catalogue's full codes
+    (``life_event.job_seeking``), in a cell holding several; so does the full code; no partial matches."""
+    from taggers.rules import item_flag_exprs
+
+    rs = _parse(
+        """\
+        rules:
+          - id: bare
+            tag: life_event.job_seeking
+            when: {events: {life_event: job_seeking}}
+            evidence: {zh: "求职", en: "job seeking"}
+          - id: full
+            tag: life_event.job_seeking
+            when: {events: {life_event: [life_event.job_seeking], occupation: teacher}}
+            evidence: {zh: "求职", en: "job seeking"}
+        """,
+        taxonomy,
+    )
+    bare, full = (next(a for a in rs.aggregates.values() if a.kind == "events" and len(a.spec) == n) for n in (2, 3))
+    assert bare.spec["life_event"] == ["life_event.job_seeking"]
+    assert full.spec["occupation"] == ["occupation.teacher"]
+    catalog = pl.DataFrame(
+        {
+            "item_id": ["both", "only", "other", "none"],
+            "category": ["x"] * 4,
+            "department": ["d"] * 4,
+            "life_events": ["life_event.graduation|life_event.job_seeking", "life_event.job_seeking", "life_event.graduation", None],
+            "crowds": [None] * 4,
+            "occupations": ["occupation.teacher", None, "occupation.teacher", None],
+        }
+    )
+    flags = catalog.select(item_flag_exprs([bare, full]))
+    assert flags[f"_item.{bare.column}"].to_list() == [True, True, False, False]
+    assert flags[f"_item.{full.column}"].to_list() == [True, False, False, False]
