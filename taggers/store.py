@@ -8,6 +8,7 @@ race a batch and no batch brings a deleted tag back until the citizen restores i
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,24 +73,33 @@ def replace_tags(db: sqlite_utils.Database, tags: pl.DataFrame, parquet_path: Pa
                 for c in TAG_COLUMNS
             ]
         )
-        # Building the code index once after the load is faster than maintaining it row by row; DDL is
-        # transactional in SQLite, so readers still see the old tags, index and all, until COMMIT.
-        conn.execute("DROP INDEX IF EXISTS tags_code")
-        conn.execute("DELETE FROM tags")
-        sql = f"INSERT INTO tags ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
-        for offset in range(0, rows.height, INSERT_CHUNK):
-            conn.executemany(sql, rows.slice(offset, INSERT_CHUNK).iter_rows())
-        conn.execute("CREATE INDEX tags_code ON tags(code)")
-        if parquet_path is not None:
-            # Batch consumers read this copy; written before COMMIT, renamed after, so it never runs ahead of SQLite.
-            parquet_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = parquet_path.with_name(f".{parquet_path.name}.tmp")
-            kept.select(list(TAG_COLUMNS)).write_parquet(tmp, compression="zstd")
+        tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
+        with ThreadPoolExecutor(1) as pool:
+            written = None
+            if tmp is not None:
+                # Batch consumers read this copy; written before COMMIT, renamed after, so it never runs ahead
+                # of SQLite. Polars writes it in a thread (without the GIL) while this one fills the table.
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                written = pool.submit(lambda: kept.select(list(TAG_COLUMNS)).write_parquet(tmp, compression="zstd"))
+            try:
+                # Building the code index once after the load is faster than maintaining it row by row; DDL is
+                # transactional in SQLite, so readers still see the old tags, index and all, until COMMIT.
+                conn.execute("DROP INDEX IF EXISTS tags_code")
+                conn.execute("DELETE FROM tags")
+                sql = f"INSERT INTO tags ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
+                for offset in range(0, rows.height, INSERT_CHUNK):
+                    conn.executemany(sql, rows.slice(offset, INSERT_CHUNK).iter_rows())
+                conn.execute("CREATE INDEX tags_code ON tags(code)")
+            finally:
+                if written is not None:
+                    written.result()
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
+        if parquet_path is not None:
+            parquet_path.with_name(f".{parquet_path.name}.tmp").unlink(missing_ok=True)
         raise
-    if parquet_path is not None:
+    if tmp is not None:
         os.replace(tmp, parquet_path)
     return kept.height, tags.height - kept.height
 
