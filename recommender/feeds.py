@@ -1,8 +1,10 @@
 """Published feeds: versioned, flipped atomically, the last K kept, rollback, and the read path.
 
-Publishing writes every ``feed_items`` row of a new version while the version's status is ``building``; one
-transaction then marks it ``published``, retires the previous one and moves ``serving_pointers['feed_version']``.
-Readers follow the pointer, so they see either the whole old feed or the whole new one, never a mix.
+Publishing writes one ``feed_rows`` row per subject (its ranked items as compact JSON, each item naming its
+reasons by id in ``feed_reasons``, where a version stores each distinct reason list once) while the version's
+status is ``building``; one transaction then marks it ``published``, retires the previous one and moves
+``serving_pointers['feed_version']``. Readers follow the pointer, so they see either the whole old feed or the
+whole new one, never a mix.
 
 Each version also holds the non-personalised lists (subject ids :data:`POPULAR_PREFIX` + audience): what a
 citizen who switched personalisation off is shown, after eligibility, dismissals and completed once-only items
@@ -11,6 +13,7 @@ are taken out at read time (PIPL Art. 24; algorithm rules Art. 17: the switch ta
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
@@ -74,6 +77,7 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
         raise
     rows = 0
     subjects = 0
+    rid_of: dict[str, int] = {}  # reasons_json -> its id in this version's feed_reasons
     # Rows of a building version are invisible to readers until the flip, and a crash mid-way is cleaned up
     # by prune(): durability of each batch is not needed, only of the flip (which runs at the usual level).
     conn.execute("PRAGMA synchronous=OFF")
@@ -81,17 +85,16 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
         for chunk in chunks:
             if chunk.height == 0:
                 continue
-            c = chunk.select("subject_id", "rank", "item_id", "score", "reasons_json").sort("subject_id", "rank")
-            cols = [c[n].to_list() for n in ("subject_id", "rank", "item_id", "score", "reasons_json")]
+            reasons_rows, feed_rows = _compact(chunk, rid_of)
             conn.execute("BEGIN")
-            conn.executemany(
-                "INSERT INTO feed_items (version, subject_id, rank, item_id, score, reasons_json) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                zip([version] * c.height, *cols),
-            )
+            if reasons_rows:
+                conn.executemany("INSERT INTO feed_reasons (version, rid, reasons_json) VALUES (?, ?, ?)",
+                                 ((version, rid, text) for rid, text in reasons_rows))
+            conn.executemany("INSERT INTO feed_rows (version, subject_id, items) VALUES (?, ?, ?)",
+                             zip(itertools.repeat(version), *feed_rows))
             conn.execute("COMMIT")
-            rows += c.height
-            subjects += c.filter(~pl.col("subject_id").str.starts_with(POPULAR_PREFIX))["subject_id"].n_unique()
+            rows += chunk.height
+            subjects += sum(1 for sid in feed_rows[0] if not sid.startswith(POPULAR_PREFIX))
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -117,8 +120,39 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
     return PublishSummary(version, model_version, as_of.isoformat(), subjects, rows, removed)
 
 
+def _compact(chunk: pl.DataFrame, rid_of: dict[str, int]) -> tuple[list[tuple[int, str]], tuple[list, list]]:
+    """One chunk of (subject_id, rank, item_id, score, reasons_json) rows as one compact row per subject.
+
+    Returns the reason lists new to this version (rid, text) and (subject_ids, items JSON) in subject order; a
+    subject's items are ``[{"i": item_id, "s": score, "r": rid}, ...]`` in rank order. ``rid_of`` grows.
+    """
+    c = chunk.select("subject_id", "rank", "item_id", "score", "reasons_json")
+    new: list[tuple[int, str]] = []
+    distinct = c["reasons_json"].unique()
+    for text in distinct.to_list():
+        if text not in rid_of:
+            rid_of[text] = len(rid_of)
+            new.append((rid_of[text], text))
+    ids = pl.DataFrame({"reasons_json": distinct, "r": [rid_of[t] for t in distinct.to_list()]},
+                       schema={"reasons_json": pl.String, "r": pl.Int64})
+    per_subject = (
+        c.join(ids, on="reasons_json", how="left")
+        .sort("subject_id", "rank")
+        .select(
+            "subject_id",
+            pl.struct(pl.col("item_id").alias("i"), pl.col("score").cast(pl.Float64).round(6).alias("s"), "r")
+            .struct.json_encode().alias("e"),
+        )
+        .group_by("subject_id", maintain_order=True)
+        .agg(pl.concat_str([pl.lit("["), pl.col("e").str.join(","), pl.lit("]")]).first().alias("items"))
+    )
+    return new, (per_subject["subject_id"].to_list(), per_subject["items"].to_list())
+
+
 def _drop_version(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("BEGIN IMMEDIATE")
+    conn.execute("DELETE FROM feed_rows WHERE version = ?", (version,))
+    conn.execute("DELETE FROM feed_reasons WHERE version = ?", (version,))
     conn.execute("DELETE FROM feed_items WHERE version = ?", (version,))
     conn.execute("DELETE FROM feed_versions WHERE version = ?", (version,))
     conn.execute("COMMIT")
@@ -232,11 +266,7 @@ def _read_feed(conn, settings, subject_id: str, limit: int) -> Feed:
     personalised: bool | None = _personalisation_on(conn, subject_id)
     rows: list = []
     if personalised:
-        rows = conn.execute(
-            "SELECT rank, item_id, score, reasons_json FROM feed_items WHERE version = ? AND subject_id = ? ORDER BY rank",
-            (version, subject_id),
-        ).fetchall()
-        rows = [r for r in rows if r[1] not in dismissed]
+        rows = [r for r in stored_feed(conn, version, subject_id) if r[1] not in dismissed]
         if not rows:
             if subject is None:
                 raise NotFound(f"subject {subject_id!r} is neither in the registries nor in the served feed")
@@ -252,6 +282,43 @@ def _read_feed(conn, settings, subject_id: str, limit: int) -> Feed:
     ]
     zh, en = NOTICE[personalised]
     return Feed(subject_id, bool(personalised), zh, en, version, model_version, as_of, generated_at, items)
+
+
+def stored_feed(conn, version: int, subject_id: str) -> list[tuple[int, str, float, str]]:
+    """(rank, item_id, score, reasons_json) of one subject in one version, as published (empty if none)."""
+    row = conn.execute("SELECT items FROM feed_rows WHERE version = ? AND subject_id = ?",
+                       (version, subject_id)).fetchone()
+    if row is None:
+        return []
+    items = json.loads(row[0])
+    texts = reason_texts(conn, version, {e["r"] for e in items})
+    return [(rank, e["i"], e["s"], texts[e["r"]]) for rank, e in enumerate(items, start=1)]
+
+
+def reason_texts(conn, version: int, rids) -> dict[int, str]:
+    """rid -> the reasons JSON list stored with ``version``."""
+    rids = sorted(rids)
+    if not rids:
+        return {}
+    q = f"SELECT rid, reasons_json FROM feed_reasons WHERE version = ? AND rid IN ({','.join('?' * len(rids))})"
+    return dict(conn.execute(q, (version, *rids)).fetchall())
+
+
+def version_rows(conn, version: int) -> pl.DataFrame:
+    """Every (subject_id, rank, item_id, score, reasons_json) row of a version (checks and tools; not for serving)."""
+    feeds = pl.DataFrame(conn.execute("SELECT subject_id, items FROM feed_rows WHERE version = ?", (version,)).fetchall(),
+                         schema={"subject_id": pl.String, "items": pl.String}, orient="row")
+    texts = pl.DataFrame(conn.execute("SELECT rid, reasons_json FROM feed_reasons WHERE version = ?", (version,)).fetchall(),
+                         schema={"r": pl.Int64, "reasons_json": pl.String}, orient="row")
+    dtype = pl.List(pl.Struct({"i": pl.String, "s": pl.Float64, "r": pl.Int64}))
+    return (
+        feeds.with_columns(pl.col("items").str.json_decode(dtype))
+        .with_columns(pl.int_ranges(1, pl.col("items").list.len() + 1).alias("rank"))
+        .explode("items", "rank").unnest("items")
+        .join(texts, on="r", how="left", maintain_order="left")
+        .select("subject_id", pl.col("rank").cast(pl.Int64), pl.col("i").alias("item_id"), pl.col("s").alias("score"),
+                "reasons_json")
+    )
 
 
 def _item_names(conn, item_ids: list[str]) -> dict[str, str]:
@@ -283,12 +350,15 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
     from recommender.filters import eligibility_expr
     from yiwang.eventlog import scan_events
 
-    rows = conn.execute(
-        "SELECT f.rank, f.item_id, f.score, f.reasons_json, c.audience, c.min_age, c.max_age, c.local_hukou_only, "
-        "c.industries, c.department, c.once_per_subject FROM feed_items f JOIN catalog c ON c.item_id = f.item_id "
-        "WHERE f.version = ? AND f.subject_id = ? ORDER BY f.rank",
-        (version, POPULAR_PREFIX + subject["kind"]),
-    ).fetchall()
+    popular = stored_feed(conn, version, POPULAR_PREFIX + subject["kind"])
+    if not popular:
+        return []
+    ids = [r[1] for r in popular]
+    rules = {r[0]: r[1:] for r in conn.execute(
+        "SELECT item_id, audience, min_age, max_age, local_hukou_only, industries, department, once_per_subject "
+        f"FROM catalog WHERE item_id IN ({','.join('?' * len(ids))})", ids).fetchall()}
+    # Inner join on the catalogue, in rank order: an item gone from the catalogue is not offered.
+    rows = [r + rules[r[1]] for r in popular if r[1] in rules]
     if not rows:
         return []
     df = pl.DataFrame(rows, orient="row", schema={

@@ -28,4 +28,24 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # One row per subject and version instead of one per item: a version of 1M subjects is 1M rows, not 20M,
+        # and the reason texts (mostly shared) are stored once per version in feed_reasons. feed_items stays for
+        # stores written before this migration; the publisher no longer writes it (re-run `yiwang recommend`).
+        "recommender_0002_feed_rows",
+        """
+        CREATE TABLE feed_rows (
+            version INTEGER NOT NULL,
+            subject_id TEXT NOT NULL,
+            items TEXT NOT NULL,              -- JSON [{"i": item_id, "s": score, "r": reasons id}, ...] in rank order
+            PRIMARY KEY (version, subject_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE feed_reasons (
+            version INTEGER NOT NULL,
+            rid INTEGER NOT NULL,
+            reasons_json TEXT NOT NULL,       -- [{"source":..., "zh":..., "en":..., "ref":...}, ...] 1-3 reasons
+            PRIMARY KEY (version, rid)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]

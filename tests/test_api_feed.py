@@ -9,7 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
+
+from recommender.feeds import _compact
 
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
@@ -21,7 +24,7 @@ SUBJECTS = [f"P{i:07d}" for i in range(1, 41)]
 
 
 def publish(db, version: int, subjects=SUBJECTS, per_subject: int = 10) -> None:
-    """Write a version the way the recommender's publisher does: items first, then flip the pointer in one go."""
+    """Write a version the way the recommender's publisher does (its row format): rows first, then flip the pointer."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     reasons = json.dumps([{"source": "popular", "zh": "热门事项", "en": "popular", "ref": None}])
     with db.conn:
@@ -29,11 +32,14 @@ def publish(db, version: int, subjects=SUBJECTS, per_subject: int = 10) -> None:
             "INSERT INTO feed_versions (version, model_version, as_of, generated_at, status, subjects) "
             "VALUES (?, 'm-test', '2026-03-01', ?, 'building', 0)", (version, now))
         rows = [
-            (version, s, r + 1, ITEMS[(r + version) % len(ITEMS)], 1.0 - r / 100, reasons)
+            (s, r + 1, ITEMS[(r + version) % len(ITEMS)], 1.0 - r / 100, reasons)
             for s in subjects for r in range(per_subject)
         ]
-        rows += [(version, "~popular:person", r + 1, ITEMS[-(r + 1)], 0.5, reasons) for r in range(5)]
-        db.conn.executemany("INSERT INTO feed_items VALUES (?, ?, ?, ?, ?, ?)", rows)
+        rows += [("~popular:person", r + 1, ITEMS[-(r + 1)], 0.5, reasons) for r in range(5)]
+        frame = pl.DataFrame(rows, orient="row", schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
+        texts, (ids, items) = _compact(frame, {})
+        db.conn.executemany("INSERT INTO feed_reasons VALUES (?, ?, ?)", [(version, r, t) for r, t in texts])
+        db.conn.executemany("INSERT INTO feed_rows VALUES (?, ?, ?)", [(version, i, j) for i, j in zip(ids, items)])
     with db.conn:
         db.conn.execute("UPDATE feed_versions SET status = 'retired' WHERE status = 'published'")
         db.conn.execute("UPDATE feed_versions SET status = 'published' WHERE version = ?", (version,))

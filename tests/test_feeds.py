@@ -14,7 +14,7 @@ import pytest
 import recommender
 from recommender import candidates as C
 from recommender.config import load_config
-from recommender.feeds import POINTER, list_versions, publish, read_feed, rollback
+from recommender.feeds import POINTER, list_versions, publish, read_feed, rollback, stored_feed, version_rows
 from recommender.filters import eligible
 from recommender.reasons import SOURCES
 from test_candidates import PERMIT_RENEWAL, mini_city
@@ -61,9 +61,7 @@ def served(built, tmp_path):
 
 
 def _feed_frame(db, version: int) -> pl.DataFrame:
-    rows = db.conn.execute("SELECT subject_id, rank, item_id, score, reasons_json FROM feed_items WHERE version = ?",
-                           (version,)).fetchall()
-    return pl.DataFrame(rows, orient="row", schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
+    return version_rows(db.conn, version)
 
 
 def _current(db) -> int:
@@ -135,9 +133,7 @@ def test_personalisation_off_gives_eligible_popular_list_at_once(served):
     assert 0 < len(off.items) <= 20
     assert all(r["source"] == "popular" for i in off.items for r in i.reasons)
     # ordered by the same city-wide list for everyone, and without elderly-only items for a young person
-    popular = [r[0] for r in db.conn.execute(
-        "SELECT item_id FROM feed_items WHERE version = ? AND subject_id = '~popular:person' ORDER BY rank",
-        (off.version,))]
+    popular = [r[1] for r in stored_feed(db.conn, off.version, "~popular:person")]
     ids = [i.item_id for i in off.items]
     assert ids == [p for p in popular if p in set(ids)]
     min_ages = dict(db.conn.execute("SELECT item_id, min_age FROM catalog WHERE min_age IS NOT NULL").fetchall())
@@ -169,7 +165,7 @@ def test_publish_is_atomic_and_a_failed_run_leaves_the_served_feed(served):
         yield _rows(10, "NEW")
         # mid-publish, another connection still sees the old version, whole
         assert reader.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()[0] == str(before)
-        assert reader.execute("SELECT COUNT(*) FROM feed_items WHERE version = ? AND subject_id = 'X0'",
+        assert reader.execute("SELECT COUNT(*) FROM feed_rows WHERE version = ? AND subject_id = 'X0'",
                               (before,)).fetchone()[0] == 0
         raise RuntimeError("disk full")
 
@@ -177,7 +173,8 @@ def test_publish_is_atomic_and_a_failed_run_leaves_the_served_feed(served):
         publish(db, s, chunks(), "m", city["as_of"])
     assert _current(db) == before
     assert db.conn.execute("SELECT COUNT(*) FROM feed_versions WHERE status = 'building'").fetchone()[0] == 0
-    assert db.conn.execute("SELECT COUNT(*) FROM feed_items WHERE item_id = 'NEW'").fetchone()[0] == 0
+    assert db.conn.execute("SELECT COUNT(*) FROM feed_rows WHERE items LIKE '%NEW%'").fetchone()[0] == 0
+    assert db.conn.execute("SELECT COUNT(*) FROM feed_rows WHERE version > ?", (before,)).fetchone()[0] == 0
     reader.close()
 
 
@@ -188,8 +185,9 @@ def test_keeps_last_k_versions_and_rolls_back(served):
     versions = [publish(db, s, iter([_rows(3, f"V{i}")]), "m", city["as_of"]).version for i in range(3)]
     kept = [v["version"] for v in list_versions(db)]
     assert kept == versions[-2:][::-1]
-    assert db.conn.execute("SELECT COUNT(DISTINCT version) FROM feed_items").fetchone()[0] == 2
-    assert db.conn.execute("SELECT COUNT(*) FROM feed_items WHERE version = ?", (first,)).fetchone()[0] == 0
+    assert db.conn.execute("SELECT COUNT(DISTINCT version) FROM feed_rows").fetchone()[0] == 2
+    assert db.conn.execute("SELECT COUNT(DISTINCT version) FROM feed_reasons").fetchone()[0] == 2
+    assert db.conn.execute("SELECT COUNT(*) FROM feed_rows WHERE version = ?", (first,)).fetchone()[0] == 0
     assert rollback(db) == {"from": versions[-1], "to": versions[-2]}
     assert read_feed(db, s, "X0", 5).items[0].item_id == f"V{len(versions) - 2}"
     statuses = {v["version"]: v["status"] for v in list_versions(db)}

@@ -1,9 +1,10 @@
 """The feed endpoint's fast path: the served, personalised feed of one subject as JSON bytes.
 
 Most reads are the common case: a subject with a personalised feed in the served version. For those the
-response is assembled from two indexed reads, with each item's stored ``reasons_json`` spliced in as the
-recommender's publisher wrote it, instead of being parsed into objects, validated and serialised again
-(that round trip cost more than the rest of the request). Everything else (no feed published,
+response is assembled from one indexed read of the subject's stored feed row, with each item's reasons
+spliced in as the recommender's publisher stored them (cached per version: most reason lists are shared),
+instead of being parsed into objects, validated and serialised again (that round trip cost more than the rest
+of the request). Everything else (no feed published,
 personalisation switched off, nothing left for the subject) returns ``None`` and goes through
 ``recommender.feeds.read_feed``, the one authority on feed semantics; tests/test_api_feed.py checks that the
 two agree on every case the fast path serves.
@@ -11,6 +12,7 @@ two agree on every case the fast path serves.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -22,7 +24,8 @@ SELECT (SELECT personalisation FROM subject_preferences WHERE subject_id = ?1),
        (SELECT group_concat(item_id, char(31)) FROM dismissals WHERE subject_id = ?1),
        (SELECT value FROM serving_pointers WHERE name = 'feed_version')
 """
-_ITEMS_SQL = "SELECT item_id, score, reasons_json FROM feed_items WHERE version = ? AND subject_id = ? ORDER BY rank"
+_ITEMS_SQL = "SELECT items FROM feed_rows WHERE version = ? AND subject_id = ?"
+_REASONS_SQL = "SELECT rid, reasons_json FROM feed_reasons WHERE version = ? AND rid IN ({})"
 _META_SQL = "SELECT model_version, as_of, generated_at FROM feed_versions WHERE version = ?"
 
 
@@ -60,10 +63,31 @@ def _pair(item_id: str, name: str | None) -> str:
 
 
 class FeedVersions:
-    """Model version, as-of and generation time per feed version: fixed once a version is written."""
+    """Model version, as-of and generation time per feed version, and its reason lists: fixed once written."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_reasons: int = 200_000) -> None:
         self._meta: dict[int, tuple[str, str, str]] = {}
+        self._reasons: dict[int, dict[int, str]] = {}
+        self._max_reasons = max_reasons
+
+    def reasons(self, conn: sqlite3.Connection, version: int, rids: set[int]) -> dict[int, str] | None:
+        """rid -> reasons JSON of ``version`` for every id asked, or ``None`` if some are gone (pruned)."""
+        known = self._reasons.get(version)
+        if known is None:
+            # Keep the served version's texts only: once a new version is served the old ones are dead weight.
+            self._reasons = {version: {}}
+            known = self._reasons[version]
+        out = {r: known[r] for r in rids if r in known}
+        if len(out) < len(rids):
+            missing = [r for r in rids if r not in out]
+            found = dict(conn.execute(_REASONS_SQL.format(",".join("?" * len(missing))), (version, *missing)).fetchall())
+            if len(found) < len(missing):
+                return None
+            if len(known) + len(found) > self._max_reasons:
+                known.clear()
+            known.update(found)
+            out.update(found)
+        return out
 
     def head(self, conn: sqlite3.Connection, version: int) -> tuple[str, str, str] | None:
         meta = self._meta.get(version)
@@ -84,20 +108,24 @@ def personalised_feed_json(
     if pointer is None or personalisation == 0:
         return None
     version = int(pointer)
-    rows = conn.execute(_ITEMS_SQL, (version, subject_id)).fetchall()
+    row = conn.execute(_ITEMS_SQL, (version, subject_id)).fetchone()
+    if row is None:
+        return None  # nothing for this subject (or the version was pruned): read_feed decides
+    rows = json.loads(row[0])
     if dismissed:
         gone = set(dismissed.split("\x1f"))
-        rows = [r for r in rows if r[0] not in gone]
+        rows = [e for e in rows if e["i"] not in gone]
     rows = rows[:limit]
     meta = versions.head(conn, version) if rows else None
-    if meta is None:
-        # Nothing for this subject, or the version was pruned between the two reads: read_feed decides afresh.
+    texts = versions.reasons(conn, version, {e["r"] for e in rows}) if meta is not None else None
+    if meta is None or texts is None:
+        # Nothing left for this subject, or the version was pruned between the reads: read_feed decides afresh.
         return None
-    pairs = names.fragments(conn, [r[0] for r in rows])
+    pairs = names.fragments(conn, [e["i"] for e in rows])
     # Ranks are renumbered after dismissals, as read_feed does.
     items = ",".join(
-        f'{{"rank":{i},{pairs[item_id]},"score":{float(score)!r},"reasons":{reasons}}}'
-        for i, (item_id, score, reasons) in enumerate(rows, start=1)
+        f'{{"rank":{i},{pairs[e["i"]]},"score":{float(e["s"])!r},"reasons":{texts[e["r"]]}}}'
+        for i, e in enumerate(rows, start=1)
     )
     model_version, as_of, generated_at = meta
     head = (
