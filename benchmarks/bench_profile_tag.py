@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_profile_tag.py                    # 100k, 300k, 1M people
     .venv/bin/python benchmarks/bench_profile_tag.py --sizes 20000      # a quick check
+    .venv/bin/python benchmarks/bench_profile_tag.py --home COPY --as-of 2026-11-20   # an ingested store
 
 Each size is a city of N people and N/10 enterprises with the synth's default ~27 events per subject
 (about 30M events at 1M people), generated and ingested once into WORK/<N>/ (reused on later runs; not
@@ -55,6 +56,7 @@ def run_stage(stage: str, home: Path, as_of: str) -> dict:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "stage_seconds": summary.get("stage_seconds", {}),
+        "stage_cpu_seconds": summary.get("stage_cpu_seconds", {}),
         "summary": summary,
     }
 
@@ -87,6 +89,21 @@ def prepare(people: int, work: Path, as_of: str, seed: int) -> tuple[Path, dict]
     return home, facts
 
 
+def existing(home: Path) -> tuple[int, dict]:
+    """An already-ingested store (profiled and tagged in place: pass a copy); returns (people, facts)."""
+    import polars as pl
+
+    count = lambda lf: lf.select(pl.len()).collect().item()  # noqa: E731
+    people = count(pl.scan_parquet(home / "snapshots" / "people.parquet"))
+    facts = {
+        "people": people,
+        "enterprises": count(pl.scan_parquet(home / "snapshots" / "enterprises.parquet")),
+        "events": count(pl.scan_parquet(sorted((home / "events").glob("month=*/*.parquet")))),
+        "home": str(home),
+    }
+    return people, facts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,300000,1000000", help="comma-separated numbers of people")
@@ -94,11 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--work", type=Path, default=Path("/tmp/yiwang-bench-profile-tag"))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "profile_tag.json")
+    ap.add_argument(
+        "--home", type=Path, action="append",
+        help="benchmark this already-ingested store instead of generating cities (repeatable; it is profiled and "
+        "tagged in place, so pass a copy; --as-of must be the city's)",
+    )
     args = ap.parse_args(argv)
 
+    if args.home:
+        runs = [(home, existing(home)[1]) for home in args.home]
+    else:
+        runs = [prepare(people, args.work, args.as_of, args.seed) for people in [int(x) for x in args.sizes.split(",") if x.strip()]]
     results = []
-    for people in [int(x) for x in args.sizes.split(",") if x.strip()]:
-        home, facts = prepare(people, args.work, args.as_of, args.seed)
+    for home, facts in runs:
+        people = facts["people"]
         profile = run_stage("profile", home, args.as_of)
         tag = run_stage("tag", home, args.as_of)
         total = round(profile["seconds"] + tag["seconds"], 2)
@@ -109,10 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             "profile_cpu_s": profile["cpu_s"],
             "profile_peak_rss_mb": profile["peak_rss_mb"],
             "profile_stages_s": profile["stage_seconds"],
+            "profile_stages_cpu_s": profile["stage_cpu_seconds"],
             "tag_s": tag["seconds"],
             "tag_cpu_s": tag["cpu_s"],
             "tag_peak_rss_mb": tag["peak_rss_mb"],
             "tag_stages_s": tag["stage_seconds"],
+            "tag_stages_cpu_s": tag["stage_cpu_seconds"],
             "total_s": total,
             "peak_rss_mb": peak,
             "tag_summary": tag["summary"],
@@ -125,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{people:>9,} people {facts['events']:>11,} events | profile {profile['seconds']:6.1f} s {profile['peak_rss_mb']:7.0f} MB"
             f" | tag {tag['seconds']:6.1f} s {tag['peak_rss_mb']:7.0f} MB | total {total:6.1f} s"
             f" (cpu {profile['cpu_s'] + tag['cpu_s']:.1f} s, load {os.getloadavg()[0]:.1f})\n"
-            f"    profile stages {profile['stage_seconds']}\n    tag stages {tag['stage_seconds']}",
+            f"    profile stages wall {profile['stage_seconds']} cpu {profile['stage_cpu_seconds']}\n"
+            f"    tag stages wall {tag['stage_seconds']} cpu {tag['stage_cpu_seconds']}",
             flush=True,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
