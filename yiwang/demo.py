@@ -96,15 +96,14 @@ def _samples(settings: Settings, db: sqlite_utils.Database, as_of: date) -> list
     for label, subject_id in _pick_subjects(settings, as_of):
         feed = read_feed(db, settings, subject_id, limit=5)
         table = Table(title=f"个性推荐 for {subject_id} ({label})", show_lines=False)
-        for col in ("#", "item", "score", "reason"):
+        for col in ("#", "item", "reason"):
             table.add_column(col)
-        names = {r["item_id"]: r["name"] for r in db.query("SELECT item_id, name FROM catalog")}
-        for entry in feed.get("items", []):
-            reason = entry["reasons"][0]["zh"] if entry.get("reasons") else ""
-            table.add_row(str(entry["rank"]), names.get(entry["item_id"], entry["item_id"]), f"{entry['score']:.3f}", reason)
+        for entry in feed.items:
+            reason = entry.reasons[0]["zh"] if entry.reasons else ""
+            table.add_row(str(entry.rank), entry.name, reason)
         blocks.append(table)
         alerts = list_alerts(db, subject_id)
         if alerts:
-            lines = "\n".join(f"[{a.get('status')}] {a.get('message_zh') or a.get('message')}" for a in alerts[:5])
+            lines = "\n".join(f"{a['message_zh']}" for a in alerts[:5])
             blocks.append(Panel(lines, title=f"提醒 alerts for {subject_id}"))
     return blocks

@@ -63,7 +63,8 @@ def summary_dict(obj: Any) -> dict[str, Any]:
 def model_due(settings: Settings, as_of: date, every_days: int = 7) -> bool:
     """Retrain when no model exists or the newest one is at least ``every_days`` old (as of ``as_of``)."""
     marker = settings.models_dir
-    trained = sorted(p for p in marker.glob("*/config.json")) if marker.exists() else []
+    # Every trained recommender version records its as-of date in metrics.json (recommender/training.py).
+    trained = sorted(p for p in marker.glob("*/metrics.json")) if marker.exists() else []
     if not trained:
         return True
     newest = None

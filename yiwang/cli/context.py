@@ -58,9 +58,25 @@ def parse_as_of(value: str | None) -> date:
 AS_OF_HELP = "Run as if today were this date (YYYY-MM-DD, Asia/Shanghai); default today. Makes runs reproducible."
 
 
-def progress() -> Progress:
+class StageProgress(Progress):
+    """A rich progress display that is also the library's progress callable ``progress(stage, done, total)``.
+
+    Library stages take either form (docs/architecture.md); one object serves both, one bar per stage.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stage_tasks: dict[str, object] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage not in self._stage_tasks:
+            self._stage_tasks[stage] = self.add_task(stage, total=total)
+        self.update(self._stage_tasks[stage], completed=done, total=total)
+
+
+def progress() -> StageProgress:
     """The progress display for long work (on stderr, so --json output stays clean)."""
-    return Progress(
+    return StageProgress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

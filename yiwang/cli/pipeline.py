@@ -24,9 +24,18 @@ def _summary_table(summary: RunSummary) -> Table:
     for col in ("stage", "status", "seconds", "summary"):
         table.add_column(col)
     for s in summary.stages:
-        detail = s.error or ", ".join(f"{k}={v}" for k, v in s.summary.items() if not isinstance(v, (dict, list)))
-        table.add_row(s.stage, s.status, f"{s.seconds:.1f}", detail[:120])
+        table.add_row(s.stage, s.status, f"{s.seconds:.1f}", s.error or _counts(s.summary))
     return table
+
+
+def _counts(summary: dict) -> str:
+    """The stage's counts (ids, paths, timings and nested detail stay in --json)."""
+    shown = [
+        f"{k}={v:,}"
+        for k, v in summary.items()
+        if isinstance(v, int) and not isinstance(v, bool) and not k.endswith(("_id", "seconds", "version"))
+    ]
+    return ", ".join(shown[:6]) or summary.get("reason", "")
 
 
 def register(app: typer.Typer) -> None:
