@@ -292,11 +292,15 @@ def profile_frame(
     )
     firms = enterprise_frame(enterprises, as_of).rename({"district": "e_district"})
     totals, per_key = behaviour_frames(events, catalog, as_of)
-    registry = pl.concat([persons, firms.join(persons.select("subject_id"), on="subject_id", how="anti")], how="diagonal_relaxed")
+    # Who is registered is read from the id columns themselves: asking the built frames for their ids would
+    # make the plan build (some of) them twice.
+    person_ids = lazy(people).select(pl.col("person_id").alias("subject_id"))
+    registry_ids = pl.concat([person_ids, lazy(enterprises).select(pl.col("enterprise_id").alias("subject_id"))])
+    registry = pl.concat([persons, firms.join(person_ids, on="subject_id", how="anti")], how="diagonal_relaxed")
     registry = registry.with_columns(pl.coalesce("district", "e_district").alias("district")).drop("e_district")
     unknown = (
         totals.select("subject_id")
-        .join(registry.select("subject_id"), on="subject_id", how="anti")
+        .join(registry_ids, on="subject_id", how="anti")
         .with_columns(pl.lit("unknown").alias("subject_type"))
     )
     subjects = pl.concat([registry, unknown], how="diagonal_relaxed")
