@@ -33,18 +33,22 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                expected = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(expected)
                 try:
                     payload = json.loads(body)
                 except ValueError:
                     payload = None
-                status, hang = receiver._decide()
+                # A sender killed mid-request leaves a cut body: a real gateway rejects it, and so do we.
+                complete = len(body) == expected and isinstance(payload, dict)
+                status, hang = receiver._decide() if complete else (400, False)
                 record = {
                     "key": self.headers.get("Idempotency-Key"),
                     "attempt": self.headers.get("X-Yiwang-Attempt"),
                     "alert_id": (payload or {}).get("alert_id"),
                     "payload_key": (payload or {}).get("idempotency_key"),
                     "status": "hang" if hang else status,
+                    "complete": complete,
                     "at": time.time(),
                 }
                 receiver._record(record)
