@@ -695,7 +695,7 @@ class _Writer:
     """Writes event files in a background thread (pyarrow's encoder releases the GIL), so the next batch
     is checked while this one is compressed; at most ``depth`` files wait, bounding memory."""
 
-    def __init__(self, events_dir: Path, ingest_id: int, depth: int = 3) -> None:
+    def __init__(self, events_dir: Path, ingest_id: int, depth: int = 1) -> None:
         self.events_dir, self.ingest_id, self.depth = events_dir, ingest_id, depth
         self.written: list[_Pending] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
@@ -753,6 +753,20 @@ def _in_file_duplicates(written: list[_Pending], cand: np.ndarray) -> pl.DataFra
     )
 
 
+def _month_parts(ok: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
+    """The batch split by ``_month``, rows kept in file order. An export in time order (the usual case)
+    gives contiguous runs, taken as zero-copy slices; otherwise partition_by copies them out."""
+    month = ok["_month"]
+    if month.len() == 0:
+        return []
+    if month.is_sorted():
+        values = month.unique(maintain_order=True)
+        starts = month.search_sorted(values, side="left").to_list()
+        ends = [*starts[1:], month.len()]
+        return [(m, ok.slice(a, b - a)) for m, a, b in zip(values.to_list(), starts, ends)]
+    return [(m, p) for (m,), p in ok.partition_by("_month", as_dict=True, maintain_order=True).items()]
+
+
 def _load_events(
     settings: Settings, conn: sqlite3.Connection, ingest_id: int, src: Source, ctx: Context, ts: TableSummary, bar: _Progress
 ) -> None:
@@ -786,12 +800,7 @@ def _load_events(
                     pl.col("event_id").hash().alias("_h"),
                     (pl.col("ts").dt.year() * 100 + pl.col("ts").dt.month()).alias("_month"),
                 )
-                months = ok["_month"].unique()
-                parts = (
-                    [(months[0], ok)]
-                    if months.len() == 1
-                    else [(m, p) for (m,), p in ok.partition_by("_month", as_dict=True, maintain_order=True).items()]
-                )
+                parts = _month_parts(ok)
                 for month, part in parts:
                     already = stored.already_stored(month, part)
                     if already is None:
