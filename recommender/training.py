@@ -70,10 +70,12 @@ class Scorer:
         self.tables = C.source_tables(self.world, self.cfg)
 
     def features(self, sidx: pl.Series, personalised: bool = True) -> pl.DataFrame:
-        cands = C.candidates(self.world, self.tables, self.cfg, sidx, model=self.source if personalised else None,
+        # Every per-subject table cut to these subjects once; popularity and neighbours stay world-wide.
+        world = self.world.restrict(sidx)
+        cands = C.candidates(world, self.tables, self.cfg, sidx, model=self.source if personalised else None,
                              renewal_window_days=self.renewal_window_days, personalised=personalised)
-        cands = apply_filters(cands, self.world, self.blocked)
-        return C.add_features(self.world, self.tables, cands)
+        cands = apply_filters(cands, world, self.blocked)
+        return C.add_features(world, self.tables, cands)
 
     def rank(self, sidx: pl.Series, n: int) -> pl.DataFrame:
         """Top-``n`` per subject: (sidx, iidx, rank, score, + the columns reasons need)."""
