@@ -716,7 +716,7 @@ class _Writer:
             self._queue.popleft().result()
 
     def finish(self) -> None:
-        """Wait for every write (raising the first failure); the pool is kept for nothing after this."""
+        """Wait for every queued write, raising the first failure."""
         while self._queue:
             self._queue.popleft().result()
 
