@@ -61,17 +61,18 @@ AS_OF_HELP = "Run as if today were this date (YYYY-MM-DD, Asia/Shanghai); defaul
 class StageProgress(Progress):
     """A rich progress display that is also the library's progress callable ``progress(stage, done, total)``.
 
-    Library stages take either form (docs/architecture.md); one object serves both, one bar per stage.
+    Library stages take either form (docs/architecture.md). Callable reports share one line that names the
+    current stage, so a command shows where it is rather than a stack of half-finished bars.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._stage_tasks: dict[str, object] = {}
+        self._stage_task = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if stage not in self._stage_tasks:
-            self._stage_tasks[stage] = self.add_task(stage, total=total)
-        self.update(self._stage_tasks[stage], completed=done, total=total)
+        if self._stage_task is None:
+            self._stage_task = self.add_task(stage, total=total)
+        self.update(self._stage_task, description=stage, completed=done, total=total)
 
 
 def progress() -> StageProgress:
