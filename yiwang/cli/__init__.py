@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from yiwang.cli.context import AppContext, console, err_console
+from yiwang.cli.context import AppContext, err_console
 from yiwang.errors import YiwangError
 
 app = typer.Typer(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import sqlite_utils
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from yiwang.settings import Settings, load_settings
@@ -85,3 +88,26 @@ def progress() -> StageProgress:
         console=err_console,
         transient=False,
     )
+
+
+@contextmanager
+def stage_progress(title: str, quiet: bool = False):
+    """The progress callable for one library stage, its reports prefixed by ``title``; None when quiet."""
+    if quiet:
+        yield None
+        return
+    with progress() as bar:
+        yield lambda stage, done, total: bar(f"{title}: {stage}", done, total)
+
+
+def print_summary(title: str, summary: dict, as_json: bool) -> None:
+    """A stage summary as JSON, or as a two-column table with nested detail folded onto one line."""
+    if as_json:
+        console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in list(value.items())[:8]) or "-"
+        table.add_row(str(key), str(value))
+    console.print(table)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from typing import Optional
 
 import click
@@ -17,7 +16,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, progress
+from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
 from yiwang.errors import NotFound
 
 
@@ -37,32 +36,6 @@ tags_app = typer.Typer(
 )
 
 
-@contextmanager
-def _progress_callback(title: str, quiet: bool):
-    if quiet:
-        yield None
-        return
-    with progress() as bar:
-        task = bar.add_task(title, total=None)
-
-        def tick(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{title}: {stage}", completed=done, total=total)
-
-        yield tick
-
-
-def _print_summary(title: str, summary: dict, as_json: bool) -> None:
-    if as_json:
-        console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
-        return
-    table = Table(title=title, show_header=False)
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-        table.add_row(key, str(value))
-    console.print(table)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
@@ -75,9 +48,9 @@ def register(app: typer.Typer) -> None:
 
         c = app_context(ctx)
         day = parse_as_of(as_of)
-        with _progress_callback("profile", as_json) as tick:
+        with stage_progress("profile", as_json) as tick:
             summary = build_profiles(c.settings, c.db, day, progress=tick)
-        _print_summary("profiles", summary.as_dict(), as_json)
+        print_summary("profiles", summary.as_dict(), as_json)
 
     @app.command("profile-show")
     def profile_show_cmd(
@@ -113,12 +86,12 @@ def register(app: typer.Typer) -> None:
         c = app_context(ctx)
         if check:
             rs = check_rules(c.settings)
-            _print_summary("rules file", {"file": str(rules_path(c.settings)), "rules": len(rs.rules), "ok": True}, as_json)
+            print_summary("rules file", {"file": str(rules_path(c.settings)), "rules": len(rs.rules), "ok": True}, as_json)
             return
         day = parse_as_of(as_of)
-        with _progress_callback("tag", as_json) as tick:
+        with stage_progress("tag", as_json) as tick:
             summary = run_taggers(c.settings, c.db, day, progress=tick)
-        _print_summary("tags", summary.as_dict(), as_json)
+        print_summary("tags", summary.as_dict(), as_json)
 
     @tags_app.command("show")
     def tags_show_cmd(

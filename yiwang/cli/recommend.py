@@ -10,40 +10,13 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, progress
-
-
-@contextmanager
-def _ticker(title: str, quiet: bool):
-    if quiet:
-        yield None
-        return
-    with progress() as bar:
-        task = bar.add_task(title, total=None)
-
-        def tick(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=f"{title}: {stage}", completed=done, total=total)
-
-        yield tick
-
-
-def _show(title: str, data: dict, as_json: bool) -> None:
-    if as_json:
-        console.print_json(json.dumps(data, ensure_ascii=False, default=str))
-        return
-    table = Table(title=title, show_header=False)
-    for k, v in data.items():
-        if isinstance(v, dict):
-            v = ", ".join(f"{a}={b}" for a, b in list(v.items())[:8])
-        table.add_row(str(k), str(v))
-    console.print(table)
+from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
 
 
 def _rows(title: str, rows: list[dict], as_json: bool, empty: str) -> None:
@@ -105,7 +78,7 @@ def feeds_rollback(ctx: typer.Context, as_json: bool = typer.Option(False, "--js
     from recommender.feeds import rollback
 
     c = app_context(ctx)
-    _show("feed rollback", rollback(c.db), as_json)
+    print_summary("feed rollback", rollback(c.db), as_json)
 
 
 def register(app: typer.Typer) -> None:
@@ -120,12 +93,12 @@ def register(app: typer.Typer) -> None:
         from recommender import train
 
         c = app_context(ctx)
-        with _ticker("train", as_json) as tick:
+        with stage_progress("train", as_json) as tick:
             s = train(c.settings, c.db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
         data = asdict(s)
         if not as_json:
             data["metrics"] = {k: v for k, v in s.metrics.items() if k != "feature_gain"}
-        _show("train", data, as_json)
+        print_summary("train", data, as_json)
 
     @app.command("recommend")
     def recommend_cmd(
@@ -137,9 +110,9 @@ def register(app: typer.Typer) -> None:
         from recommender import recommend
 
         c = app_context(ctx)
-        with _ticker("recommend", as_json) as tick:
+        with stage_progress("recommend", as_json) as tick:
             s = recommend(c.settings, c.db, parse_as_of(as_of), progress=tick)
-        _show("recommend", asdict(s), as_json)
+        print_summary("recommend", asdict(s), as_json)
 
     @app.command("feed")
     def feed_cmd(
