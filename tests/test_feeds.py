@@ -17,7 +17,7 @@ from recommender.config import load_config
 from recommender.feeds import POINTER, list_versions, publish, read_feed, rollback, stored_feed, version_rows
 from recommender.filters import eligible
 from recommender.reasons import SOURCES
-from test_candidates import PERMIT_RENEWAL, mini_city
+from cities import PERMIT_RENEWAL, mini_city
 from yiwang.errors import StateError
 from yiwang.registry import write_snapshot
 from yiwang.settings import load_settings

@@ -11,7 +11,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from recommender import candidates as C
 from recommender.filters import apply_filters, blocked_pairs, eligibility_expr, eligible
 from recommender.config import load_config
-from test_candidates import mini_city
+from cities import mini_city
 
 
 def _pairs(subject: dict, item: dict) -> pl.DataFrame:

@@ -13,7 +13,7 @@ from recommender import candidates as C
 from recommender.config import load_config
 from recommender.ranker import LambdaRanker, groups_of, ndcg_at_k, positives
 from recommender.training import train_models
-from test_candidates import mini_city
+from cities import mini_city
 from yiwang.errors import StateError
 from yiwang.eventlog import scan_events
 

@@ -15,7 +15,7 @@ from notifier import deliver, evaluate_alerts
 from notifier.outbox import list_alerts
 from notifier.sample import put_rows
 from recommender.feeds import read_feed
-from test_candidates import mini_city
+from cities import mini_city
 from yiwang.settings import load_settings
 from yiwang.store import open_db
 
