@@ -3,8 +3,9 @@
 Entry points:
 
 - :func:`build_profiles` computes every profile as one lazy Polars plan (:mod:`profiler.build`) and publishes
-  it twice: to SQLite (``profiles``, swapped in by rename inside one transaction) for single-subject reads,
-  and to ``HOME/profiles/profiles.parquet`` (written to a temporary name, then renamed) for batch jobs.
+  it twice: to SQLite (``profiles``: blocks of consecutive subjects, swapped in by rename inside one
+  transaction) for single-subject reads, and to ``HOME/profiles/profiles.parquet`` (written to a temporary
+  name, then renamed) for batch jobs.
 - :func:`scan_profiles` is the latest published batch as a LazyFrame (recommender, alerts, taggers).
 - :func:`read_profile` is one subject's profile as a JSON-ready dict (HTTP API, CLI); the sensitive fields
   (``low_income``, ``disability``) are left out unless the caller has the profile scope.
@@ -14,6 +15,7 @@ Entry points:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -22,9 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import polars as pl
+import pyarrow as pa
 import sqlite_utils
 
 from profiler.build import ENTERPRISE_FIELDS, PERSON_FIELDS, PERSON_SENSITIVE_FIELDS, profile_frame
@@ -36,7 +39,9 @@ from yiwang.settings import Settings
 Progress = Callable[[str, int, int], None]
 
 PROFILE_STAGES = ("compute", "write", "publish")
-INSERT_CHUNK = 100_000
+# Subjects per serving block: a read decodes one block (a few milliseconds at this size).
+BLOCK_SUBJECTS = 1024
+_BLOCK_CODEC = pa.Codec("lz4")
 NOT_APPLICABLE = {
     "person": ENTERPRISE_FIELDS,
     "enterprise": tuple(f for f in PERSON_FIELDS if f != "district"),
@@ -135,7 +140,7 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
     # SQLite build table, which is single-threaded: the two overlap on two cores.
     with ThreadPoolExecutor(1) as pool:
         parquet = pool.submit(
-            lambda: df.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")).write_parquet(tmp, compression="zstd")
+            lambda: df.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")).write_parquet(tmp, compression="lz4")
         )
         try:
             try:
@@ -178,23 +183,40 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
 
 
 def _fill_build_table(conn, df: pl.DataFrame, batch_id: int) -> None:
-    """Fill ``profiles_build`` in chunks (each its own transaction, so other writers are not starved)."""
+    """Fill ``profiles_build`` with blocks of BLOCK_SUBJECTS consecutive profiles (``df`` is sorted by subject)."""
     conn.execute("DROP TABLE IF EXISTS profiles_build")
     ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'profiles'").fetchone()[0]
     # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
     conn.execute(re.sub(r'^CREATE TABLE\s+("profiles"|profiles)', "CREATE TABLE profiles_build", ddl, count=1))
     conn.commit()
-    # Lazily, so that the JSON of different slices is built on different cores.
-    rows = df.lazy().select("subject_id", "subject_type", pl.lit(batch_id, pl.Int64), serving_json_expr(df.columns)).collect()
-    # The build table is disposable until the swap commits, so it need not be synced as it is filled.
-    conn.execute("PRAGMA synchronous=OFF")
-    try:
-        for offset in range(0, rows.height, INSERT_CHUNK):
-            chunk = rows.slice(offset, INSERT_CHUNK)
-            with conn:
-                conn.executemany("INSERT INTO profiles_build VALUES (?, ?, ?, ?)", chunk.iter_rows())
-    finally:
-        conn.execute("PRAGMA synchronous=NORMAL")
+    with conn:
+        conn.executemany("INSERT INTO profiles_build VALUES (?, ?, ?, ?, ?, ?)", serving_blocks(df, batch_id))
+
+
+def serving_blocks(df: pl.DataFrame, batch_id: int, size: int = 0) -> Iterator[tuple]:
+    """(first_subject, last_subject, batch_id, n_subjects, block_bytes, block) rows of the serving table, from
+    profiles sorted by subject_id.
+
+    A block is an Arrow IPC stream compressed whole with LZ4: per-column compression inside the stream cost
+    four times as much for the small buffers of a block, and uncompressed blocks made SQLite write (and later
+    free) a gigabyte per million subjects. The stream is written by pyarrow from slices of one Arrow table,
+    because Polars writes a slice of a list column with the whole chunk's values behind it.
+    """
+    size = size or BLOCK_SUBJECTS
+    table = df.to_arrow()
+    ids = df["subject_id"]
+    for offset in range(0, df.height, size):
+        part = table.slice(offset, size)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, part.schema) as writer:
+            writer.write_table(part)
+        raw = sink.getvalue()
+        yield (ids[offset], ids[offset + part.num_rows - 1], batch_id, part.num_rows, raw.size,
+               _BLOCK_CODEC.compress(raw, asbytes=True))
+
+
+def _read_block(block_bytes: int, block: bytes) -> pl.DataFrame:
+    return pl.read_ipc_stream(io.BytesIO(_BLOCK_CODEC.decompress(block, decompressed_size=block_bytes, asbytes=True)))
 
 
 # Kept out of the serving JSON: the id columns (table columns already), the breakdowns (appended compactly),
@@ -224,19 +246,14 @@ def serving_json_expr(columns: list[str]) -> pl.Expr:
     parts = {}
     for subject_type, skip in NOT_APPLICABLE.items():
         keep = [c for c in columns if c not in skip and c not in SERVING_OMITS]
-        parts[subject_type] = pl.struct(keep).struct.json_encode()
+        parts[subject_type] = pl.struct(keep).struct.json_encode() if keep else pl.lit("{}")
     base = pl.when(pl.col("subject_type") == "person").then(parts["person"])
     base = base.when(pl.col("subject_type") == "enterprise").then(parts["enterprise"]).otherwise(parts["unknown"])
-    return pl.concat_str(
-        [
-            base.str.head(-1),
-            pl.lit(',"by_category":'),
-            _breakdown_json("by_category"),
-            pl.lit(',"by_department":'),
-            _breakdown_json("by_department"),
-            pl.lit("}"),
-        ]
-    )
+    tail = []
+    for key in ("by_category", "by_department"):
+        if key in columns:
+            tail += [pl.lit(f',"{key}":'), _breakdown_json(key)]
+    return pl.concat_str([base.str.head(-1), *tail, pl.lit("}")])
 
 
 def latest_batch(db: sqlite_utils.Database) -> dict | None:
@@ -257,11 +274,16 @@ def scan_profiles(settings: Settings) -> pl.LazyFrame:
 def read_profile(db: sqlite_utils.Database, subject_id: str, include_sensitive: bool = False) -> dict | None:
     """One subject's published profile as a JSON-ready dict, or None if the subject has none."""
     row = db.conn.execute(
-        "SELECT subject_id, subject_type, batch_id, profile_json FROM profiles WHERE subject_id = ?", (subject_id,)
+        "SELECT batch_id, block_bytes, block FROM profiles WHERE first_subject <= ? ORDER BY first_subject DESC LIMIT 1",
+        (subject_id,),
     ).fetchone()
     if row is None:
         return None
-    profile = {"subject_id": row[0], "subject_type": row[1], "batch_id": row[2], **json.loads(row[3])}
+    found = _read_block(row[1], row[2]).filter(pl.col("subject_id") == subject_id)
+    if found.height == 0:
+        return None
+    text = found.select(serving_json_expr(found.columns)).item()
+    profile = {"subject_id": subject_id, "subject_type": found["subject_type"][0], "batch_id": row[0], **json.loads(text)}
     for key in ("by_category", "by_department"):
         profile[key] = [{"key": k, **dict(zip(BREAKDOWN_FIELDS, v))} for k, v in profile.get(key, {}).items()]
     if not include_sensitive:

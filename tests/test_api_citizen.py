@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import httpx
+import polars as pl
 import pytest
 
+from profiler import serving_blocks
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
@@ -32,10 +34,11 @@ def live(tmp_path_factory):
             "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [_tag("life_event.marriage", "life_event"), _tag("crowd.hardship", "crowd", sensitive=1)],
         )
-        db.conn.execute(
-            "INSERT INTO profiles VALUES (?, 'person', 1, ?)",
-            (SUBJECT, json.dumps({"district": "静安区", "age": 35, "low_income": True, "gender": "F"})),
+        profile = pl.DataFrame(
+            {"subject_id": [SUBJECT], "subject_type": ["person"], "district": ["静安区"], "age": [35],
+             "low_income": [True], "gender": ["F"]}
         )
+        db.conn.executemany("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", serving_blocks(profile, batch_id=1))
     keys = {
         name: create_key(db, name, scopes)
         for name, scopes in {

@@ -159,8 +159,9 @@ def test_failed_publish_leaves_previous_batch_in_place(built):
     assert profiler.read_profile(db, "P1")["batch_id"] == again.batch_id
 
 
-def test_readers_see_one_whole_batch_during_publish(built):
+def test_readers_see_one_whole_batch_during_publish(built, monkeypatch):
     settings, db, _ = built
+    monkeypatch.setattr(profiler, "BLOCK_SUBJECTS", 4)  # several blocks per batch
     seen: list[tuple[int, int]] = []
     stop = threading.Event()
 
@@ -168,7 +169,7 @@ def test_readers_see_one_whole_batch_during_publish(built):
         conn = sqlite3.connect(settings.db_path, timeout=30)
         while not stop.is_set():
             try:
-                seen.append(conn.execute("SELECT COUNT(*), COUNT(DISTINCT batch_id) FROM profiles").fetchone())
+                seen.append(conn.execute("SELECT SUM(n_subjects), COUNT(DISTINCT batch_id) FROM profiles").fetchone())
             except sqlite3.OperationalError:
                 # The table was swapped under a prepared statement; SQLite re-prepares on the next call.
                 continue
@@ -184,3 +185,19 @@ def test_readers_see_one_whole_batch_during_publish(built):
         t.join()
     assert seen, "the reader never ran"
     assert all(row == (17, 1) for row in seen), set(seen)
+
+
+def test_every_subject_is_found_across_serving_blocks(built, monkeypatch):
+    settings, db, _ = built
+    whole = {sid: profiler.read_profile(db, sid, include_sensitive=True) for sid in
+             profiler.scan_profiles(settings).select("subject_id").collect()["subject_id"]}
+    monkeypatch.setattr(profiler, "BLOCK_SUBJECTS", 3)
+    again = profiler.build_profiles(settings, db, AS_OF)
+    assert db.conn.execute("SELECT COUNT(*), SUM(n_subjects) FROM profiles").fetchone() == (6, 17)
+    for sid, before in whole.items():
+        after = profiler.read_profile(db, sid, include_sensitive=True)
+        assert after == {**before, "batch_id": again.batch_id}
+    ids = sorted(whole)
+    # Ids before the first block, between two subjects and after the last: no profile, not a neighbour's.
+    for missing in ("", ids[0][:-1], ids[0] + "0", ids[-1] + "Z", "~"):
+        assert missing in whole or profiler.read_profile(db, missing) is None
