@@ -86,8 +86,11 @@ class OccupationClassifier:
 
     def __init__(
         self,
-        n_estimators: int = 100,
-        learning_rate: float = 0.1,
+        # A few strong trees: prediction over every unlabelled person costs per tree and per class, and on the
+        # 1M-person city learning rate 0.3 (12-16 trees after early stopping) scored the same macro-F1 as 0.1
+        # (64 trees): 0.954 against 0.955, for a third of the tagging CPU.
+        n_estimators: int = 40,
+        learning_rate: float = 0.3,
         num_leaves: int = 15,
         min_child_samples: int = 20,
         presence_n_estimators: int = 60,

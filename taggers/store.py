@@ -8,6 +8,7 @@ race a batch and no batch brings a deleted tag back until the citizen restores i
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,52 +57,88 @@ def read_suppressions(conn) -> pl.DataFrame:
 
 
 def replace_tags(db: sqlite_utils.Database, tags: pl.DataFrame, parquet_path: Path | None = None) -> tuple[int, int]:
-    """Replace every tag with ``tags`` in one transaction, minus suppressed pairs; returns (written, suppressed).
+    """Replace every tag with ``tags`` in one step, minus suppressed pairs; returns (written, suppressed).
 
-    The suppressions are read after taking the write lock, so a deletion committed a moment before the batch
-    is honoured and none can be committed in between.
+    The new tags fill a build table while readers and the citizen controls carry on against the old one;
+    then, under the write lock, the pairs deleted meanwhile are removed from the build table and it is
+    swapped in by rename. A deletion committed before the swap is honoured and none can slip in between.
     """
     conn = db.conn
     conn.commit()
-    conn.execute("BEGIN IMMEDIATE")
+    early = read_suppressions(conn)
+    kept = tags.join(early, on=["subject_id", "code"], how="anti").sort("subject_id", "code")
+    rows = kept.select(
+        [
+            pl.col(c).dt.to_string("%Y-%m-%d") if TAG_SCHEMA[c] == pl.Date() else pl.col(c).cast(pl.Int64) if c == "sensitive" else pl.col(c)
+            for c in TAG_COLUMNS
+        ]
+    )
+    tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
     try:
-        suppressed = read_suppressions(conn)
-        kept = tags.join(suppressed, on=["subject_id", "code"], how="anti").sort("subject_id", "code")
-        rows = kept.select(
-            [
-                pl.col(c).dt.to_string("%Y-%m-%d") if TAG_SCHEMA[c] == pl.Date() else pl.col(c).cast(pl.Int64) if c == "sensitive" else pl.col(c)
-                for c in TAG_COLUMNS
-            ]
-        )
-        tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
         with ThreadPoolExecutor(1) as pool:
             written = None
             if tmp is not None:
-                # Batch consumers read this copy; written before COMMIT, renamed after, so it never runs ahead
-                # of SQLite. Polars writes it in a thread (without the GIL) while this one fills the table.
+                # Batch consumers read this copy (and drop pairs deleted since, see scan_tags); written before the
+                # swap, renamed after, so it never runs ahead of SQLite. Polars writes it in a thread (without the
+                # GIL) while this one fills the build table.
                 tmp.parent.mkdir(parents=True, exist_ok=True)
                 written = pool.submit(lambda: kept.select(list(TAG_COLUMNS)).write_parquet(tmp, compression="zstd"))
             try:
-                # Building the code index once after the load is faster than maintaining it row by row; DDL is
-                # transactional in SQLite, so readers still see the old tags, index and all, until COMMIT.
-                conn.execute("DROP INDEX IF EXISTS tags_code")
-                conn.execute("DELETE FROM tags")
-                sql = f"INSERT INTO tags ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
-                for offset in range(0, rows.height, INSERT_CHUNK):
-                    conn.executemany(sql, rows.slice(offset, INSERT_CHUNK).iter_rows())
-                conn.execute("CREATE INDEX tags_code ON tags(code)")
+                _fill_build_table(conn, rows)
             finally:
                 if written is not None:
                     written.result()
-        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            late = conn.execute(
+                "DELETE FROM tags_build WHERE (subject_id, code) IN (SELECT subject_id, code FROM tag_suppressions)"
+            ).rowcount
+            conn.execute("DROP TABLE IF EXISTS tags_old")
+            conn.execute("ALTER TABLE tags RENAME TO tags_old")
+            conn.execute("ALTER TABLE tags_build RENAME TO tags")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     except BaseException:
-        conn.execute("ROLLBACK")
-        if parquet_path is not None:
-            parquet_path.with_name(f".{parquet_path.name}.tmp").unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     if tmp is not None:
         os.replace(tmp, parquet_path)
-    return kept.height, tags.height - kept.height
+    # Freeing the old batch's pages is the slow part of a drop; nobody waits for it any more.
+    conn.execute("DROP TABLE IF EXISTS tags_old")
+    conn.commit()
+    return kept.height - late, tags.height - kept.height + late
+
+
+def _fill_build_table(conn, rows: pl.DataFrame) -> None:
+    """Fill ``tags_build`` (the ``tags`` DDL) in chunks and index it by code.
+
+    Index names cannot be renamed, so each build names its code index afresh (``tags_code_<n>``).
+    """
+    conn.execute("DROP TABLE IF EXISTS tags_build")
+    ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tags'").fetchone()[0]
+    # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
+    conn.execute(re.sub(r'^CREATE TABLE\s+("tags"|tags)', "CREATE TABLE tags_build", ddl, count=1))
+    conn.commit()
+    sql = f"INSERT INTO tags_build ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
+    # The build table is disposable until the swap commits, so it need not be synced as it is filled.
+    conn.execute("PRAGMA synchronous=OFF")
+    try:
+        for offset in range(0, rows.height, INSERT_CHUNK):
+            with conn:
+                conn.executemany(sql, rows.slice(offset, INSERT_CHUNK).iter_rows())
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'tags_code%'")}
+        n = 0
+        while f"tags_code_{n}" in names:
+            n += 1
+        index = f"tags_code_{n}"
+        with conn:
+            # Built once after the load: faster than maintaining it row by row.
+            conn.execute(f"CREATE INDEX {index} ON tags_build(code)")
+    finally:
+        conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def _row(r: tuple) -> dict:

@@ -134,6 +134,33 @@ def test_deletion_survives_reruns_until_restored(tagged):
     assert "life_event.marriage" in codes(db, "P7")
 
 
+def test_deletion_during_a_batch_is_honoured_at_the_swap(tagged, monkeypatch):
+    """A citizen deletes a tag while the batch fills its build table: the swap must not bring it back."""
+    from taggers import store
+    from yiwang.store import open_db
+
+    settings, db, _ = tagged
+    assert "life_event.marriage" in codes(db, "P7")
+    fill = store._fill_build_table
+
+    def fill_then_delete(conn, rows):
+        fill(conn, rows)
+        other = open_db(settings.db_path)  # the citizen's request, on its own connection
+        try:
+            delete_tag(other, "P7", "life_event.marriage")
+        finally:
+            other.conn.close()
+
+    monkeypatch.setattr(store, "_fill_build_table", fill_then_delete)
+    summary = taggers.run_taggers(settings, db, AS_OF)
+    assert summary.suppressed == 1
+    assert "life_event.marriage" not in codes(db, "P7")
+    assert db.conn.execute("SELECT count(*) FROM tags").fetchone()[0] == summary.tags_written
+    names = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'tags%'")}
+    assert "tags_build" not in names and "tags_old" not in names
+    assert len([n for n in names if n.startswith("tags_code")]) == 1
+
+
 def test_scan_tags_drops_tags_deleted_after_the_batch(tagged):
     settings, db, summary = tagged
     before = taggers.scan_tags(settings).collect()
