@@ -117,27 +117,27 @@ def compute_profiles(settings: Settings, as_of: date) -> pl.DataFrame:
     return plan.collect()
 
 
-def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> ProfileSummary:
-    """Compute every profile at ``as_of`` and publish them atomically to SQLite and Parquet."""
-    t0 = datetime.now()
-    tick = StageClock(progress, PROFILE_STAGES)
-    conn = db.conn
-    cur = conn.execute(
-        "INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now())
-    )
-    batch_id = cur.lastrowid
-    conn.commit()
+def new_batch(db: sqlite_utils.Database, as_of: date) -> int:
+    """Record the start of a profile batch; its id stamps every row it publishes."""
+    cur = db.conn.execute("INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now()))
+    db.conn.commit()
+    return cur.lastrowid
 
-    tick("compute")
-    df = compute_profiles(settings, as_of)
+
+def publish_profiles(settings: Settings, conn, df: pl.DataFrame, batch_id: int, tick: StageClock | None = None) -> dict[str, int]:
+    """Publish computed profiles to SQLite and Parquet, atomically each; returns the count per subject type.
+
+    ``conn`` is a connection of this thread's own (the batch may publish in a worker thread while the
+    taggers run on the same profiles, see :func:`taggers.profile_and_tag`).
+    """
+    tick = tick or StageClock(None, PROFILE_STAGES)
     counts = dict(df.group_by("subject_type").len().iter_rows())
-
     tick("write")
     final = profiles_path(settings)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{batch_id}.tmp")
     # The Parquet copy is written by Polars (which lets go of the GIL) in a thread while this one fills the
-    # SQLite build table, which is single-threaded: the two overlap on two cores.
+    # SQLite build table: the two overlap on two cores.
     with ThreadPoolExecutor(1) as pool:
         parquet = pool.submit(
             lambda: df.with_columns(pl.lit(batch_id, pl.Int64).alias("batch_id")).write_parquet(tmp, compression="lz4")
@@ -168,18 +168,33 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
     os.replace(tmp, final)
     conn.execute("DROP TABLE IF EXISTS profiles_old")
     conn.commit()
-    tick.done()
+    return counts
+
+
+def profile_summary(settings: Settings, batch_id: int, as_of: date, counts: dict[str, int], t0: datetime, tick: StageClock) -> ProfileSummary:
     return ProfileSummary(
         batch_id=batch_id,
         as_of=as_of.isoformat(),
         persons=counts.get("person", 0),
         enterprises=counts.get("enterprise", 0),
         unknown=counts.get("unknown", 0),
-        parquet_path=str(final),
+        parquet_path=str(profiles_path(settings)),
         seconds=round((datetime.now() - t0).total_seconds(), 2),
         stage_seconds=tick.seconds,
         stage_cpu_seconds=tick.cpu_seconds,
     )
+
+
+def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> ProfileSummary:
+    """Compute every profile at ``as_of`` and publish them atomically to SQLite and Parquet."""
+    t0 = datetime.now()
+    tick = StageClock(progress, PROFILE_STAGES)
+    batch_id = new_batch(db, as_of)
+    tick("compute")
+    df = compute_profiles(settings, as_of)
+    counts = publish_profiles(settings, db.conn, df, batch_id, tick)
+    tick.done()
+    return profile_summary(settings, batch_id, as_of, counts, t0, tick)
 
 
 def _fill_build_table(conn, df: pl.DataFrame, batch_id: int) -> None:

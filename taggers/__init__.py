@@ -11,6 +11,7 @@ also drops what citizens deleted (:mod:`taggers.store`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ import sqlite_utils
 from profiler import StageClock, scan_profiles
 from profiler.build import events_until, lazy
 from taggers import store
-from taggers.occupation import MODEL_NAME, OccupationClassifier, occupation_event_aggregates, occupation_tags
+from taggers.occupation import MODEL_NAME, OCCUPATIONS, OccupationClassifier, occupation_event_aggregates, occupation_tags
 from taggers.rules import (
     Compiler,
     RuleSet,
@@ -196,7 +197,31 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
         raise StateError(f"the published profiles are as of {batch_as_of}: run `yiwang profile --as-of {as_of}` first")
     taxonomy = load_taxonomy(settings.data_dir)
     ruleset = load_rules(rules_path(settings), rule_fields(profiles.collect_schema()), taxonomy, license_types(settings.data_dir))
+    writer = store.TagBatchWriter(db, tags_parquet_path(settings))
+    try:
+        tagged = compute_tags(settings, profiles, ruleset, taxonomy, as_of, tick, writer)
+        return write_tags(db, tagged, writer, t0, tick)
+    except BaseException:
+        writer.abort()
+        raise
 
+
+@dataclass
+class _Tagged:
+    """A tag batch computed but not yet written."""
+
+    tags: pl.DataFrame
+    expired: int
+    ruleset: RuleSet
+    as_of: date
+    model_version: str | None
+
+
+def compute_tags(settings: Settings, profiles: pl.LazyFrame, ruleset: RuleSet, taxonomy: pl.DataFrame, as_of: date,
+                 tick: StageClock, writer: store.TagBatchWriter) -> _Tagged:
+    """Every tag at ``as_of`` from the profiles (published or just computed), handed to ``writer`` in two parts:
+    the rule tags the model cannot also give, as soon as they are known (the writer stores them while the
+    model trains and predicts), then the occupation tags."""
     tick("aggregates")
     frame = tagging_frame(
         profiles,
@@ -210,6 +235,12 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
 
     tick("rules")
     raw = rule_tags(frame, ruleset, as_of).collect()
+    # The model's codes may also come from rules (the registry's occupation): one tag per pair is kept, so those
+    # wait for the model; every other rule tag is final now.
+    model_codes = pl.col("code").is_in([f"occupation.{o}" for o in OCCUPATIONS])
+    first, expired_first = finalise(raw.filter(~model_codes), taxonomy, as_of)
+    writer.add(first)
+    raw = raw.filter(model_codes)
 
     tick("occupation model")
     pred, model = occupation_tags(frame, as_of, settings.occupation_min_confidence, OccupationClassifier())
@@ -219,25 +250,74 @@ def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, prog
         model.save(Path(settings.models_dir) / MODEL_NAME, as_of)
         raw = pl.concat([raw, model_tag_rows(pred, version, as_of)], how="vertical_relaxed")
     del frame
+    second, expired_second = finalise(raw, taxonomy, as_of)
+    writer.add(second)
+    return _Tagged(pl.concat([first, second]), expired_first + expired_second, ruleset, as_of, version)
 
+
+def write_tags(db: sqlite_utils.Database, tagged: _Tagged, writer: store.TagBatchWriter, t0: datetime, tick: StageClock) -> TagSummary:
     tick("write")
-    tags, expired = finalise(raw, taxonomy, as_of)
-    written, suppressed = store.replace_tags(db, tags, tags_parquet_path(settings))
+    tags = tagged.tags
+    written, suppressed = writer.finish()
     by_dim = dict(tags.join(store.read_suppressions(db.conn), on=["subject_id", "code"], how="anti").group_by("dimension").len().sort("dimension").iter_rows())
     tick.done()
     return TagSummary(
-        as_of=as_of.isoformat(),
-        rules=len(ruleset.rules),
-        rules_digest=ruleset.digest,
+        as_of=tagged.as_of.isoformat(),
+        rules=len(tagged.ruleset.rules),
+        rules_digest=tagged.ruleset.digest,
         tags_written=written,
         suppressed=suppressed,
-        expired=expired,
+        expired=tagged.expired,
         by_dimension=by_dim,
-        occupation_model=f"{MODEL_NAME}@{version}" if version else None,
+        occupation_model=f"{MODEL_NAME}@{tagged.model_version}" if tagged.model_version else None,
         seconds=round((datetime.now() - t0).total_seconds(), 2),
         stage_seconds=tick.seconds,
         stage_cpu_seconds=tick.cpu_seconds,
     )
+
+
+def profile_and_tag(settings: Settings, db: sqlite_utils.Database, as_of: date,
+                    progress: Progress | None = None) -> tuple["profiler.ProfileSummary", TagSummary]:
+    """Profile and tag in one pass: the taggers read the profiles straight from memory while a worker thread
+    publishes them, and the tags are written once the profiles are out.
+
+    The result is what ``yiwang profile`` then ``yiwang tag`` would give; the nightly pipeline runs this. A
+    bad rules file is found before any profile is computed, and then nothing is published.
+    """
+    import profiler
+    from yiwang.store import connect
+
+    t0 = datetime.now()
+    taxonomy = load_taxonomy(settings.data_dir)
+    ruleset = check_rules(settings)
+    ptick = StageClock(progress, profiler.PROFILE_STAGES)
+    batch_id = profiler.new_batch(db, as_of)
+    ptick("compute")
+    df = profiler.compute_profiles(settings, as_of)
+    ptick.done()
+    # The publisher's own clock times its stages; their CPU seconds are the whole process's, tagging included.
+    pub_tick = StageClock(None, profiler.PROFILE_STAGES)
+    publisher = connect(settings.db_path)
+    writer = store.TagBatchWriter(db, tags_parquet_path(settings))
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="profile-publisher") as pool:
+            published = pool.submit(profiler.publish_profiles, settings, publisher, df, batch_id, pub_tick)
+            try:
+                t1 = datetime.now()
+                ttick = StageClock(progress, TAG_STAGES)
+                tagged = compute_tags(settings, df.lazy(), ruleset, taxonomy, as_of, ttick, writer)
+            finally:
+                counts = published.result()  # the profiles are out before the tags that rest on them
+                pub_tick.done()
+        ptick.seconds.update(pub_tick.seconds)
+        ptick.cpu_seconds.update(pub_tick.cpu_seconds)
+        profile = profiler.profile_summary(settings, batch_id, as_of, counts, t0, ptick)
+        return profile, write_tags(db, tagged, writer, t1, ttick)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        publisher.close()
 
 
 def scan_tags(source: Settings | sqlite_utils.Database) -> pl.LazyFrame:

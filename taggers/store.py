@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,37 +57,64 @@ def read_suppressions(conn) -> pl.DataFrame:
 
 
 def replace_tags(db: sqlite_utils.Database, tags: pl.DataFrame, parquet_path: Path | None = None) -> tuple[int, int]:
-    """Replace every tag with ``tags`` in one step, minus suppressed pairs; returns (written, suppressed).
-
-    The new tags fill a build table while readers and the citizen controls carry on against the old one;
-    then, under the write lock, the pairs deleted meanwhile are removed from the build table and it is
-    swapped in by rename. A deletion committed before the swap is honoured and none can slip in between.
-    """
-    conn = db.conn
-    conn.commit()
-    early = read_suppressions(conn)
-    kept = tags.join(early, on=["subject_id", "code"], how="anti").sort("subject_id", "code")
-    rows = kept.select(
-        [
-            pl.col(c).dt.to_string("%Y-%m-%d") if TAG_SCHEMA[c] == pl.Date() else pl.col(c).cast(pl.Int64) if c == "sensitive" else pl.col(c)
-            for c in TAG_COLUMNS
-        ]
-    )
-    tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
+    """Replace every tag with ``tags`` in one step, minus suppressed pairs; returns (written, suppressed)."""
+    writer = TagBatchWriter(db, parquet_path)
     try:
-        with ThreadPoolExecutor(1) as pool:
-            written = None
-            if tmp is not None:
-                # Batch consumers read this copy (and drop pairs deleted since, see scan_tags); written before the
-                # swap, renamed after, so it never runs ahead of SQLite. Polars writes it in a thread (without the
-                # GIL) while this one fills the build table.
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                written = pool.submit(lambda: kept.select(list(TAG_COLUMNS)).write_parquet(tmp, compression="zstd"))
-            try:
-                _fill_build_table(conn, rows)
-            finally:
-                if written is not None:
-                    written.result()
+        writer.add(tags)
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class TagBatchWriter:
+    """Writes one batch of tags, replacing every tag in one step.
+
+    The tags arrive in parts whose (subject, code) pairs are disjoint (the batch's rule tags, then the model's
+    occupation tags); each part fills a build table in a worker thread while the caller computes the next, and
+    readers and the citizen controls carry on against the old table. :meth:`finish` then, under the write lock,
+    removes from the build table the pairs deleted meanwhile and swaps it in by rename: a deletion committed
+    before the swap is honoured and none can slip in between. Until then the caller must leave ``db.conn`` to
+    the writer.
+    """
+
+    def __init__(self, db: sqlite_utils.Database, parquet_path: Path | None = None):
+        self.conn = db.conn
+        self.parquet_path = parquet_path
+        self.conn.commit()
+        self.early = read_suppressions(self.conn)
+        self.parts: list[pl.DataFrame] = []
+        self.offered = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tag-writer")
+        self._fills: list[Future] = []
+        self._tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
+        _create_build_table(self.conn)
+
+    def add(self, tags: pl.DataFrame) -> None:
+        kept = tags.join(self.early, on=["subject_id", "code"], how="anti").sort("subject_id", "code")
+        self.parts.append(kept)
+        self.offered += tags.height
+        rows = kept.select(
+            [
+                pl.col(c).dt.to_string("%Y-%m-%d") if TAG_SCHEMA[c] == pl.Date() else pl.col(c).cast(pl.Int64) if c == "sensitive" else pl.col(c)
+                for c in TAG_COLUMNS
+            ]
+        )
+        self._fills.append(self._pool.submit(_fill_build_table, self.conn, rows))
+
+    def finish(self) -> tuple[int, int]:
+        """Swap the batch in; returns (written, suppressed)."""
+        kept = pl.concat(self.parts, how="vertical_relaxed") if self.parts else pl.DataFrame(schema=TAG_SCHEMA)
+        if self._tmp is not None:
+            # Batch consumers read this copy (and drop pairs deleted since, see scan_tags); written before the
+            # swap, renamed after, so it never runs ahead of SQLite. Polars writes it (without the GIL) while the
+            # worker fills the build table.
+            self._tmp.parent.mkdir(parents=True, exist_ok=True)
+            kept.select(list(TAG_COLUMNS)).write_parquet(self._tmp, compression="zstd")
+        for fill in self._fills:
+            fill.result()
+        self._pool.shutdown()
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             late = conn.execute(
@@ -100,28 +127,38 @@ def replace_tags(db: sqlite_utils.Database, tags: pl.DataFrame, parquet_path: Pa
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    except BaseException:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise
-    if tmp is not None:
-        os.replace(tmp, parquet_path)
-    # Freeing the old batch's pages is the slow part of a drop; nobody waits for it any more.
-    conn.execute("DROP TABLE IF EXISTS tags_old")
-    conn.commit()
-    return kept.height - late, tags.height - kept.height + late
+        if self._tmp is not None:
+            os.replace(self._tmp, self.parquet_path)
+        # Freeing the old batch's pages is the slow part of a drop; nobody waits for it any more.
+        conn.execute("DROP TABLE IF EXISTS tags_old")
+        conn.commit()
+        return kept.height - late, self.offered - kept.height + late
+
+    def abort(self) -> None:
+        """Give the batch up: no fill left running, the build table and the Parquet copy gone."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.conn.in_transaction:
+            self.conn.rollback()
+        self.conn.execute("DROP TABLE IF EXISTS tags_build")
+        self.conn.commit()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
 
-def _fill_build_table(conn, rows: pl.DataFrame) -> None:
-    """Fill ``tags_build`` (the ``tags`` DDL) in chunks and index it by code.
-
-    Index names cannot be renamed, so each build names its code index afresh (``tags_code_<n>``).
-    """
+def _create_build_table(conn) -> None:
     conn.execute("DROP TABLE IF EXISTS tags_build")
     ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tags'").fetchone()[0]
     # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
     conn.execute(re.sub(r'^CREATE TABLE\s+("tags"|tags)', "CREATE TABLE tags_build", ddl, count=1))
     conn.commit()
+
+
+def _fill_build_table(conn, rows: pl.DataFrame) -> None:
+    """Add rows to ``tags_build`` in chunks.
+
+    No index on code: the only readers by code (the alert rules) ask once per run, and a scan of the table is
+    cheaper than maintaining the index in every batch.
+    """
     sql = f"INSERT INTO tags_build ({', '.join(TAG_COLUMNS)}) VALUES ({', '.join('?' * len(TAG_COLUMNS))})"
     # The build table is disposable until the swap commits, so it need not be synced as it is filled.
     conn.execute("PRAGMA synchronous=OFF")
@@ -129,14 +166,6 @@ def _fill_build_table(conn, rows: pl.DataFrame) -> None:
         for offset in range(0, rows.height, INSERT_CHUNK):
             with conn:
                 conn.executemany(sql, rows.slice(offset, INSERT_CHUNK).iter_rows())
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'tags_code%'")}
-        n = 0
-        while f"tags_code_{n}" in names:
-            n += 1
-        index = f"tags_code_{n}"
-        with conn:
-            # Built once after the load: faster than maintaining it row by row.
-            conn.execute(f"CREATE INDEX {index} ON tags_build(code)")
     finally:
         conn.execute("PRAGMA synchronous=NORMAL")
 

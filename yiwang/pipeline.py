@@ -42,6 +42,14 @@ class RunSummary:
         return {"as_of": self.as_of, "ok": self.ok, "stages": [dataclasses.asdict(s) for s in self.stages]}
 
 
+@dataclass
+class _Ran:
+    """A stage's summary produced by an earlier stage's call, with the seconds it took there."""
+
+    summary: Any
+    seconds: float
+
+
 def _entry(path: str) -> Callable[..., Any]:
     module, _, name = path.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -93,10 +101,16 @@ def run_nightly(
     stages: list[tuple[str, Callable[[], Any] | None]] = []
     if export_dir is not None:
         stages.append(("ingest", lambda: _entry("yiwang.ingest.ingest_export")(settings, db, export_dir, as_of=as_of, progress=progress)))
-    stages += [
-        ("profile", lambda: _entry("profiler.build_profiles")(settings, db, as_of, progress=progress)),
-        ("tag", lambda: _entry("taggers.run_taggers")(settings, db, as_of, progress=progress)),
-    ]
+    # Profiles and tags are made in one pass (the taggers read the profiles from memory while they are
+    # published); each keeps its own line in the summary.
+    together: dict[str, Any] = {}
+
+    def profile_stage() -> Any:
+        profile, tags = _entry("taggers.profile_and_tag")(settings, db, as_of, progress=progress)
+        together["tag"] = _Ran(tags, tags.seconds)
+        return profile
+
+    stages += [("profile", profile_stage), ("tag", lambda: together["tag"])]
     do_train = train == "always" or (train == "auto" and model_due(settings, as_of))
     stages.append(("train", (lambda: _entry("recommender.train")(settings, db, as_of, progress=progress)) if do_train else None))
     stages += [
@@ -114,7 +128,10 @@ def run_nightly(
             t0 = time.perf_counter()
             try:
                 out = call()
-                result = StageResult(name, "ok", time.perf_counter() - t0, summary_dict(out))
+                seconds = time.perf_counter() - t0
+                if isinstance(out, _Ran):
+                    out, seconds = out.summary, out.seconds
+                result = StageResult(name, "ok", seconds, summary_dict(out))
             except Exception as exc:  # a stage's failure is reported in the summary; the run goes on no further
                 failed = True
                 result = StageResult(name, "failed", time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")

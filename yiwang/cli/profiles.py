@@ -42,15 +42,29 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         as_of: Optional[str] = typer.Option(None, "--as-of", help=AS_OF_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        tag: bool = typer.Option(
+            False, "--tag", help="Also tag everyone in the same pass (as `yiwang tag` would), reading the profiles from memory."
+        ),
     ) -> None:
         """Build every person's and enterprise's profile (一人一档/一企一档) and publish them atomically."""
         from profiler import build_profiles
 
         c = app_context(ctx)
         day = parse_as_of(as_of)
-        with stage_progress("profile", as_json) as tick:
-            summary = build_profiles(c.settings, c.db, day, progress=tick)
-        print_summary("profiles", summary.as_dict(), as_json)
+        if not tag:
+            with stage_progress("profile", as_json) as tick:
+                summary = build_profiles(c.settings, c.db, day, progress=tick)
+            print_summary("profiles", summary.as_dict(), as_json)
+            return
+        from taggers import profile_and_tag
+
+        with stage_progress("profile and tag", as_json) as tick:
+            profiles, tags = profile_and_tag(c.settings, c.db, day, progress=tick)
+        if as_json:
+            print_summary("profiles and tags", {"profiles": profiles.as_dict(), "tags": tags.as_dict()}, True)
+            return
+        print_summary("profiles", profiles.as_dict(), False)
+        print_summary("tags", tags.as_dict(), False)
 
     @app.command("profile-show")
     def profile_show_cmd(
