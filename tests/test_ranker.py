@@ -45,7 +45,7 @@ def test_estimator_conventions(problem):
         r.predict(X)
     assert r.fit(X, y, g) is r
     learned = [a for a in vars(r) if a.endswith("_")]
-    assert set(learned) == {"booster_", "feature_names_"}
+    assert set(learned) == {"booster_", "feature_names_", "splits_"}
     assert r.get_params()["n_estimators"] == 20  # hyperparameters untouched by fit
 
 
@@ -105,3 +105,49 @@ def test_training_split_is_time_ordered(settings, db):
     assert set(m["feature_gain"]) == set(C.FEATURES)
     # the serving implicit model is fitted on everything up to as_of (more subjects than at the cut, or equal)
     assert len(source.subject_ids) >= world.n_subjects
+
+
+def _check_cells_predict_exactly(booster, X):
+    from recommender.ranker import SplitCells
+
+    r = LambdaRanker()
+    r.booster_, r.feature_names_, r.splits_ = booster, list(C.FEATURES), SplitCells.of(booster)
+    keys = r.splits_.keys(X)
+    assert keys is not None
+    assert pl.DataFrame(keys).n_unique() < len(X)  # rows do share cells, so the shortcut is exercised
+    np.testing.assert_array_equal(r.predict(X), booster.predict(X).astype(np.float32))
+
+
+def test_predict_scores_each_split_cell_once_and_exactly_as_lightgbm(problem):
+    """predict() scores one row per cell of the model's splits: the scores must be LightGBM's, bit for bit, also
+    for values lying exactly on a threshold, the missing sentinel and categories no split names."""
+    X, y, g = problem
+    r = LambdaRanker(n_estimators=40, num_leaves=15).fit(X, y, g)
+    rng = np.random.default_rng(5)
+    Z = X[rng.integers(0, len(X), 4000)].copy()
+    Z[::7, 3] = 0.0
+    Z[::11, 5] = C.MISSING
+    Z[::13, C.FEATURES.index("i_category")] = rng.choice([-1, 4, 7, 40], len(Z[::13]))
+    # Values on, just below and just above each threshold of the model.
+    for f, cuts in r.splits_.cuts.items():
+        picks = rng.choice(cuts, 200)
+        for rows, delta in ((slice(0, 200), 0), (slice(200, 400), -1), (slice(400, 600), 1)):
+            v = picks if delta == 0 else np.nextafter(picks, np.float32(delta * np.inf))
+            Z[rows, f] = v
+    Z = np.concatenate([Z, np.round(X[:2000], 1)])  # coarse values: many rows per cell
+    _check_cells_predict_exactly(r.booster_, np.ascontiguousarray(Z, dtype=np.float32))
+
+
+def test_predict_by_cells_honours_zero_as_missing(problem):
+    import lightgbm as lgb
+
+    X, y, g = problem
+    X = X.copy()
+    X[::3, 2] = 0.0
+    X[::5, 4] = 1e-36
+    params = {"objective": "lambdarank", "verbose": -1, "num_leaves": 7, "zero_as_missing": True,
+              "min_data_in_leaf": 5, "deterministic": True, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(X, label=y, group=g, feature_name=list(C.FEATURES),
+                                            categorical_feature=list(C.CATEGORICAL_FEATURES)), num_boost_round=20)
+    Z = np.concatenate([X, np.round(X, 1), -X[:500]]).astype(np.float32)
+    _check_cells_predict_exactly(booster, Z)
