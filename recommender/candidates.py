@@ -408,8 +408,17 @@ def item_neighbours(world: World, per_item: int) -> pl.DataFrame:
 # -- the sources -----------------------------------------------------------------------------------
 
 
+def ranked_desc(score: pl.Expr, tie: str = "iidx") -> pl.Expr:
+    """Ordinal rank by ``score`` descending, ties to the lower ``tie`` (use with ``.over(...)``).
+
+    Group-by and join outputs have no stable row order, so a plain "ordinal" rank would break ties by arrival and
+    pick a different tied item on every run: the same model and as-of must give the same feed.
+    """
+    return pl.struct((-score.cast(pl.Float64)).alias("_neg"), pl.col(tie)).rank("ordinal")
+
+
 def _top_per_subject(df: pl.DataFrame, score: str, k: int) -> pl.DataFrame:
-    return df.filter(pl.col(score).rank("ordinal", descending=True).over("sidx") <= k)
+    return df.filter(ranked_desc(pl.col(score)).over("sidx") <= k)
 
 
 def tag_candidates(world: World, sidx: pl.Series, k: int, pop: pl.DataFrame) -> pl.DataFrame:
@@ -432,7 +441,7 @@ def tag_candidates(world: World, sidx: pl.Series, k: int, pop: pl.DataFrame) -> 
         pl.col("confidence").sum().cast(pl.Float32).alias("f_tag"),
         pl.len().cast(pl.Int32).alias("f_tag_n"),
         (pl.col("dimension") == "life_event").any().cast(pl.Int8).alias("f_tag_life"),
-        pl.col("code").get(pl.col("_pri").arg_max()).alias("tag_code"),
+        pl.col("code").sort_by(["_pri", "code"], descending=[True, False]).first().alias("tag_code"),
     ).drop("key")
     agg = agg.join(pop, on="iidx", how="left").with_columns(
         (pl.col("f_tag") + pl.col("f_tag_life") * 2 + pl.col("f_pop").fill_null(0) * 1e-3).alias("_s")
@@ -473,13 +482,13 @@ def neighbour_candidates(world: World, sidx: pl.Series, nbrs: pl.DataFrame, rece
                          k: int) -> pl.DataFrame:
     """Neighbours of each subject's most recent items: f_nbr (sum of similarities), nbr_src (the closest source)."""
     recent = world.inter.filter(pl.col("sidx").is_in(sidx.implode()) & (pl.col("days_since") <= recent_days))
-    recent = recent.filter(pl.col("last_ts").rank("ordinal", descending=True).over("sidx") <= recent_items)
+    recent = recent.filter(ranked_desc(pl.col("last_ts").dt.epoch("us")).over("sidx") <= recent_items)
     m = recent.select("sidx", pl.col("iidx").alias("src")).join(
         nbrs.rename({"iidx": "src", "nbr": "iidx"}), on="src"
     )
     agg = m.group_by("sidx", "iidx").agg(
         pl.col("sim").sum().cast(pl.Float32).alias("f_nbr"),
-        pl.col("src").sort_by("sim", descending=True).first().alias("nbr_src"),
+        pl.col("src").sort_by(["sim", "src"], descending=[True, False]).first().alias("nbr_src"),
     )
     return _top_per_subject(agg, "f_nbr", k)
 
@@ -487,23 +496,23 @@ def neighbour_candidates(world: World, sidx: pl.Series, nbrs: pl.DataFrame, rece
 def history_candidates(world: World, sidx: pl.Series, recent_items: int, recent_days: int) -> pl.DataFrame:
     """The subject's own recent items: returning to a service is the commonest next step."""
     recent = world.inter.filter(pl.col("sidx").is_in(sidx.implode()) & (pl.col("days_since") <= recent_days))
-    recent = recent.filter(pl.col("weight").rank("ordinal", descending=True).over("sidx") <= recent_items * 2)
+    recent = recent.filter(ranked_desc(pl.col("weight")).over("sidx") <= recent_items * 2)
     return recent.select("sidx", "iidx", pl.lit(1, dtype=pl.Int8).alias("src_hist"))
 
 
 def popular_candidates(world: World, sidx: pl.Series, pop: dict[str, pl.DataFrame], k: int) -> pl.DataFrame:
     """Top items of each group the subject belongs to, plus city-wide: pop_group names the strongest group."""
-    top_grp = pop["group"].filter(pl.col("rate").rank("ordinal", descending=True).over("gtype", "gkey") <= k)
+    top_grp = pop["group"].filter(ranked_desc(pl.col("rate")).over("gtype", "gkey") <= k)
     g = world.groups.filter(pl.col("sidx").is_in(sidx.implode())).join(top_grp, on=["gtype", "gkey"])
-    top_glob = pop["global"].sort("f_pop", descending=True).head(k)
+    top_glob = pop["global"].sort(["f_pop", "iidx"], descending=[True, False]).head(k)
     glob = pl.DataFrame({"sidx": sidx}).join(top_glob.select("iidx"), how="cross").with_columns(
         pl.lit("global").alias("gtype"), pl.lit("").alias("gkey"), pl.lit(0.0, dtype=pl.Float32).alias("rate")
     )
     both = pl.concat([g.select("sidx", "iidx", "gtype", "gkey", "rate"),
                       glob.select("sidx", "iidx", "gtype", "gkey", "rate")])
-    return both.group_by("sidx", "iidx").agg(
-        pl.concat_str([pl.col("gtype"), pl.col("gkey")], separator=":").sort_by("rate", descending=True)
-        .first().alias("pop_group"),
+    return both.with_columns(pl.concat_str([pl.col("gtype"), pl.col("gkey")], separator=":").alias("pop_group")) \
+        .group_by("sidx", "iidx").agg(
+        pl.col("pop_group").sort_by(["rate", "pop_group"], descending=[True, False]).first(),
         pl.lit(1, dtype=pl.Int8).alias("src_pop"),
     )
 
@@ -606,7 +615,7 @@ def candidates(world: World, tables: SourceTables, cfg: RecommenderConfig, sidx:
     c = cfg["candidates"]
     sidx = sidx.cast(pl.UInt32)
     if not personalised:
-        top = tables.pop["global"].sort("f_pop", descending=True).head(c["popular_per_group"] * 4)
+        top = tables.pop["global"].sort(["f_pop", "iidx"], descending=[True, False]).head(c["popular_per_group"] * 4)
         return _with_source_columns(pl.DataFrame({"sidx": sidx}).join(top.select("iidx"), how="cross").with_columns(
             pl.lit("global:").alias("pop_group"), pl.lit(1, dtype=pl.Int8).alias("src_pop")
         ))

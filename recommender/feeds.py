@@ -128,7 +128,8 @@ def _compact(chunk: pl.DataFrame, rid_of: dict[str, int]) -> tuple[list[tuple[in
     """
     c = chunk.select("subject_id", "rank", "item_id", "score", "reasons_json")
     new: list[tuple[int, str]] = []
-    distinct = c["reasons_json"].unique()
+    # In order of first use, so that a version's rids do not depend on hash order.
+    distinct = c["reasons_json"].unique(maintain_order=True)
     for text in distinct.to_list():
         if text not in rid_of:
             rid_of[text] = len(rid_of)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time as _time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -91,7 +92,7 @@ class Scorer:
         # Statutory duty before preference: a licence about to expire (or just expired) leads the feed.
         pinned = (pl.col("f_renew") == 1) & (pl.col("f_expiry_days") <= pin_days)
         key = pl.when(pinned).then(1e9 - pl.col("f_expiry_days")).otherwise(pl.col("score"))
-        f = f.with_columns(key.rank("ordinal", descending=True).over("sidx").cast(pl.Int32).alias("rank"))
+        f = f.with_columns(C.ranked_desc(key).over("sidx").cast(pl.Int32).alias("rank"))
         return f.filter(pl.col("rank") <= n).sort("sidx", "rank")
 
 
@@ -100,14 +101,14 @@ def popular_lists(scorer: Scorer, size: int) -> pl.DataFrame:
     items = scorer.world.items
     pop = scorer.tables.pop["global"].join(items.select("iidx", "item_id", "audience"), on="iidx")
     out = (
-        pop.filter(pl.col("f_pop").rank("ordinal", descending=True).over("audience") <= size)
+        pop.filter(C.ranked_desc(pl.col("f_pop")).over("audience") <= size)
         .with_columns(
-            pl.col("f_pop").rank("ordinal", descending=True).over("audience").cast(pl.Int32).alias("rank"),
+            C.ranked_desc(pl.col("f_pop")).over("audience").cast(pl.Int32).alias("rank"),
             pl.concat_str([pl.lit(POPULAR_PREFIX), pl.col("audience")]).alias("subject_id"),
             pl.col("f_pop").alias("score"), pl.lit("global:").alias("pop_group"),
         )
     )
-    unknown = out.sort("score", descending=True).head(size).with_columns(
+    unknown = out.sort(["score", "iidx"], descending=[True, False]).head(size).with_columns(
         pl.lit(POPULAR_PREFIX + "unknown").alias("subject_id"),
         pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("rank"),
     )
@@ -304,8 +305,8 @@ class RecommendSummary:
     seconds: float
     removed_versions: list[int]
     seconds_world: float = 0.0      # loading the model and building what is known at as_of
-    seconds_scoring: float = 0.0    # candidates, filters, features, ranker, reasons
-    seconds_publish: float = 0.0    # writing feed_items and flipping the pointer
+    seconds_scoring: float = 0.0    # candidates, filters, features, ranker, reasons (overlaps publishing)
+    seconds_publish: float = 0.0    # writing feed rows and flipping the pointer
 
 
 def recommend(settings, db, as_of: date, progress: Progress = None, *, events: pl.LazyFrame | None = None,
@@ -326,28 +327,48 @@ def recommend(settings, db, as_of: date, progress: Progress = None, *, events: p
     registered = world.subjects["sidx"]
     n_chunks = max(1, -(-registered.len() // chunk))
 
-    timing = {"world": _time.perf_counter() - t0, "scoring": 0.0}
+    # "producing": time this thread spends in frames() (feed rows, waiting for the worker); the rest is publishing.
+    timing = {"world": _time.perf_counter() - t0, "scoring": 0.0, "producing": 0.0}
 
-    def frames() -> Iterator[pl.DataFrame]:
+    def score(i: int) -> tuple[pl.DataFrame, float]:
+        t = _time.perf_counter()
+        return scorer.rank(registered.slice(i * chunk, chunk), settings.feed_size), _time.perf_counter() - t
+
+    def frames(pool: ThreadPoolExecutor) -> Iterator[pl.DataFrame]:
+        # Chunk i+1 is scored in the worker while this thread turns chunk i into feed rows and writes them: the
+        # Polars, LightGBM and sqlite3 work releases the GIL, and scoring alone leaves part of the 2 cores idle.
+        # One chunk ahead only, so at most two chunks' frames are alive at once; chunks are published in order.
+        ahead = pool.submit(score, 0)
         t = _time.perf_counter()
         lists = popular_lists(scorer, cfg["serving"]["popular_list_size"])
         rows = to_feed_rows(lists, world, names)
         timing["scoring"] += _time.perf_counter() - t
+        timing["producing"] += _time.perf_counter() - t
         yield rows
         for i in range(n_chunks):
             _step(progress, "scoring and publishing", i, n_chunks)
             t = _time.perf_counter()
-            ranked = scorer.rank(registered.slice(i * chunk, chunk), settings.feed_size)
+            ranked, secs = ahead.result()
+            ahead = pool.submit(score, i + 1) if i + 1 < n_chunks else None
+            t_rows = _time.perf_counter()
             rows = to_feed_rows(ranked, world, names)
-            timing["scoring"] += _time.perf_counter() - t
+            timing["scoring"] += secs + _time.perf_counter() - t_rows
+            timing["producing"] += _time.perf_counter() - t
             yield rows
         _step(progress, "scoring and publishing", n_chunks, n_chunks)
 
-    summary = publish(db, settings, frames(), version, as_of)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="yiwang-score") as pool:
+        try:
+            summary = publish(db, settings, frames(pool), version, as_of)
+        finally:
+            pool.shutdown(cancel_futures=True)
     total = _time.perf_counter() - t0
+    # Scoring overlaps publishing, so world + scoring + publish can exceed the total: seconds_scoring is the work
+    # of scoring (in the worker, plus feed rows), seconds_publish the time this thread spent writing.
+    publish_s = total - timing["world"] - timing["producing"]
     return RecommendSummary(summary.version, version, as_of.isoformat(), summary.subjects, summary.rows,
                             round(total, 1), summary.removed_versions, round(timing["world"], 1),
-                            round(timing["scoring"], 1), round(total - timing["world"] - timing["scoring"], 1))
+                            round(timing["scoring"], 1), round(publish_s, 1))
 
 
 def summary_dict(obj) -> dict:
