@@ -695,13 +695,14 @@ class _Pending:
 
 
 class _Writer:
-    """Writes event files in a background thread (pyarrow's encoder releases the GIL), so the next batch
-    is checked while this one is compressed; at most ``depth`` files wait, bounding memory."""
+    """Writes event files in ``depth`` background threads (pyarrow's encoder releases the GIL), so the next
+    batch is checked while earlier ones are compressed; at most ``depth`` files wait, bounding memory. One
+    writer thread could not keep up with the checks on two cores (the checks waited a quarter of the time)."""
 
-    def __init__(self, events_dir: Path, ingest_id: int, depth: int = 1) -> None:
+    def __init__(self, events_dir: Path, ingest_id: int, depth: int = 2) -> None:
         self.events_dir, self.ingest_id, self.depth = events_dir, ingest_id, depth
         self.written: list[_Pending] = []
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+        self._pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="ingest-writer")
         self._queue: deque[Future] = deque()
 
     def write(self, k: int, month: int, rows: pl.DataFrame, already: bool) -> None:

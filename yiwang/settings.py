@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".yiwang"), description="Directory holding the SQLite store and event log")
     data_dir: Path = Field(default=REPO_ROOT / "data", description="Reference data (catalogue, licence types, taxonomy, rules)")
     id_hash_key: str | None = Field(default=None, description="HMAC key for resident ID numbers; generated into HOME if unset")
-    ingest_batch_rows: int = Field(default=2_000_000, gt=0, description="Rows per streamed batch when ingesting events")
+    ingest_batch_rows: int = Field(default=1_000_000, gt=0, description="Rows per streamed batch when ingesting events")
     unknown_subject_events: Literal["quarantine", "keep"] = Field(
         default="quarantine", description="Events of subjects in neither registry: quarantine them, or keep them"
     )
