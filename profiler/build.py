@@ -305,10 +305,13 @@ def profile_frame(
     )
     subjects = pl.concat([registry, unknown], how="diagonal_relaxed")
     count_cols = [e.meta.output_name() for e in behaviour_count_exprs(as_of)]
+    # Sorted before the joins, which keep that order: sorting the joined frame would move every nested column
+    # (members, breakdowns) once more.
     return (
-        subjects.join(licence_frame(licenses, as_of), on="subject_id", how="left")
-        .join(totals, on="subject_id", how="left")
-        .join(per_key, on="subject_id", how="left")
+        subjects.sort("subject_id")
+        .join(licence_frame(licenses, as_of), on="subject_id", how="left", maintain_order="left")
+        .join(totals, on="subject_id", how="left", maintain_order="left")
+        .join(per_key, on="subject_id", how="left", maintain_order="left")
         .with_columns(
             pl.lit(as_of).alias("as_of"),
             pl.col("n_licenses").fill_null(0),
@@ -317,5 +320,4 @@ def profile_frame(
             pl.col("events_total").fill_null(0),
             *[pl.col(c).fill_null(0) for c in count_cols],
         )
-        .sort("subject_id")
     )
