@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from yiwang.errors import StateError
 from yiwang.eventlog import scan_events
 from yiwang.registry import scan_table
 from yiwang.settings import Settings
+from yiwang.store import create_build_table, drop_old_table, swap_in_build_table
 
 Progress = Callable[[str, int, int], None]
 
@@ -151,9 +151,7 @@ def publish_profiles(settings: Settings, conn, df: pl.DataFrame, batch_id: int, 
             tick("publish")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DROP TABLE IF EXISTS profiles_old")
-                conn.execute("ALTER TABLE profiles RENAME TO profiles_old")
-                conn.execute("ALTER TABLE profiles_build RENAME TO profiles")
+                swap_in_build_table(conn, "profiles")
                 conn.execute(
                     "UPDATE profile_batches SET published_at = ?, n_persons = ?, n_enterprises = ?, n_unknown = ? WHERE batch_id = ?",
                     (_now(), counts.get("person", 0), counts.get("enterprise", 0), counts.get("unknown", 0), batch_id),
@@ -166,8 +164,7 @@ def publish_profiles(settings: Settings, conn, df: pl.DataFrame, batch_id: int, 
             tmp.unlink(missing_ok=True)
             raise
     os.replace(tmp, final)
-    conn.execute("DROP TABLE IF EXISTS profiles_old")
-    conn.commit()
+    drop_old_table(conn, "profiles")
     return counts
 
 
@@ -199,11 +196,7 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
 
 def _fill_build_table(conn, df: pl.DataFrame, batch_id: int) -> None:
     """Fill ``profiles_build`` with blocks of BLOCK_SUBJECTS consecutive profiles (``df`` is sorted by subject)."""
-    conn.execute("DROP TABLE IF EXISTS profiles_build")
-    ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'profiles'").fetchone()[0]
-    # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
-    conn.execute(re.sub(r'^CREATE TABLE\s+("profiles"|profiles)', "CREATE TABLE profiles_build", ddl, count=1))
-    conn.commit()
+    create_build_table(conn, "profiles")
     with conn:
         conn.executemany("INSERT INTO profiles_build VALUES (?, ?, ?, ?, ?, ?)", serving_blocks(df, batch_id))
 

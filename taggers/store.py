@@ -8,7 +8,6 @@ race a batch and no batch brings a deleted tag back until the citizen restores i
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ import polars as pl
 import sqlite_utils
 
 from yiwang.errors import NotFound
+from yiwang.store import create_build_table, drop_old_table, swap_in_build_table
 
 TAG_COLUMNS = (
     "subject_id",
@@ -88,7 +88,7 @@ class TagBatchWriter:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tag-writer")
         self._fills: list[Future] = []
         self._tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
-        _create_build_table(self.conn)
+        create_build_table(self.conn, "tags")
 
     def add(self, tags: pl.DataFrame) -> None:
         kept = tags.join(self.early, on=["subject_id", "code"], how="anti").sort("subject_id", "code")
@@ -120,18 +120,14 @@ class TagBatchWriter:
             late = conn.execute(
                 "DELETE FROM tags_build WHERE (subject_id, code) IN (SELECT subject_id, code FROM tag_suppressions)"
             ).rowcount
-            conn.execute("DROP TABLE IF EXISTS tags_old")
-            conn.execute("ALTER TABLE tags RENAME TO tags_old")
-            conn.execute("ALTER TABLE tags_build RENAME TO tags")
+            swap_in_build_table(conn, "tags")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         if self._tmp is not None:
             os.replace(self._tmp, self.parquet_path)
-        # Freeing the old batch's pages is the slow part of a drop; nobody waits for it any more.
-        conn.execute("DROP TABLE IF EXISTS tags_old")
-        conn.commit()
+        drop_old_table(conn, "tags")
         return kept.height - late, self.offered - kept.height + late
 
     def abort(self) -> None:
@@ -143,14 +139,6 @@ class TagBatchWriter:
         self.conn.commit()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-
-
-def _create_build_table(conn) -> None:
-    conn.execute("DROP TABLE IF EXISTS tags_build")
-    ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tags'").fetchone()[0]
-    # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
-    conn.execute(re.sub(r'^CREATE TABLE\s+("tags"|tags)', "CREATE TABLE tags_build", ddl, count=1))
-    conn.commit()
 
 
 def _fill_build_table(conn, rows: pl.DataFrame) -> None:

@@ -7,6 +7,7 @@ they are applied in the order of :data:`MIGRATION_SOURCES`, each once, recorded 
 from __future__ import annotations
 
 import importlib
+import re
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -103,3 +104,30 @@ def _split_sql(sql: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+# -- tables replaced whole by each batch ------------------------------------------------------------------------
+# A batch fills ``<table>_build`` (same DDL) while readers use ``<table>``, then swaps it in by rename inside the
+# caller's write transaction: readers see the old batch or the new one, never a mix.
+
+
+def create_build_table(conn: sqlite3.Connection, table: str) -> None:
+    """An empty ``<table>_build`` with ``table``'s DDL (a leftover from a crashed batch is dropped)."""
+    conn.execute(f"DROP TABLE IF EXISTS {table}_build")
+    ddl = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0]
+    # After a swap SQLite keeps the renamed table's DDL with the name quoted; either spelling is replaced.
+    conn.execute(re.sub(rf'^CREATE TABLE\s+("{table}"|{table})', f"CREATE TABLE {table}_build", ddl, count=1))
+    conn.commit()
+
+
+def swap_in_build_table(conn: sqlite3.Connection, table: str) -> None:
+    """Within the caller's transaction: ``<table>_build`` becomes ``table``, the previous one ``<table>_old``
+    (dropped by :func:`drop_old_table` after the commit: freeing its pages need not hold the lock)."""
+    conn.execute(f"DROP TABLE IF EXISTS {table}_old")
+    conn.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+    conn.execute(f"ALTER TABLE {table}_build RENAME TO {table}")
+
+
+def drop_old_table(conn: sqlite3.Connection, table: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS {table}_old")
+    conn.commit()
