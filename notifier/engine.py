@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from notifier.rules import Rule, RuleSet, rules_in_force
+from notifier.rules import Rule, RuleSet, check_file, mark_in_force, rules_in_force
 from yiwang.registry import scan_table
 
 OUT_COLUMNS = [
@@ -573,7 +573,9 @@ def evaluate_alerts(settings, db, as_of: date, rule_ids: list[str] | None = None
                     (now, rule.id),
                 ).rowcount
                 summary.per_rule.append(RuleResult(rule.id, cancelled=n))
+        summary.per_rule.extend(_cancel_not_in_force(conn, ruleset, now))
         _cancel_open_deliveries(conn)
+        mark_in_force(settings, conn, ruleset, by="alerts")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -634,6 +636,20 @@ def _cancel_gone(conn, mine: pl.DataFrame, live: pl.DataFrame, now: str) -> tupl
     return cancelled, conn.total_changes - before
 
 
+def _cancel_not_in_force(conn, ruleset: RuleSet, now: str) -> list[RuleResult]:
+    """Pending alerts of a rule that is not in the rules in force (removed, or never really in force) never go out."""
+    ids = [r.id for r in ruleset.rules]
+    marks = ",".join("?" * len(ids))
+    where = f"status = 'pending' AND rule_id NOT IN ({marks})" if ids else "status = 'pending'"
+    counts = conn.execute(f"SELECT rule_id, COUNT(*) FROM outbox WHERE {where} GROUP BY rule_id", ids).fetchall()
+    if counts:
+        conn.execute(
+            f"UPDATE outbox SET status='cancelled', status_reason='rule not in force', updated_at=? WHERE {where}",
+            [now, *ids],
+        )
+    return [RuleResult(rule_id, cancelled=n) for rule_id, n in counts]
+
+
 def _cancel_open_deliveries(conn) -> None:
     conn.execute(
         """UPDATE deliveries SET status='cancelled', last_error=COALESCE(last_error, 'alert withdrawn')
@@ -642,10 +658,15 @@ def _cancel_open_deliveries(conn) -> None:
     )
 
 
-def dry_run(settings, db, rule_id: str, as_of: date, sample: int = 5) -> DryRun:
-    """How many subjects ``rule_id`` would alert on ``as_of`` and a sample; writes nothing."""
-    ruleset = rules_in_force(settings, db)
-    rule = ruleset.get(rule_id)
+def dry_run(settings, db, rule_id: str, as_of: date, sample: int = 5, rules_file: Path | None = None) -> DryRun:
+    """How many subjects ``rule_id`` would alert on ``as_of`` and a sample; writes nothing.
+
+    The rule comes from the rules in force, or from ``rules_file`` (a draft), which is only read.
+    """
+    if rules_file is not None:
+        rule = RuleSet(check_file(rules_file, settings.data_dir), str(rules_file), "", "").get(rule_id)
+    else:
+        rule = rules_in_force(settings, db).get(rule_id)
     [(rule, due, _live)] = candidates(settings, db, as_of, [rule])
     rows = db.conn.execute(
         "SELECT subject_id, object_id, stage FROM outbox WHERE rule_id=?", (rule_id,)
