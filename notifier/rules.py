@@ -582,15 +582,16 @@ def mark_in_force(settings, conn, ruleset: RuleSet, by: str) -> None:
         _record_in_force(conn, IN_FORCE_NAME, ruleset.text, by)
 
 
-def install_rules(settings, db, text: str, source: str = "api") -> RuleSet:
+def install_rules(settings, db, text: str, source: str = "api", by: str | None = None) -> RuleSet:
     """Validate ``text`` and, only if it is valid, make it the rules in force: the home's rules file is replaced
-    atomically and the text recorded as in force. ``source`` names the text in errors and records who put it."""
+    atomically and the text recorded as in force. ``source`` names the text in errors; ``by`` (default
+    ``source``) records who put it in force."""
     rules = parse_rules(text, source, load_reference(settings.data_dir))
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         _write_private(in_force_path(settings), text, replace=True)
-        _record_in_force(conn, IN_FORCE_NAME, text, source)
+        _record_in_force(conn, IN_FORCE_NAME, text, by or source)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -6,6 +6,8 @@ The commands run in-process through the `yiwang` entry point, as an operator typ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -209,3 +211,31 @@ def test_disabling_a_rule_holds_its_pending_alerts_back_at_delivery(city, monkey
     db.conn.close()
     assert _cli(monkeypatch, capsys, "--home", str(home), "deliver", "--now", NOON)[0] == 0
     assert _outbox(home, "newlywed_greeting") == [("cancelled", None)] * 7
+
+
+def test_rules_show_install_dry_run_and_alerts_read_the_same_rules(city, monkeypatch, capsys):
+    home, real, draft, shipped = city
+    monkeypatch.setenv("YIWANG_REMINDER_RULES_FILE", str(real))
+    code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "rules", "show", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["sha256"] == hashlib.sha256(shipped.encode()).hexdigest() and shown["in_force_since"] is None
+    bad = draft.parent / "bad.yaml"
+    bad.write_text(draft.read_text(encoding="utf-8").replace("priority: normal\n    statutory: false",
+                                                             "priority: urgent\n    statutory: false"))
+    code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "rules", "install", str(bad))
+    assert code == 2 and f"{bad}:" in " ".join(err.split()) and "priority must be one of" in " ".join(err.split())
+    assert not (home / "rules").exists() and _count(home, "rule_snapshots") == 0
+    code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "rules", "install", str(draft), "--json")
+    assert code == 0, err
+    code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "rules", "show", "--json")
+    shown = json.loads(out)
+    assert shown["sha256"] == hashlib.sha256(draft.read_bytes()).hexdigest() and shown["in_force_since"]
+    assert "newlywed_greeting" in [r["id"] for r in shown["rules"]]
+    code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "rules", "dry-run", "newlywed_greeting",
+                          "--as-of", AS_OF, "--json")
+    assert code == 0 and json.loads(out)["new"] == 7
+    code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "alerts", "--as-of", AS_OF, "--json")
+    assert code == 0 and json.loads(out)["rules_source"] == "rules/reminder_rules.yaml"
+    assert [s for s, _ in _outbox(home, "newlywed_greeting")] == ["pending"] * 7
+    assert real.read_text(encoding="utf-8") == shipped  # the seed is only ever read

@@ -122,7 +122,7 @@ def rules_install(
         raise RulesError(f"{file}: no such rules file") from None
     except UnicodeDecodeError as exc:
         raise RulesError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    ruleset = install_rules(c.settings, c.db, text, source=str(file))
+    ruleset = install_rules(c.settings, c.db, text, source=str(file), by="cli")
     _print("rules installed", _rules_summary(c, ruleset), as_json)
 
 
@@ -164,8 +164,10 @@ def register(app: typer.Typer) -> None:
         c = app_context(ctx)
         s = evaluate_alerts(c.settings, c.db, parse_as_of(as_of), rule_ids=rule or None)
         if s.rules_warning:
-            err_console.print(f"[yellow]warning:[/] rules file not in force, using {s.rules_source}: {s.rules_warning}",
-                              highlight=False)
+            from notifier.rules import in_force_path
+
+            err_console.print(f"[yellow]warning:[/] {in_force_path(c.settings)} is not in force, using"
+                              f" {s.rules_source}: {s.rules_warning}", highlight=False)
         _print("alerts", asdict(s), as_json)
         if not as_json:
             _table("per rule", [asdict(r) for r in s.per_rule])
