@@ -357,7 +357,8 @@ def _expiry_phrases() -> list[pl.Expr]:
         .alias("expiry_zh"),
         pl.when(left == 0).then(pl.concat_str([pl.lit("expires today ("), on, pl.lit(")")]))
         .when(left == 1).then(pl.concat_str([pl.lit("expires tomorrow ("), on, pl.lit(")")]))
-        .otherwise(pl.concat_str([pl.lit("expires on "), on, pl.lit(" ("), left.cast(pl.String), pl.lit(" days left)")]))
+        .otherwise(pl.concat_str([pl.lit("expires on "), on, pl.lit(" ("), left.cast(pl.String),
+                                  pl.lit(" days left)")]))
         .alias("expiry_en"),
     ]
 

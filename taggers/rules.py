@@ -475,9 +475,7 @@ class _Checker:
                 if ph.strip() in TAG_NAME_REFS:
                     continue
                 self.parse_ref(ph, ev.get("__line__", line), allowed=self.fields | {p: "date" for p in PSEUDO_DATES} | {"valid_from": "date"})
-            evidence[lang] = _PLACEHOLDER.sub(
-                lambda m: "{" + (m.group(1).strip() if m.group(1).strip() in TAG_NAME_REFS else self._resolve(m.group(1))) + "}",
-                text)
+            evidence[lang] = _PLACEHOLDER.sub(lambda m: "{" + self._evidence_ref(m.group(1)) + "}", text)
         return Rule(
             id=raw["id"],
             version=version,
@@ -499,6 +497,9 @@ class _Checker:
         if rest and head in self.rule_names:
             return f"{self.rule_names[head]}.{rest}"
         return name
+
+    def _evidence_ref(self, ref: str) -> str:
+        return ref.strip() if ref.strip() in TAG_NAME_REFS else self._resolve(ref)
 
     def _resolve(self, ref: str) -> str:
         m = _REF.match(ref)

@@ -36,7 +36,8 @@ def permits(settings, db):
         for i, d in enumerate((0, 1, 30))])
     put_rows(settings, db, "enterprises", [{"enterprise_id": "E001", "name": "企业", "industry": "H",
                                             "district": "静安区", "founded_on": date(2015, 1, 1), "employees": 5}])
-    put_rows(settings, db, "licenses", [{"license_id": "F0", "holder_id": "E001", "license_type": "food_business_licence",
+    put_rows(settings, db, "licenses", [{"license_id": "F0", "holder_id": "E001",
+                                         "license_type": "food_business_licence",
                                          "issued_on": AS_OF - timedelta(days=1800), "expires_on": AS_OF}])
     evaluate_alerts(settings, db, AS_OF)
     return _messages(db, "hk_macau_permit_expiry"), _messages(db, "food_business_licence_expiry")
@@ -69,7 +70,8 @@ def test_english_messages_hold_no_chinese(settings, db, permits):
                                        "household_id": "H1"}])
     put_rows(settings, db, "licenses", [{"license_id": f"X{t}", "holder_id": "P101", "license_type": t,
                                          "issued_on": date(2020, 1, 1), "expires_on": AS_OF + timedelta(days=20)}
-                                        for t in ("passport", "resident_id_card", "driving_licence", "residence_permit")])
+                                        for t in ("passport", "resident_id_card", "driving_licence",
+                                                  "residence_permit")])
     with db.conn:
         db.conn.execute(
             "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en, valid_from,"

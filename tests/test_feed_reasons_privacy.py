@@ -83,7 +83,8 @@ def city(tmp_path_factory):
                 ev.append((sid, it, "apply", start + timedelta(days=float(rng.uniform(0, 55)))))
     frame = pl.DataFrame(ev, schema={"subject_id": pl.String, "item_id": pl.String, "action": pl.String,
                                      "ts": pl.Datetime("us", "UTC")}, orient="row")
-    frame = frame.with_columns(pl.format("s{}", pl.int_range(pl.len())).alias("event_id"), pl.lit("app").alias("channel"))
+    frame = frame.with_columns(pl.format("s{}", pl.int_range(pl.len())).alias("event_id"),
+                               pl.lit("app").alias("channel"))
     append_events(s.events_dir, frame, 2)
     recommender.train(s, db, as_of)
     recommender.recommend(s, db, as_of)
