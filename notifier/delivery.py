@@ -100,6 +100,8 @@ def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
     stamp = _iso(now)
     # Checked here as well as at evaluation: the rules may have changed since the alerts were created.
     enabled = [r.id for r in rules_in_force(settings, db).rules if r.enabled]
+    # ``now`` decides what is due (a nightly run passes as-of + 1 h); delivered_at records when it really happened.
+    delivered_at = _iso(datetime.now(timezone.utc))
     conn.execute("BEGIN IMMEDIATE")
     try:
         summary.cancelled_rule_not_in_force += _withdraw_not_in_force(conn, enabled, stamp)
@@ -143,7 +145,7 @@ def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
             for ch in channels:
                 key = idempotency_key(rule_id, subject_id, object_id, stage, ch)
                 if ch == "in_app":
-                    deliveries.append((alert_id, ch, key, "delivered", stamp, stamp))
+                    deliveries.append((alert_id, ch, key, "delivered", stamp, delivered_at))
                     summary.in_app += 1
                 else:
                     deliveries.append((alert_id, ch, key, "pending", stamp, None))
@@ -311,7 +313,7 @@ def _settle(settings, conn, now, alert_id, attempt, attempt_id, error, status_co
             conn.execute(
                 "UPDATE deliveries SET status='delivered', delivered_at=?, lease_until=NULL, last_error=NULL"
                 " WHERE alert_id=? AND channel='webhook' AND status='pending'",
-                (stamp, alert_id),
+                (_iso(datetime.now(timezone.utc)), alert_id),
             )
             outcome = "webhook_delivered"
         elif attempt >= settings.webhook_max_attempts:

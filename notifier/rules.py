@@ -36,7 +36,7 @@ COMMON_FIELDS = {"subject_id", "rule_id", "as_of", "item_names"}
 KIND_FIELDS = {
     "licence_expiry": {
         "license_id", "license_type", "licence_name_zh", "licence_name_en", "expires_on", "days_left", "stage",
-        "item_id", "item_name",
+        "item_id", "item_name", "expiry_zh", "expiry_en",
     },
     "tag_gained": {"tag_code", "tag_name_zh", "tag_name_en", "tag_date"},
     "calendar": {"year", "window_start", "window_end"},
