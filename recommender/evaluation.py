@@ -653,6 +653,13 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
     protocol = cfg.get("protocol", "recbole-random")
     source = cfg.get("_source", "<config>")
     fmt = data.get("format")
+    if fmt is None:
+        from recommender.interactions import detect_format
+
+        fmt = detect_format(path, data.get("sep"))
+        detected = fmt == "sequences"
+    else:
+        detected = False
     if fmt == "sequences" and protocol == "temporal":
         raise ConfigFileError(f"{source}: protocol 'temporal' needs dates, and a sequence file only orders each "
                               "user's items: use leave-last-out (or recbole-random)")
@@ -670,7 +677,7 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
              f"{df['item_id'].n_unique():,} items)"]
     if loaded.format == "sequences":
         notes.append("data read as sequences: one user per line, items in time order (the order gives the time)"
-                     + ("" if fmt == "sequences" else "; detected from lines of different lengths"))
+                     + ("; detected from lines of different lengths" if detected else ""))
     notes += [f"skipped on load: {k}: {v:,}" for k, v in loaded.skips.items()]
     notes.append(f"BLAS threads: {blas_threads()}")
     seed = int(cfg.get("seed", 2020))
@@ -689,6 +696,9 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
             raise ConfigFileError(f"{source}: give test_days/valid_days or test_fraction/valid_fraction, not both")
         split = drop_cold(temporal_split(df, **windows, **fractions))
         notes.append(f"temporal cut: valid from {split.notes['valid_start']}, test from {split.notes['test_start']}")
+    if split.test_history is not None:
+        notes.append("test stage: each model is fitted on train + valid and ranks from that history, so the test "
+                     "interaction is scored from everything before it (the valid interaction included)")
     groups = _groups_file(cfg) if cfg.get("groups") else None
     report = evaluate_models(
         cfg["models"], split, k=int(cfg.get("k", 10)), metrics=cfg.get("metrics", list(METRICS)),

@@ -118,6 +118,14 @@ def _looks_like_sequences(path: Path, sep: str) -> bool:
     return len(counts) > 1 and max(counts) > 2
 
 
+def detect_format(path, sep: str | None = None) -> str:
+    """``sequences`` for a file whose whitespace-separated lines differ in length, else ``pairs``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: no such file")
+    return "sequences" if _looks_like_sequences(path, _sep(path, sep)) else "pairs"
+
+
 def _read_sequences(path: Path, sep: str, header: bool) -> tuple[pl.DataFrame, int, dict[str, int]]:
     """``user item1 item2 ...`` per line -> (subject_id, item_id, ts) with ts the position in the file."""
     try:

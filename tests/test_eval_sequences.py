@@ -70,3 +70,14 @@ def test_cli_leave_last_out_on_a_sequence_file(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert '"system": "ease"' in r.stdout and "sequences" in r.stdout
+
+
+def test_cli_detects_a_sequence_file_and_says_so(tmp_path):
+    p = tmp_path / "Beauty.txt"
+    write_sequences(p)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    r = subprocess.run([str(YIWANG), "eval", "--interactions", str(p), "--protocol", "leave-last-out", "--models",
+                        "pop", "--k", "5", "--out", "res"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "read as sequences" in r.stdout and "detected from lines of different lengths" in r.stdout
