@@ -136,3 +136,26 @@ def test_temporal_config_without_windows_uses_fractions(tmp_path):
     run = run_eval_config(cfg, write=False)
     s = run.report.split_summary
     assert s["valid"] > 0 and s["test"] > 0
+
+
+def test_store_events_test_stage_learns_from_the_valid_window(settings, db):
+    from test_eval_interactions import _store_events
+
+    _store_events(settings, db)
+    weights = {"view": 1.0, "click": 2.0, "favorite": 4.0, "consult": 4.0, "apply": 8.0, "complete": 8.0,
+               "teleport": 0.0}
+    cfg = {"_source": "city.yaml", "data": {"source": "events", "action_weights": weights, "half_life_days": 60},
+           "protocol": "temporal", "test_days": 45, "valid_days": 60, "k": 5, "metrics": ["ndcg", "hit"],
+           "models": {"ease": {"l2": [1.0, 10.0, 100.0]}}}
+    rec = RecordingSystem()
+    run = run_eval_config(cfg, write=False, settings=settings, db=db, systems={"rec": rec})
+    assert run.report.results[0].valid_metrics  # selected on the valid window
+    # events between the valid cut and the test cut are in the test stage's weighted history
+    from yiwang.eventlog import scan_events
+
+    ev = scan_events(settings.events_dir).collect()
+    test_cut = ev["ts"].max() - timedelta(days=45)
+    late = ev.filter(pl.col("ts") > ev["ts"].max() - timedelta(days=105), pl.col("ts") <= test_cut,
+                     pl.col("action") != "teleport").select("subject_id", "item_id").unique()
+    assert late.height > 0 and "w" in rec.fitted_on[-1].columns
+    assert late.join(rec.fitted_on[-1], on=["subject_id", "item_id"], how="anti").height == 0
