@@ -113,7 +113,8 @@ def implicit_twin(model: _FactorModel):
     from implicit.cpu.als import AlternatingLeastSquares
 
     model._check_fitted()
-    twin = AlternatingLeastSquares(factors=model.item_factors_.shape[1], num_threads=int(model.num_threads))
+    with threadpool_limits(limits=1, user_api="blas"):  # implicit's threaded-BLAS check runs in __init__
+        twin = AlternatingLeastSquares(factors=model.item_factors_.shape[1], num_threads=int(model.num_threads))
     twin.user_factors = model.user_factors_
     twin.item_factors = model.item_factors_
     return twin

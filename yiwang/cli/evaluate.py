@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Does the file's first line name the columns? (default: yes for pairs, no for sequences)", show_default=False),
         user_col: str = typer.Option("0", "--user-col", help="User column: name or 0-based index."),
         item_col: str = typer.Option("1", "--item-col", help="Item column: name or 0-based index."),
-        time_col: Optional[str] = typer.Option(None, "--time-col", help="Timestamp column (Unix seconds or ISO); needed by leave-last-out and temporal."),
+        time_col: Optional[str] = typer.Option(None, "--time-col", help="Timestamp column (Unix seconds or ISO); needed by leave-last-out and temporal (not with --format sequences: the line order is the time)."),
         rating_col: Optional[str] = typer.Option(None, "--rating-col", help="Rating column (optional)."),
         min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Keep only interactions rated at least this."),
         models: str = typer.Option("ease,als,bpr,itemknn,pop", "--models", help="Comma-separated models: ease, als, bpr, itemknn, pop."),
