@@ -8,7 +8,6 @@ here, at the edge, and nowhere else. Exit codes: 0 ok, 1 unexpected failure, 2 b
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -55,7 +54,6 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         # Without standalone mode click returns a command's typer.Exit code instead of exiting.
         rc = app(standalone_mode=False)
