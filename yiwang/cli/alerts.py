@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         from notifier import evaluate_alerts
 
         c = app_context(ctx)
-        s = evaluate_alerts(c.settings, c.db, parse_as_of(as_of), rule_ids=rule or None)
+        s = evaluate_alerts(c.settings, c.ingested_db, parse_as_of(as_of), rule_ids=rule or None)
         if s.rules_warning and not as_json:
             err_console.print(f"[yellow]warning:[/] rules file not in force, using {s.rules_source}: {s.rules_warning}",
                               highlight=False)
@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--now {now!r} is not an ISO-8601 time") from None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
-        _print("deliver", asdict(deliver(c.settings, c.db, when, max_sends=max_sends)), as_json)
+        _print("deliver", asdict(deliver(c.settings, c.ingested_db, when, max_sends=max_sends)), as_json)
 
     @app.command("schedule")
     def schedule_cmd(ctx: typer.Context) -> None:

@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
         c = app_context(ctx)
         with stage_progress("train", as_json) as tick:
-            s = train(c.settings, c.db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
+            s = train(c.settings, c.ingested_db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
         data = asdict(s)
         if not as_json:
             data["metrics"] = {k: v for k, v in s.metrics.items() if k != "feature_gain"}
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
         c = app_context(ctx)
         with stage_progress("recommend", as_json) as tick:
-            s = recommend(c.settings, c.db, parse_as_of(as_of), progress=tick)
+            s = recommend(c.settings, c.ingested_db, parse_as_of(as_of), progress=tick)
         print_summary("recommend", asdict(s), as_json)
 
     @app.command("feed")
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         from recommender.feeds import read_feed
 
         c = app_context(ctx)
-        feed = read_feed(c.db, c.settings, subject_id, limit)
+        feed = read_feed(c.ingested_db, c.settings, subject_id, limit)
         if as_json:
             console.print_json(json.dumps(feed.to_dict(), ensure_ascii=False))
             return
