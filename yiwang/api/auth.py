@@ -2,14 +2,20 @@
 
 ``require(scope, ...)`` is the dependency every protected route declares; it answers 401 for a missing,
 unknown or revoked key and 403 for a key without any of the named scopes (``admin`` holds every scope).
+A 403 is audited (key id, the operation, the subject it aimed at, outcome ``denied``): a key probing for what
+it may not read is what the audit log is for.
 The OpenAPI document lists each route's scopes (see :func:`yiwang.api.openapi.document`).
 """
 
 from __future__ import annotations
 
+import re
+
 from fastapi import Request
 
+from yiwang.api.audit import record
 from yiwang.api.db import request_db
+from yiwang.api.errors import request_id_of
 from yiwang.api.keys import SCOPES, ApiKey, verify_key
 from yiwang.errors import PermissionDenied, Unauthenticated
 
@@ -28,6 +34,8 @@ def require(*scopes: str):
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
         key = verify_key(request_db(request).conn, credentials.strip())
         if not any(key.allows(s) for s in scopes):
+            record(request_db(request), key.key_id, _operation(request), _audit_subject(request), "denied",
+                   request_id_of(request))
             raise PermissionDenied(f"this API key lacks the scope {' or '.join(scopes)}")
         request.state.api_key_id = key.key_id
         return key
@@ -35,3 +43,28 @@ def require(*scopes: str):
     dependency.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
     dependency.scopes = scopes  # type: ignore[attr-defined]
     return dependency
+
+
+# The path parameter naming what a request acts on, in the order the audit log's ``subject`` prefers them.
+_SUBJECT_PARAMS = ("subject_id", "alert_id", "rule_id", "version")
+# Access is decided before the path is validated: only a value an id could be goes into the log, and never
+# one shaped like a resident ID number (15 or more digits in a row).
+_LOGGABLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ID_NUMBER_SHAPED = re.compile(r"[0-9]{15}")
+
+
+def _operation(request: Request) -> str:
+    """The method and route template, e.g. ``GET /v1/subjects/{subject_id}/profile``: no ids in it."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', 'unmatched')}"
+
+
+def _audit_subject(request: Request) -> str | None:
+    for name in _SUBJECT_PARAMS:
+        value = request.path_params.get(name)
+        if value is not None:
+            value = str(value)
+            if _LOGGABLE.match(value) and not _ID_NUMBER_SHAPED.search(value):
+                return value
+            return "(invalid id)"
+    return None
