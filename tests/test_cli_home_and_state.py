@@ -51,7 +51,8 @@ def test_home_that_cannot_be_created_is_refused_by_name(monkeypatch, capsys):
 
 @pytest.mark.parametrize("command", [
     ["profile"], ["profile", "--tag"], ["tag"], ["alerts", "--as-of", "2026-06-30"], ["deliver"], ["tags", "P0000001"],
-    ["train"], ["recommend"], ["feed", "P0000001"], ["quarantine"], ["profile-show", "P0000001"],
+    ["train"], ["recommend"], ["feed", "P0000001"], ["quarantine"], ["profile-show", "P0000001"], ["models"],
+    ["feeds"], ["feeds", "rollback"], ["run", "--as-of", "2026-06-30"],
 ])
 def test_commands_that_need_data_refuse_a_mistyped_home_without_creating_it(tmp_path, monkeypatch, capsys, command):
     typo = tmp_path / "yiwnag-home"
