@@ -82,3 +82,17 @@ def test_dismiss_for_a_registered_subject_still_works(live):
                       headers={"Authorization": f"Bearer {writer_key}"}, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.json()["item_id"] == ITEM
+
+
+def test_a_revoked_key_still_in_use_is_audited(live):
+    base_url, db, _, _ = live
+    from yiwang.api.keys import revoke_key
+
+    revoked, revoked_key = create_key(db, "old-portal", ["profile:read"])
+    revoke_key(db, revoked.key_id)
+    resp = httpx.get(f"{base_url}/v1/subjects/{KNOWN}/profile", headers={"Authorization": f"Bearer {revoked_key}"},
+                     timeout=10)
+    assert resp.status_code == 401
+    records = list_audit(db, key_id=revoked.key_id)
+    assert [(r["outcome"], r["subject"], r["request_id"]) for r in records] == [
+        ("denied", KNOWN, resp.headers["x-request-id"])]

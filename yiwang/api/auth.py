@@ -2,8 +2,8 @@
 
 ``require(scope, ...)`` is the dependency every protected route declares; it answers 401 for a missing,
 unknown or revoked key and 403 for a key without any of the named scopes (``admin`` holds every scope).
-A 403 is audited (key id, the operation, the subject it aimed at, outcome ``denied``): a key probing for what
-it may not read is what the audit log is for.
+A 403, and a 401 for a revoked key, are audited (key id, the operation, the subject it aimed at, outcome
+``denied``): a key probing for what it may not read is what the audit log is for.
 The OpenAPI document lists each route's scopes (see :func:`yiwang.api.openapi.document`).
 """
 
@@ -32,7 +32,15 @@ def require(*scopes: str):
         scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-        key = verify_key(request_db(request).conn, credentials.strip())
+        try:
+            key = verify_key(request_db(request).conn, credentials.strip())
+        except Unauthenticated as exc:
+            # A revoked key still in use is worth an audit record; an unknown key names nobody to record.
+            revoked_key_id = getattr(exc, "key_id", None)
+            if revoked_key_id is not None:
+                record(request_db(request), revoked_key_id, _operation(request), _audit_subject(request), "denied",
+                       request_id_of(request))
+            raise
         if not any(key.allows(s) for s in scopes):
             record(request_db(request), key.key_id, _operation(request), _audit_subject(request), "denied",
                    request_id_of(request))
