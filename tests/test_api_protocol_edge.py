@@ -13,7 +13,7 @@ import pytest
 
 from yiwang.api.app import create_app
 from yiwang.api.keys import create_key
-from yiwang.api.server import JsonErrorH11Protocol, serve_in_thread
+from yiwang.api.server import HTTP_PROTOCOL, JsonErrorH11Protocol, serve_in_thread
 from yiwang.settings import load_settings
 from yiwang.store import open_db
 
@@ -160,6 +160,42 @@ def test_the_default_body_timeout_is_a_few_seconds():
     from yiwang.api.middleware import BODY_TIMEOUT_S as default
 
     assert 1 <= default <= 10
+
+
+# -- request headers that never complete ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[HTTP_PROTOCOL, JsonErrorH11Protocol], ids=lambda c: c.__name__)
+def quick_header_deadline(settings, request):
+    protocol = type("QuickDeadline", (request.param,), {"header_timeout_s": BODY_TIMEOUT_S})
+    with serve_in_thread(create_app(settings), http=protocol) as url:
+        yield url
+
+
+@pytest.mark.parametrize("payload", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "partial"])
+def test_a_connection_whose_headers_never_complete_is_closed(quick_header_deadline, payload):
+    answer, took = _raw(quick_header_deadline, payload, timeout=BODY_TIMEOUT_S + 10)
+    assert answer == b""
+    assert took >= BODY_TIMEOUT_S * 0.9
+
+
+def test_the_header_deadline_spares_a_keep_alive_connection_between_requests(quick_header_deadline):
+    host, port = re.match(r"http://([^:]+):(\d+)", quick_header_deadline).groups()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for attempt in range(2):
+            if attempt:
+                time.sleep(BODY_TIMEOUT_S * 1.5)  # longer than the header deadline, shorter than keep-alive (5 s)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_the_default_header_deadline_is_a_few_seconds():
+    from yiwang.api.server import HEADER_TIMEOUT_S
+
+    assert 1 <= HEADER_TIMEOUT_S <= 30
 
 
 # -- /docs without a CDN -----------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """How the API is served: one uvicorn configuration for `yiwang serve` and for the tests' loopback server.
 
 uvicorn answers malformed HTTP itself, before any ASGI app runs, with a text/plain 400; the protocol classes
-here answer those in the API's one error shape instead. Everything else uvicorn writes is unchanged.
+here answer those in the API's one error shape instead. They also close a connection whose request headers
+do not arrive within ``HEADER_TIMEOUT_S`` (uvicorn waits for them forever; its keep-alive timeout covers only
+the idle time after a response). A body that stops arriving is the edge middleware's (a 400, then close).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -29,6 +32,50 @@ except ImportError:  # httptools is optional in uvicorn; h11 is always there
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 
+# Seconds from a connection's first byte (or its opening) until its request headers must be complete.
+HEADER_TIMEOUT_S = 10.0
+
+
+class _HeaderDeadline:
+    """Mixed into a uvicorn HTTP protocol: close the connection if request headers take too long."""
+
+    header_timeout_s = HEADER_TIMEOUT_S
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self._awaiting_headers():
+            self._arm_header_timer()
+        elif self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def connection_lost(self, exc) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _awaiting_headers(self) -> bool:
+        # Between requests uvicorn holds the last, completed cycle; a new one starts once headers are parsed.
+        cycle = self.cycle  # type: ignore[attr-defined]
+        return cycle is None or cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)  # type: ignore[attr-defined]
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        transport = self.transport  # type: ignore[attr-defined]
+        if self._awaiting_headers() and not transport.is_closing():
+            transport.close()
+
+
 def _json_400(msg: str) -> bytes:
     body = json.dumps(error_body("bad_request", msg or "invalid HTTP request", uuid.uuid4().hex)).encode()
     return (
@@ -39,8 +86,8 @@ def _json_400(msg: str) -> bytes:
     )
 
 
-class JsonErrorH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, its parse-error 400 in the API's error shape."""
+class JsonErrorH11Protocol(_HeaderDeadline, H11Protocol):
+    """uvicorn's h11 protocol, its parse-error 400 in the API's error shape, with a deadline for headers."""
 
     def send_400_response(self, msg: str) -> None:
         # h11's state machine is in ERROR here; the bytes go straight to the transport, then it closes.
@@ -50,8 +97,8 @@ class JsonErrorH11Protocol(H11Protocol):
 
 if HttpToolsProtocol is not None:
 
-    class JsonErrorHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[valid-type,misc]
-        """uvicorn's httptools protocol, its parse-error 400 in the API's error shape."""
+    class JsonErrorHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):  # type: ignore[valid-type,misc]
+        """uvicorn's httptools protocol, its parse-error 400 in the API's error shape, with a deadline for headers."""
 
         def send_400_response(self, msg: str) -> None:
             self.transport.write(_json_400(msg))
