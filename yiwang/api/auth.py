@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from yiwang.api.audit import record
 from yiwang.api.db import request_db
@@ -38,12 +39,10 @@ def require(*scopes: str):
             # A revoked key still in use is worth an audit record; an unknown key names nobody to record.
             revoked_key_id = getattr(exc, "key_id", None)
             if revoked_key_id is not None:
-                record(request_db(request), revoked_key_id, _operation(request), _audit_subject(request), "denied",
-                       request_id_of(request))
+                await _audit_denial(request, revoked_key_id)
             raise
         if not any(key.allows(s) for s in scopes):
-            record(request_db(request), key.key_id, _operation(request), _audit_subject(request), "denied",
-                   request_id_of(request))
+            await _audit_denial(request, key.key_id)
             raise PermissionDenied(f"this API key lacks the scope {' or '.join(scopes)}")
         request.state.api_key_id = key.key_id
         return key
@@ -59,6 +58,12 @@ _SUBJECT_PARAMS = ("subject_id", "alert_id", "rule_id", "version")
 # one shaped like a resident ID number (15 or more digits in a row).
 _LOGGABLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _ID_NUMBER_SHAPED = re.compile(r"[0-9]{15}")
+
+
+async def _audit_denial(request: Request, key_id: str) -> None:
+    # A write may wait on a batch holding the store's write lock: off the event loop, as the routes' writes are.
+    await run_in_threadpool(record, request_db(request), key_id, _operation(request), _audit_subject(request),
+                            "denied", request_id_of(request))
 
 
 def _operation(request: Request) -> str:
