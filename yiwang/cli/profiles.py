@@ -52,15 +52,16 @@ def register(app: typer.Typer) -> None:
 
         c = app_context(ctx)
         day = parse_as_of(as_of)
+        db = c.ingested_db
         if not tag:
             with stage_progress("profile", as_json) as tick:
-                summary = build_profiles(c.settings, c.ingested_db, day, progress=tick)
+                summary = build_profiles(c.settings, db, day, progress=tick)
             print_summary("profiles", summary.as_dict(), as_json)
             return
         from taggers import profile_and_tag
 
         with stage_progress("profile and tag", as_json) as tick:
-            profiles, tags = profile_and_tag(c.settings, c.ingested_db, day, progress=tick)
+            profiles, tags = profile_and_tag(c.settings, db, day, progress=tick)
         if as_json:
             print_summary("profiles and tags", {"profiles": profiles.as_dict(), "tags": tags.as_dict()}, True)
             return
@@ -104,8 +105,9 @@ def register(app: typer.Typer) -> None:
             print_summary("rules file", {"file": str(rules_path(c.settings)), "rules": len(rs.rules), "ok": True}, as_json)
             return
         day = parse_as_of(as_of)
+        db = c.ingested_db
         with stage_progress("tag", as_json) as tick:
-            summary = run_taggers(c.settings, c.ingested_db, day, progress=tick)
+            summary = run_taggers(c.settings, db, day, progress=tick)
         print_summary("tags", summary.as_dict(), as_json)
 
     @tags_app.command("show")

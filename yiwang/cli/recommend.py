@@ -93,8 +93,9 @@ def register(app: typer.Typer) -> None:
         from recommender import train
 
         c = app_context(ctx)
+        db = c.ingested_db
         with stage_progress("train", as_json) as tick:
-            s = train(c.settings, c.ingested_db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
+            s = train(c.settings, db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
         data = asdict(s)
         if not as_json:
             data["metrics"] = {k: v for k, v in s.metrics.items() if k != "feature_gain"}
@@ -110,8 +111,9 @@ def register(app: typer.Typer) -> None:
         from recommender import recommend
 
         c = app_context(ctx)
+        db = c.ingested_db
         with stage_progress("recommend", as_json) as tick:
-            s = recommend(c.settings, c.ingested_db, parse_as_of(as_of), progress=tick)
+            s = recommend(c.settings, db, parse_as_of(as_of), progress=tick)
         print_summary("recommend", asdict(s), as_json)
 
     @app.command("feed")
