@@ -2,7 +2,8 @@
 
 Errors from the library (:class:`yiwang.errors.YiwangError`) become a one-line message and an exit code
 here, at the edge, and nowhere else. Exit codes: 0 ok, 1 unexpected failure, 2 bad input or config,
-3 not found, 4 not allowed, 5 wrong state (e.g. nothing ingested yet).
+3 not found, 4 not allowed, 5 wrong state (e.g. nothing ingested in HOME yet, or the port `serve` is asked for
+is in use).
 """
 
 from __future__ import annotations

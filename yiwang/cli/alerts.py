@@ -141,7 +141,7 @@ def rules_dry_run(
     from notifier.engine import dry_run
 
     c = app_context(ctx)
-    result = dry_run(c.settings, c.db, rule_id, parse_as_of(as_of), sample=sample, rules_file=rules_file)
+    result = dry_run(c.settings, c.ingested_db, rule_id, parse_as_of(as_of), sample=sample, rules_file=rules_file)
     data = asdict(result)
     _print(f"dry run of {rule_id}", data, as_json)
     if not as_json:
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         from notifier import evaluate_alerts
 
         c = app_context(ctx)
-        s = evaluate_alerts(c.settings, c.db, parse_as_of(as_of), rule_ids=rule or None)
+        s = evaluate_alerts(c.settings, c.ingested_db, parse_as_of(as_of), rule_ids=rule or None)
         if s.rules_warning:
             from notifier.rules import in_force_path
 
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--now {now!r} is not an ISO-8601 time") from None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
-        _print("deliver", asdict(deliver(c.settings, c.db, when, max_sends=max_sends)), as_json)
+        _print("deliver", asdict(deliver(c.settings, c.ingested_db, when, max_sends=max_sends)), as_json)
 
     @app.command("schedule")
     def schedule_cmd(ctx: typer.Context) -> None:

@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         """Show the rows an ingest quarantined: counts per table, reason and field, then sample rows."""
         from yiwang.ingest import read_quarantine
 
-        data = read_quarantine(app_context(ctx).db, ingest, table, limit)
+        data = read_quarantine(app_context(ctx).ingested_db, ingest, table, limit)
         if as_json:
             console.print_json(json.dumps(data, ensure_ascii=False))
             return

@@ -55,6 +55,16 @@ class Feed(BaseModel):
     items: list[FeedItem]
 
 
+# The subjects a feed read does not answer 404 for (recommender.feeds.read_feed): in a registry, or in the
+# served version. A dismissal for any other subject is 404 too, rather than stored for a feed that cannot exist.
+_FEED_SUBJECT_SQL = """
+SELECT EXISTS (SELECT 1 FROM people WHERE person_id = ?1)
+    OR EXISTS (SELECT 1 FROM enterprises WHERE enterprise_id = ?1)
+    OR EXISTS (SELECT 1 FROM feed_rows WHERE subject_id = ?1 AND version =
+               (SELECT CAST(value AS INTEGER) FROM serving_pointers WHERE name = 'feed_version'))
+"""
+
+
 class Dismissal(BaseModel):
     subject_id: str
     item_id: str
@@ -97,6 +107,8 @@ def dismiss_item(
     request: Request,
 ) -> Dismissal:
     with audited(db, request, key, "feed.dismiss", subject_id):
+        if not db.conn.execute(_FEED_SUBJECT_SQL, (subject_id,)).fetchone()[0]:
+            raise NotFound(f"subject {subject_id!r} is neither in the registries nor in the served feed")
         if db.conn.execute("SELECT 1 FROM catalog WHERE item_id = ?", (item_id,)).fetchone() is None:
             raise NotFound(f"no catalogue item {item_id!r}")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
