@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", type=Path, default=HERE / "ml100k.yaml")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    from yiwang.errors import YiwangError
+    from data.errors import YiwangError
 
     try:
         res = run(args.config, args.out, progress=lambda m: print(m, file=sys.stderr))

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from yiwang.settings import TIMEZONE
-from yiwang.store import connect
+from data.settings import TIMEZONE
+from data.store import connect
 
 LOCAL = ZoneInfo(TIMEZONE)
 

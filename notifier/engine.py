@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from notifier.rules import Rule, RuleSet, check_file, mark_in_force, rules_in_force
-from yiwang.registry import scan_table
+from data.registry import scan_table
 
 OUT_COLUMNS = [
     "rule_id", "rule_version", "kind", "subject_id", "subject_type", "object_id", "stage", "stage_order",

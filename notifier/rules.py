@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from yiwang.errors import RulesError
+from data.errors import RulesError
 
 KINDS = ("licence_expiry", "tag_gained", "calendar", "age_milestone")
 CHANNELS = ("in_app", "webhook")
@@ -115,7 +115,7 @@ class RuleSet:
         for r in self.rules:
             if r.id == rule_id:
                 return r
-        from yiwang.errors import NotFound
+        from data.errors import NotFound
 
         raise NotFound(f"no reminder rule {rule_id!r} in {self.source}")
 

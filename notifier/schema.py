@@ -1,4 +1,4 @@
-"""notifier tables (named migrations, applied by yiwang.store).
+"""notifier tables (named migrations, applied by data.store).
 
 ``outbox`` holds one row per alert. Its UNIQUE key (rule_id, subject_id, object_id, stage) is what makes an alert
 exist once across reruns, crashes and overlapping runs: evaluation only ever does INSERT OR IGNORE on it.

@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from yiwang.registry import scan_table
-from yiwang.settings import TIMEZONE
+from data.registry import scan_table
+from data.settings import TIMEZONE
 
 from recommender.config import RecommenderConfig
 from recommender.reasons import sensitive_codes
@@ -223,7 +223,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
 
     ``events`` defaults to the stored event log; experiments pass a training slice instead.
     """
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     home = settings.home
     if events is None:

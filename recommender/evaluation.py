@@ -28,7 +28,7 @@ from recommender.interactions import FORMATS
 from recommender.metrics import METRICS, USER_METRICS, coverage, parse_metrics, per_user
 from recommender.models import ImplicitModel, batch_topk, make_model, to_csr
 from recommender.splits import Split
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 REC_SCHEMA = {"subject_id": pl.String, "item_id": pl.String, "rank": pl.Int64, "score": pl.Float64}
 
@@ -534,8 +534,8 @@ def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame,
     """
     from recommender.models.weights import check_action_weights, weighted_interactions
     from recommender.splits import temporal_split
-    from yiwang.eventlog import scan_events
-    from yiwang.registry import scan_table
+    from data.eventlog import scan_events
+    from data.registry import scan_table
 
     source = cfg.get("_source", "<config>")
     data = cfg["data"]
@@ -557,7 +557,7 @@ def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame,
                               f"known: {', '.join(weights)}")
     events = scan_events(settings.events_dir).select("subject_id", "item_id", "action", "ts").collect()
     if events.height == 0:
-        from yiwang.errors import StateError
+        from data.errors import StateError
 
         raise StateError(f"no events in {settings.events_dir}: ingest an export first (`yiwang ingest`)")
     raw = temporal_split(events, int(cfg.get("test_days", 60)), int(cfg.get("valid_days", 0)))
@@ -607,7 +607,7 @@ def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame,
 
 def crowd_groups(settings, db) -> pl.DataFrame:
     """subject -> group for the fairness breakdown: person/enterprise, non-sensitive crowd tags, students."""
-    from yiwang.registry import scan_table
+    from data.registry import scan_table
 
     people = scan_table(settings.home, "people").select(pl.col("person_id").alias("subject_id")).collect()
     ents = scan_table(settings.home, "enterprises").select(pl.col("enterprise_id").alias("subject_id")).collect()

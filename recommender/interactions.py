@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from yiwang.errors import ContractError
+from data.errors import ContractError
 
 SEPARATORS = ("\t", ",", ";", "|", " ")
 FORMATS = ("pairs", "sequences")

@@ -21,7 +21,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 
 @dataclass

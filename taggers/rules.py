@@ -2,7 +2,7 @@
 
 The file is data, never code: there is no ``eval``. A rule is a condition tree over a small, closed vocabulary
 (profile fields, licences, past events, household members, other rules); anything outside it is rejected with
-:class:`yiwang.errors.RulesError` naming the file, the rule and the line, before any tag is touched, so the
+:class:`data.errors.RulesError` naming the file, the rule and the line, before any tag is touched, so the
 rules in force stay in force.
 
 Format (see ``data/tag_rules.yaml`` for a full, commented file)::
@@ -54,7 +54,7 @@ import polars as pl
 import yaml
 
 from profiler.build import day_end_utc
-from yiwang.errors import RulesError
+from data.errors import RulesError
 
 COMPARE_OPS = {"==", "!=", "<", "<=", ">", ">="}
 DATE_WINDOW_OPS = {"within_last_days", "within_next_days"}

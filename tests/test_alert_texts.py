@@ -104,8 +104,8 @@ def test_delivered_at_is_the_real_time_of_delivery(settings, db, permits):
 
 def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
     from notifier.receiver import Receiver
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
+    from data.settings import load_settings
+    from yiwang.migrations import open_db
 
     with Receiver() as receiver:
         settings = load_settings(home=tmp_path / "home", id_hash_key="k", webhook_url=receiver.url,
@@ -155,7 +155,7 @@ def test_every_item_a_shipped_reminder_names_has_an_english_name(settings):
     renewal item, and matches the catalogue it translates."""
     import yaml
 
-    from yiwang.reference import load_catalog
+    from data.reference import load_catalog
 
     names = pl.read_csv(settings.data_dir / "item_names_en.csv", infer_schema=False)
     cat = load_catalog(settings.data_dir).select("item_id", "name")

@@ -15,8 +15,8 @@ from notifier.engine import dry_run, evaluate_alerts
 from notifier.outbox import list_alerts
 from notifier.rules import install_rules
 from notifier.sample import delete_rows, put_rows
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 AS_OF = date(2026, 3, 2)
 

@@ -12,8 +12,8 @@ import pytest
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.settings import REPO_ROOT, load_settings
-from yiwang.store import open_db
+from data.settings import REPO_ROOT, load_settings
+from yiwang.migrations import open_db
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 from yiwang.api.app import create_app
 from yiwang.api.keys import create_key
 from yiwang.api.server import HTTP_PROTOCOL, JsonErrorH11Protocol, serve_in_thread
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 BODY_TIMEOUT_S = 1.0
 

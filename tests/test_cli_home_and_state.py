@@ -93,8 +93,8 @@ def city_home(tmp_path_factory):
     """A store with a small city ingested, profiled and tagged."""
     from profiler import build_profiles
     from taggers import run_taggers
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
+    from data.settings import load_settings
+    from yiwang.migrations import open_db
 
     base = tmp_path_factory.mktemp("city")
     settings = load_settings(home=base / "home")
@@ -115,7 +115,7 @@ def test_tags_of_a_subject_the_store_does_not_know_is_not_found(city_home, monke
 
 def test_tags_of_a_known_subject_without_tags_is_still_listed(city_home, monkeypatch, capsys):
     home, city = city_home
-    from yiwang.store import open_db
+    from yiwang.migrations import open_db
 
     db = open_db(home / "yiwang.db")
     untagged = db.conn.execute(

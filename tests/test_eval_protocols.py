@@ -151,7 +151,7 @@ def test_store_events_test_stage_learns_from_the_valid_window(settings, db):
     run = run_eval_config(cfg, write=False, settings=settings, db=db, systems={"rec": rec})
     assert run.report.results[0].valid_metrics  # selected on the valid window
     # events between the valid cut and the test cut are in the test stage's weighted history
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     ev = scan_events(settings.events_dir).collect()
     test_cut = ev["ts"].max() - timedelta(days=45)

@@ -12,7 +12,7 @@ import pytest
 
 from recommender.interactions import load_interactions
 from recommender.splits import leave_last_out
-from yiwang.errors import ContractError
+from data.errors import ContractError
 
 YIWANG = Path(sys.executable).parent / "yiwang"
 

@@ -21,10 +21,10 @@ import recommender
 from cities import mini_city
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.eventlog import append_events
-from yiwang.reference import load_taxonomy
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.eventlog import append_events
+from data.reference import load_taxonomy
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 SENSITIVE = ("crowd.hardship", "crowd.disabled")
 # Reasons that echo the subject's own records or behaviour (a licence expiry, an item they looked at) are

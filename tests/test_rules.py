@@ -12,9 +12,9 @@ import pytest
 
 from notifier.engine import evaluate_alerts
 from notifier.rules import check_file, in_force_path, install_rules, load_reference, parse_rules, rules_in_force
-from yiwang.errors import RulesError
-from yiwang.settings import REPO_ROOT, load_settings
-from yiwang.store import open_db
+from data.errors import RulesError
+from data.settings import REPO_ROOT, load_settings
+from yiwang.migrations import open_db
 
 DATA = REPO_ROOT / "data"
 SHIPPED = DATA / "reminder_rules.yaml"

@@ -16,8 +16,8 @@ import pytest
 
 from notifier.rules import install_rules
 from notifier.sample import put_rows
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 AS_OF = "2026-03-02"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import sqlite_utils
 
-from yiwang.eventlog import scan_events
-from yiwang.settings import Settings
+from data.eventlog import scan_events
+from data.settings import Settings
 
 _KNOWN_IN_TABLES = (
     "SELECT 1 FROM people WHERE person_id = ?",

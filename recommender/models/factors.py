@@ -10,7 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from recommender.models.base import ImplicitModel, as_user_items
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 
 class _FactorModel(ImplicitModel):

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.models.base import ImplicitModel, as_user_items
-from yiwang.errors import ConfigFileError
+from data.errors import ConfigFileError
 
 
 class ItemKNN(ImplicitModel):

@@ -19,7 +19,7 @@ from yiwang.api.metrics import Metrics
 from yiwang.api.middleware import BODY_TIMEOUT_S, EdgeMiddleware
 from yiwang.api.openapi import document
 from yiwang.api.routes import ROUTERS
-from yiwang.settings import Settings
+from data.settings import Settings
 
 DESCRIPTION = """\
 Feeds (个性推荐), alerts, events, profiles and tags of the one-network portal.

@@ -18,7 +18,7 @@ from yiwang.api.audit import record
 from yiwang.api.db import request_db
 from yiwang.api.errors import request_id_of
 from yiwang.api.keys import SCOPES, ApiKey, verify_key
-from yiwang.errors import PermissionDenied, Unauthenticated
+from data.errors import PermissionDenied, Unauthenticated
 
 
 def require(*scopes: str):

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from yiwang.errors import YiwangError
+from data.errors import YiwangError
 
 HTTP_CODES = {
     400: "bad_request",

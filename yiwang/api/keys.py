@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import sqlite_utils
 
-from yiwang.errors import NotFound, StateError, Unauthenticated, YiwangError
+from data.errors import NotFound, StateError, Unauthenticated, YiwangError
 
 SCOPES = ("feed:read", "events:write", "profile:read", "tags:write", "rules:write", "models:write", "admin")
 ADMIN = "admin"

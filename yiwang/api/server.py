@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from yiwang.api.errors import error_body
-from yiwang.errors import ConfigError, StateError, YiwangError
+from data.errors import ConfigError, StateError, YiwangError
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol

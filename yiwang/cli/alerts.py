@@ -26,7 +26,7 @@ import typer
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of
-from yiwang.errors import RulesError
+from data.errors import RulesError
 
 rules_app = typer.Typer(help="Reminder rules (提醒规则): validate a file, preview a rule.", no_args_is_help=True)
 
@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
     @app.command("schedule")
     def schedule_cmd(ctx: typer.Context) -> None:
         """Run the scheduler in the foreground (jobs persist in the store); Ctrl-C or SIGTERM stops it."""
-        from notifier.scheduler import list_jobs, start
+        from yiwang.scheduler import list_jobs, start
 
         c = app_context(ctx)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the jobs as JSON."),
     ) -> None:
         """List the scheduled jobs: schedule, next run time (Asia/Shanghai) and last run."""
-        from notifier.scheduler import list_jobs
+        from yiwang.scheduler import list_jobs
 
         c = app_context(ctx)
         rows = [asdict(j) for j in list_jobs(c.settings)]

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from yiwang.errors import ConfigError, StateError
-from yiwang.settings import Settings, load_settings
-from yiwang.store import open_db
+from data.errors import ConfigError, StateError
+from data.settings import Settings, load_settings
+from yiwang.migrations import open_db
 
 console = Console()
 # soft_wrap: an error naming a long file path must stay on one line, copy-pasteable.

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from yiwang.cli.context import app_context, console, err_console
-from yiwang.errors import ConfigFileError
+from data.errors import ConfigFileError
 
 EVAL_HELP = """Evaluate implicit models and baselines offline; writes results.md, results.csv and PNG plots.
 

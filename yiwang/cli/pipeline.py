@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
-from yiwang.errors import StateError
+from data.errors import StateError
 from yiwang.pipeline import RunSummary, StageResult, run_nightly
 
 

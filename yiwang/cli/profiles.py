@@ -17,7 +17,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
-from yiwang.errors import NotFound
+from data.errors import NotFound
 from yiwang.subjects import subject_known
 
 

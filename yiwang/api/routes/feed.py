@@ -16,7 +16,7 @@ from yiwang.api.db import get_db
 from yiwang.api.feed_read import personalised_feed_json
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import ItemId, SubjectId, engine
-from yiwang.errors import NotFound
+from data.errors import NotFound
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/feed", tags=["feed"])
 

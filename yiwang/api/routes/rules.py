@@ -21,7 +21,7 @@ from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import engine, plain
-from yiwang.settings import TIMEZONE
+from data.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
