@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -74,8 +73,6 @@ DEFAULT_FALSE = {"once_per_subject", "local_hukou_only"}
 
 ENCODING_SAMPLE_BYTES = 4 << 20
 CSV_BLOCK_BYTES = 32 << 20
-# Anything shaped like an 18-character resident ID inside free text (malformed rows) is masked too.
-_ID_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})[0-9]{11}[0-9Xx](?![0-9])")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -409,14 +406,14 @@ def _tuples(df: pl.DataFrame, chunk_rows: int = 100_000) -> Iterator[tuple]:
 
 
 def _malformed_frame(bad: list[tuple[int | None, str]]) -> pl.DataFrame:
+    """Quarantine rows for CSV records that could not be split into the header's fields: their text as
+    it came, with anything shaped like a resident ID masked."""
+    text = pl.Series("text", [t for _, t in bad], dtype=pl.String)
     return pl.DataFrame(
-        {
-            "_line": [n for n, _ in bad],
-            "_field": [None] * len(bad),
-            "_reason": ["malformed_row"] * len(bad),
-            "_raw": [json.dumps({"text": _ID_IN_TEXT.sub(r"\1" + "*" * 12, t)}, ensure_ascii=False) for _, t in bad],
-        },
-        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String, "_raw": pl.String},
+        {"_line": [n for n, _ in bad], "_field": [None] * len(bad), "_reason": ["malformed_row"] * len(bad)},
+        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String},
+    ).with_columns(
+        pl.struct(contract.mask_resident_ids(pl.lit(text))).struct.json_encode().alias("_raw")
     )
 
 
@@ -466,7 +463,7 @@ def _db_frame(spec: TableSpec, ok: pl.DataFrame, key: bytes) -> pl.DataFrame:
         elif col.kind == "int":
             exprs.append(pl.col(f"_p_{name}").alias(name))
         else:
-            exprs.append(pl.col(name).alias(name))
+            exprs.append(contract.stored_text(spec, name, pl.col(name)).alias(name))
     out = ok.select(exprs)
     if spec.name == "people" and "id_number" in present:
         # HMAC has no Polars kernel: one C call chain per id, from precomputed keyed states.
@@ -950,8 +947,9 @@ def ingest_export(
                 else:
                     _load_registry(settings, conn, ingest_id, src, ctx, ts, bar)
             except ContractError as exc:
-                # The file is refused as a whole: nothing of it was kept, so no row is counted.
-                ts.rejected = str(exc)
+                # The file is refused as a whole: nothing of it was kept, so no row is counted. (A parser's
+                # message may quote the row it choked on.)
+                ts.rejected = contract.mask_resident_ids_text(str(exc))
                 ts.rows_in = ts.inserted = ts.updated = ts.unchanged = ts.quarantined = 0
                 ts.reasons = {}
             ts.seconds = round(time.perf_counter() - t0, 3)
