@@ -33,6 +33,14 @@ TRUE_WORDS = ("1", "true", "t", "yes", "y")
 FALSE_WORDS = ("0", "false", "f", "no", "n")
 # Before this a birth or founding date is a data-entry error, not history.
 EARLIEST_DATE = date(1880, 1, 1)
+# Before this an event time is a broken clock or a placeholder (0001-01-01), not an interaction.
+EARLIEST_TS = datetime(1900, 1, 1, tzinfo=ZoneInfo("UTC"))
+# The shapes the contract promises. The parsers underneath are lenient (chrono takes `2026-2-3`,
+# ` 2026-02-03`, `+2026-02-03`; `str.to_integer` takes `+7`), so the shape is checked as well.
+DATE_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+INTEGER_SHAPE = r"^-?[0-9]+$"
+TS_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?$"
+NAIVE_TS_BYTES = len("YYYY-MM-DD HH:MM:SS")
 
 # --- GB 11643 resident ID: 6-digit address code, 8-digit birth date, 3-digit sequence, check char ----
 ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
@@ -334,6 +342,7 @@ REASONS: dict[str, str] = {
     "bad_bool": "not one of 1/0/true/false/yes/no",
     "bad_date": "not a real date in YYYY-MM-DD form, or before 1880",
     "bad_timestamp": "not an ISO-8601 timestamp (YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+HH:MM])",
+    "ts_before_1900": "event time before 1900-01-01 00:00 UTC",
     "bad_value": "a value outside the allowed set (gender, district, industry, audience)",
     "unknown_action": "action is not one of " + "|".join(ACTIONS),
     "unknown_channel": "channel is not one of " + "|".join(CHANNELS),
@@ -397,11 +406,16 @@ def parse_bool(col: pl.Expr) -> pl.Expr:
 
 def parse_date(col: pl.Expr) -> pl.Expr:
     d = col.str.to_date("%Y-%m-%d", strict=False)
-    return pl.when(d >= EARLIEST_DATE).then(d).otherwise(None)
+    return pl.when(col.str.contains(DATE_SHAPE) & (d >= EARLIEST_DATE)).then(d).otherwise(None)
+
+
+def parse_int(col: pl.Expr) -> pl.Expr:
+    return pl.when(col.str.contains(INTEGER_SHAPE)).then(col.str.to_integer(strict=False)).otherwise(None)
 
 
 def parse_ts(col: pl.Expr) -> pl.Expr:
     """ISO-8601 to UTC; a value without an offset is local Asia/Shanghai time (the portal's clock)."""
+    col = pl.when(col.str.contains(TS_SHAPE)).then(col).otherwise(None)
     s = col.str.replace(" ", "T", literal=True).str.replace(r"Z$", "+00:00")
     s = pl.when(s.str.contains(r"[+-]\d\d:\d\d$")).then(s).otherwise(s + pl.lit("+08:00"))
     # +08:00 is Asia/Shanghai's offset for every date since 1992 (no DST), so appending it is exact.
@@ -420,6 +434,12 @@ def parse_ts_series(values: pl.Series) -> pl.Series:
 
     def naive_utc(v: pl.Series, fmt: str) -> pl.Series:
         naive = v.str.strptime(pl.Datetime("us"), fmt, strict=False, cache=False)
+        # chrono also takes unpadded, space-padded or signed fields (`2025-6-1 9:00:00`), which make the
+        # value shorter or longer than the contract's shape: a length is read from the offsets, far cheaper
+        # than a regex over 30M values. Rows failing it go on to the full parser, which checks the shape.
+        lengths = v.str.len_bytes()
+        if lengths.min() != NAIVE_TS_BYTES or lengths.max() != NAIVE_TS_BYTES:
+            naive = pl.select(pl.when(lengths == NAIVE_TS_BYTES).then(naive)).to_series()
         # Asia/Shanghai is UTC+8 with no DST since 1992, so a fixed shift is exact for portal-era times.
         return (naive - timedelta(hours=8)).dt.replace_time_zone("UTC")
 
@@ -451,7 +471,7 @@ def parsed_columns(spec: TableSpec, present: set[str]) -> list[pl.Expr]:
         elif c.kind == "bool":
             out.append(parse_bool(col).alias(f"_p_{c.name}"))
         elif c.kind == "int":
-            out.append(col.str.to_integer(strict=False).alias(f"_p_{c.name}"))
+            out.append(parse_int(col).alias(f"_p_{c.name}"))
     return out
 
 
@@ -536,6 +556,7 @@ def row_rules(
         if ctx.known_subjects is not None:
             rules.append(("holder_id", "unknown_subject", ~ctx.is_known_subject(pl.col("holder_id"))))
     if spec is EVENTS:
+        rules.append(("ts", "ts_before_1900", pl.col("_p_ts") < EARLIEST_TS))
         rules.append(("ts", "ts_after_as_of", pl.col("_p_ts") >= ctx.end_of_as_of_utc))
         if ctx.known_items is not None:
             rules.append(("item_id", "unknown_item", ~pl.col("item_id").is_in(ctx.known_items.implode())))
