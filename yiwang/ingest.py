@@ -212,7 +212,8 @@ def open_source(table: str, path: Path) -> Source:
         try:
             columns = pq.ParquetFile(path).schema_arrow.names
         except (pa.ArrowException, OSError) as exc:
-            raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
+            # (The library's words, e.g. "Couldn't deserialize thrift", say nothing to whoever made the export.)
+            raise ContractError(f"{path}: not a readable Parquet file (no valid Parquet footer)") from None
         return Source(table, path, "parquet", list(columns))
     encoding = detect_encoding(path)
     with open(path, encoding=encoding, newline="") as f:
@@ -257,7 +258,14 @@ def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
             yield from _parquet_batches(src, batch_rows)
         else:
             yield from _csv_batches(src, batch_rows)
-    except pa.ArrowInvalid as exc:
+    except (OSError, pa.ArrowInvalid) as exc:
+        if src.format == "parquet":  # pyarrow says OSError or ArrowInvalid for a damaged page, in its own words
+            raise ContractError(
+                f"{src.path}: the file is damaged (a data page cannot be read although its footer can): "
+                "file not loaded"
+            ) from None
+        if not isinstance(exc, pa.ArrowInvalid):
+            raise ContractError(f"{src.path}: cannot be read ({exc.strerror or 'I/O error'})") from None
         text = str(exc)
         if "UTF8" in text or "utf8" in text.lower():
             raise ContractError(f"{src.path}: invalid UTF-8 past the first {ENCODING_SAMPLE_BYTES >> 20} MB ({text})") from None
@@ -347,7 +355,7 @@ def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
     done = 0
     for rb in pf.iter_batches(batch_size=batch_rows):
         frame = pl.from_arrow(pa.Table.from_batches([rb]))
-        frame = frame.with_columns([_as_string(c, frame.schema[c]) for c in frame.columns])
+        frame = frame.with_columns([_as_string(frame, c) for c in frame.columns])
         frame = frame.with_columns(pl.int_range(done + 1, done + 1 + frame.height, dtype=pl.Int64).alias("_line"))
         done += frame.height
         yield Batch(frame, [])
@@ -355,8 +363,34 @@ def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         yield Batch(pl.DataFrame(schema={**{c: pl.String for c in src.columns}, "_line": pl.Int64}), [])
 
 
-def _as_string(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator)."""
+def _as_string(frame: pl.DataFrame, name: str) -> pl.Series:
+    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator).
+
+    Whole numbers stored as floats (pandas writes an integer column with nulls as float64) read as
+    integers; NaN is missing. Nested values (lists, structs) are written as JSON and binary values
+    that are not UTF-8 as hex: in an extra column they only ever reach the quarantine's raw row.
+    """
+    dtype = frame.schema[name]
+    col = pl.col(name)
+    if dtype.is_float():
+        whole = col.is_finite() & (col == col.floor()) & (col.abs() < 2.0**63)
+        text = pl.when(whole).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+        return frame.select(pl.when(col.is_nan()).then(None).otherwise(text).alias(name)).to_series()
+    if dtype.is_nested():
+        text = pl.struct(col.alias("v")).struct.json_encode().str.slice(len('{"v":')).str.strip_suffix("}")
+        return frame.select(pl.when(col.is_null()).then(None).otherwise(text).alias(name)).to_series()
+    if dtype == pl.Binary:
+        try:
+            return frame.select(_string_expr(name, pl.String)).to_series()
+        except pl.exceptions.PolarsError:
+            return frame.select(col.bin.encode("hex").alias(name)).to_series()
+    try:
+        return frame.select(_string_expr(name, dtype)).to_series()
+    except pl.exceptions.PolarsError:  # a type with no text form (e.g. an extension type): nothing to check
+        return pl.Series(name, [None] * frame.height, dtype=pl.String)
+
+
+def _string_expr(name: str, dtype: pl.DataType) -> pl.Expr:
     col = pl.col(name)
     if dtype == pl.Date:
         return col.dt.strftime("%Y-%m-%d").alias(name)
