@@ -335,6 +335,7 @@ INGEST_ORDER = ("catalog", "people", "enterprises", "licenses", "events")
 # Every reason a row can be quarantined for, with its meaning (docs/data-contract.md lists the same).
 REASONS: dict[str, str] = {
     "malformed_row": "the CSV row has a different number of fields than the header",
+    "broken_quote": "a CSV line opening (or closing) a quoted field that swallowed the lines after it",
     "nul_byte": "a field contains a NUL byte",
     "missing_value": "a required field is empty",
     "bad_integer": "not a whole number",

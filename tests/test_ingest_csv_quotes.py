@@ -1,0 +1,89 @@
+"""A stray `"` in a CSV (issue 10 item 6): the quoted field it opens swallows every line up to the next `"`
+(or the end of the file). A record spanning many lines like that is a broken quote, not a record: ingest
+reports its line, quarantines the broken lines as ``broken_quote`` and reads the swallowed lines one by one,
+so every other row still loads, with its own line number. Legitimate multi-line values still load whole."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from test_ingest import (  # noqa: F401  (settings and db are fixtures)
+    CATALOG,
+    ENTERPRISES,
+    PEOPLE,
+    check_identity,
+    db,
+    quarantined,
+    settings,
+)
+from yiwang.eventlog import scan_events
+from yiwang.ingest import ingest_export
+from yiwang.settings import load_settings
+from yiwang.store import open_db
+from test_ingest import AS_OF, write_export
+
+EVENTS_HEADER = "subject_id,item_id,action,ts,channel,event_id\n"
+
+
+def _event(n: int) -> str:
+    return f"P1,I2,view,2025-06-01 09:00:00,app,e{n}\n"
+
+
+def _events_settings(tmp_path):
+    return load_settings(home=tmp_path / "home", id_hash_key="k", data_dir=tmp_path, ingest_batch_rows=1000)
+
+
+def _ingest(settings, db, export):
+    s = ingest_export(settings, db, export, as_of=AS_OF)
+    check_identity(db, settings, s)
+    return s
+
+
+def test_stray_quote_in_a_registry_quarantines_its_line_and_loads_the_rest(settings, db, tmp_path):
+    rows = [f"E{n},上海某某{n}有限公司,I,静安区,2018-05-01,{n},,P1\n" for n in range(1, 501)]
+    rows[2] = rows[2].replace("上海某某3", '"上海某某3')  # line 4
+    export = write_export(tmp_path, catalog=CATALOG, people=PEOPLE, enterprises=ENTERPRISES.splitlines(True)[0] + "".join(rows))
+    s = _ingest(settings, db, export)
+    t = s.tables["enterprises"]
+    assert (t.rows_in, t.inserted, t.reasons) == (500, 499, {"broken_quote": 1})
+    (r,) = quarantined(db, s.ingest_id, "enterprises")
+    assert (r["line"], r["reason"]) == (4, "broken_quote") and "上海某某3" in r["raw"] and "E4," not in r["raw"]
+
+
+def test_stray_quote_in_the_last_column_swallowing_to_the_end(tmp_path):
+    settings = _events_settings(tmp_path)
+    db = open_db(settings.db_path)
+    lines = [_event(n) for n in range(2, 5002)]  # line n holds event e<n>
+    lines[8] = lines[8].replace(",e10", ',"e10')  # line 10: the rest of the file is one quoted field
+    lines[3998] = lines[3998].replace("view", "stare")  # line 4000: a bad row after the broken quote
+    s = _ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=PEOPLE, events=EVENTS_HEADER + "".join(lines)))
+    t = s.tables["events"]
+    assert (t.rows_in, t.inserted, t.reasons) == (5000, 4998, {"broken_quote": 1, "unknown_action": 1})
+    got = {(r["line"], r["reason"]) for r in quarantined(db, s.ingest_id, "events")}
+    assert got == {(10, "broken_quote"), (4000, "unknown_action")}
+    assert scan_events(settings.events_dir).filter(pl.col("event_id") == "e4999").collect().height == 1
+    db.conn.close()
+
+
+def test_stray_quote_closed_by_another_many_lines_later(tmp_path):
+    settings = _events_settings(tmp_path)
+    db = open_db(settings.db_path)
+    lines = [_event(n) for n in range(2, 5002)]
+    lines[8] = lines[8].replace("P1,I2", 'P1,"I2')  # line 10 opens a quote ...
+    lines[2998] = lines[2998].replace("P1,I2", 'P1,"I2')  # ... line 3000 closes it
+    lines[3998] = lines[3998].replace("view", "stare")  # line 4000, in a later batch
+    s = _ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=PEOPLE, events=EVENTS_HEADER + "".join(lines)))
+    t = s.tables["events"]
+    assert (t.rows_in, t.inserted) == (5000, 4997)
+    got = {(r["line"], r["reason"]) for r in quarantined(db, s.ingest_id, "events")}
+    assert got == {(10, "broken_quote"), (3000, "broken_quote"), (4000, "unknown_action")}
+    db.conn.close()
+
+
+def test_legitimate_multiline_values_still_load_whole(settings, db, tmp_path):
+    people = PEOPLE.replace(",ann\n", ',"ann\nwho moved, twice\nlast year"\n')
+    s = _ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=people + "P4,1980-01-01,F,黄浦区,maybe,,,,,,,\n"))
+    t = s.tables["people"]
+    assert (t.rows_in, t.inserted, t.reasons) == (4, 3, {"bad_bool": 1})
+    (r,) = quarantined(db, s.ingest_id, "people")
+    assert r["line"] == 5  # the record number, as the contract says
