@@ -491,7 +491,8 @@ def row_rules(
     """``(field, reason, broken)`` for every rule of ``spec``, in checking order.
 
     ``nul_columns``: the columns known to contain a NUL byte somewhere (None = not known, check all).
-    ``long_columns``: the columns holding a value long enough to carry a resident ID (None = check all).
+    ``long_columns``: the columns holding a value long enough to carry a resident ID, whose per-row answer
+    is precomputed as ``_idshape_<column>`` (None = nothing precomputed, check every such column here).
     """
     rules: list[tuple[str, str, pl.Expr]] = []
     cols = [c for c in spec.columns if c.name in present]
@@ -504,19 +505,22 @@ def row_rules(
     for c in cols:
         col, parsed = pl.col(c.name), pl.col(f"_p_{c.name}")
         given = col.is_not_null()
-        may_hold_id = long_columns is None or c.name in long_columns
+        if long_columns is None:
+            may_hold_id, id_shaped = True, contains_resident_id(col)
+        else:
+            may_hold_id, id_shaped = c.name in long_columns, pl.col(f"_idshape_{c.name}")
         if c.kind == "subject_id" and not (spec is EVENTS and ctx.known_subjects is not None and not ctx.keep_unknown_subjects):
             # (An event's subject must be registered, so unknown_subject covers this rule there: one regex
             # less over 30M rows.)
             rules.append((c.name, "bad_id", given & ~col.str.contains(SUBJECT_ID_PATTERN)))
         if c.kind in ("id", "subject_id", "int") and may_hold_id:
             # Ids are keys: masking them would merge different subjects, so the row is refused instead.
-            rules.append((c.name, "resident_id_shaped", contains_resident_id(col)))
+            rules.append((c.name, "resident_id_shaped", id_shaped))
         if c.kind == "uscc" and may_hold_id:
             # All-digit USCCs exist: a valid one is kept unless it is also a valid resident ID.
             rules.append(
                 (c.name, "resident_id_shaped",
-                 contains_resident_id(col) & (resident_id_problem(col).is_null() | uscc_problem(col).is_not_null()))
+                 id_shaped & (resident_id_problem(col).is_null() | uscc_problem(col).is_not_null()))
             )
         if c.kind == "date":
             rules.append((c.name, "bad_date", given & parsed.is_null()))
@@ -566,20 +570,35 @@ def row_rules(
     return rules
 
 
-def _long_columns(spec: TableSpec, df: pl.DataFrame, present: set[str]) -> set[str]:
-    """The id, count and USCC columns with a value of 18 bytes or more: only those can hold a resident ID
-    (a length is read from the offsets, a regex reads every byte: this spares the event stream's ids)."""
-    names = [c.name for c in spec.columns if c.name in present and c.kind in ("id", "subject_id", "int", "uscc")]
-    if not names or df.height == 0:
-        return set()
-    longest = df.select([pl.col(n).str.len_bytes().max().alias(n) for n in names]).row(0)
-    return {n for n, m in zip(names, longest) if m is not None and m >= 18}
+def _with_resident_id_flags(
+    spec: TableSpec, df: pl.DataFrame, present: set[str], ctx: Context
+) -> tuple[pl.DataFrame, set[str]]:
+    """``df`` with ``_idshape_<column>`` (does the value hold a resident ID?) for the id, count and USCC
+    columns that have a value of 18 bytes or more, and the names of those columns. Only such values can
+    hold one, so the regex runs on them alone: a length is read from the offsets, a regex reads every byte
+    (the event stream's ids are mostly short). An event's item_id checked against the catalogue is left out:
+    the catalogue's own ingest refused such ids, so unknown_item catches one (its raw row is masked)."""
+    names = [
+        c.name for c in spec.columns
+        if c.name in present and c.kind in ("id", "subject_id", "int", "uscc")
+        and not (spec is EVENTS and c.name == "item_id" and ctx.known_items is not None)
+    ]
+    flags = []
+    for name in names:
+        long = df.select(pl.col(name).str.len_bytes().fill_null(0) >= 18).to_series()
+        if not long.any():
+            continue
+        idx = long.arg_true()
+        shaped = df[name].gather(idx).to_frame().select(contains_resident_id(pl.col(name))).to_series()
+        flags.append(pl.repeat(False, df.height, eager=True).scatter(idx, shaped).alias(f"_idshape_{name}"))
+    return (df.with_columns(flags) if flags else df), {f.name.removeprefix("_idshape_") for f in flags}
 
 
 def validate(
     spec: TableSpec, frame: pl.DataFrame, ctx: Context, *, trim: bool = True, nul_columns: set[str] | None = None
 ) -> pl.DataFrame:
-    """Add ``_p_*`` typed columns and ``_field`` / ``_reason`` (null on rows that pass every rule).
+    """Add ``_p_*`` typed columns and ``_field`` / ``_reason`` (null on rows that pass every rule), and
+    ``_idshape_*`` flags for the id columns long enough to hold a resident ID.
 
     ``frame`` holds the file's columns as strings. Contract columns are normalised in place (trimmed,
     empty = null) unless ``trim`` is false (the event stream: its reader already turns empty fields into
@@ -594,7 +613,8 @@ def validate(
     if trim:
         df = df.with_columns(normalise([c for c in spec.names if c in present]))
     df = _parse_ts_columns(df.with_columns(parsed_columns(spec, present)).collect(), spec, present)
-    rules = row_rules(spec, present, ctx, nul_columns, _long_columns(spec, df, present))
+    df, long_columns = _with_resident_id_flags(spec, df, present, ctx)
+    rules = row_rules(spec, present, ctx, nul_columns, long_columns)
     none = pl.lit(None, dtype=pl.String)
     if not rules:
         return df.with_columns(none.alias("_field"), none.alias("_reason"))
