@@ -5,6 +5,8 @@ so every other row still loads, with its own line number. Legitimate multi-line 
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from test_ingest import (  # noqa: F401  (settings and db are fixtures)
@@ -87,3 +89,20 @@ def test_legitimate_multiline_values_still_load_whole(settings, db, tmp_path):
     assert (t.rows_in, t.inserted, t.reasons) == (4, 3, {"bad_bool": 1})
     (r,) = quarantined(db, s.ingest_id, "people")
     assert r["line"] == 5  # the record number, as the contract says
+
+
+def test_stray_quote_swallowing_more_than_a_parser_block_refuses_the_file_by_record(tmp_path, monkeypatch):
+    import yiwang.ingest
+
+    monkeypatch.setattr(yiwang.ingest, "CSV_BLOCK_BYTES", 1 << 16)  # the real 32 MB, scaled down
+    settings = _events_settings(tmp_path)
+    db = open_db(settings.db_path)
+    lines = [_event(n) for n in range(2, 5002)]
+    lines[2500] = lines[2500].replace(",e2502", ',"e2502')
+    s = _ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=PEOPLE, events=EVENTS_HEADER + "".join(lines)))
+    message = s.tables["events"].rejected
+    assert "events.csv" in message and "stray" in message and "straddl" not in message
+    near = int(re.search(r"at or after record (\d+)", message).group(1))
+    assert 1 < near <= 2502  # the record opening the quote is at or after the one named
+    assert scan_events(settings.events_dir).collect().height == 0
+    db.conn.close()
