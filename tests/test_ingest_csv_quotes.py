@@ -106,3 +106,17 @@ def test_stray_quote_swallowing_more_than_a_parser_block_refuses_the_file_by_rec
     assert 1 < near <= 2502  # the record opening the quote is at or after the one named
     assert scan_events(settings.events_dir).collect().height == 0
     db.conn.close()
+
+
+def test_stray_quote_swallowing_more_than_a_block_of_a_registry_still_loads_the_rest(settings, db, tmp_path, monkeypatch):
+    import yiwang.ingest
+
+    monkeypatch.setattr(yiwang.ingest, "CSV_BLOCK_BYTES", 1 << 16)  # the real 32 MB, scaled down
+    rows = [f"E{n},上海某某{n}有限公司,I,静安区,2018-05-01,{n},,P1\n" for n in range(1, 3001)]
+    rows[99] = rows[99].replace("上海某某100", '"上海某某100')  # line 101; the file is ~200 KB
+    export = write_export(tmp_path, catalog=CATALOG, people=PEOPLE, enterprises=ENTERPRISES.splitlines(True)[0] + "".join(rows))
+    s = _ingest(settings, db, export)
+    t = s.tables["enterprises"]
+    assert (t.rejected, t.rows_in, t.inserted, t.reasons) == (None, 3000, 2999, {"broken_quote": 1})
+    (r,) = quarantined(db, s.ingest_id, "enterprises")
+    assert r["line"] == 101

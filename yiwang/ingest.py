@@ -274,7 +274,31 @@ def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         raise ContractError(f"{src.path}: not valid {src.encoding} ({exc.reason} at byte {exc.start} of a block)") from None
 
 
+class _QuoteTooLong(ContractError):
+    """A quoted field runs past the parser's block: a stray quote swallowing more than a block."""
+
+
+# A file whose stray quote swallows more than a block is read again as one block when nothing of it has
+# been handed out yet (a registry is read whole) and it is at most this big.
+CSV_RETRY_MAX_BYTES = 512 << 20
+
+
 def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
+    yielded = False
+    try:
+        for batch in _csv_read(src, batch_rows, CSV_BLOCK_BYTES):
+            yielded = True
+            yield batch
+    except _QuoteTooLong as exc:
+        size = src.path.stat().st_size
+        if yielded or size > CSV_RETRY_MAX_BYTES:
+            raise ContractError(str(exc)) from None
+        # One block the size of the file: the swallowed region then parses as one record, found and split
+        # like any other broken quote.
+        yield from _csv_read(src, batch_rows, size + 1)
+
+
+def _csv_read(src: Source, batch_rows: int, block_bytes: int) -> Iterator[Batch]:
     malformed: list[tuple[int | None, str]] = []  # pyarrow's records of the wrong width: (record number, text)
 
     def on_bad_row(row) -> str:
@@ -313,9 +337,9 @@ def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         if "straddl" not in str(exc):
             return exc
         near = kept + pending_rows + len(malformed) + 2
-        return ContractError(
+        return _QuoteTooLong(
             f"{src.path}: a quoted field opened at or after record {near} is not closed within "
-            f"{CSV_BLOCK_BYTES >> 20} MB: a stray '\"'? Fix the quoting and ingest again; file not loaded"
+            f"{block_bytes >> 20} MB: a stray '\"'? Fix the quoting and ingest again; file not loaded"
         )
 
     try:
@@ -323,7 +347,7 @@ def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
             src.path,
             # Single-threaded parsing is as fast here and is what gives malformed rows their numbers.
             read_options=pacsv.ReadOptions(
-                use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=src.encoding or "utf8"
+                use_threads=False, block_size=block_bytes, encoding=src.encoding or "utf8"
             ),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
