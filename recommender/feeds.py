@@ -22,7 +22,7 @@ from typing import Iterable
 
 import polars as pl
 
-from yiwang.errors import NotFound, StateError
+from data.errors import NotFound, StateError
 
 POINTER = "feed_version"
 POPULAR_PREFIX = "~popular:"
@@ -349,7 +349,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
     """
     from recommender.candidates import DISTRICTS_ZH
     from recommender.filters import eligibility_expr
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     popular = stored_feed(conn, version, POPULAR_PREFIX + subject["kind"])
     if not popular:

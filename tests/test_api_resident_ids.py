@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from test_ingest_privacy import leaks
-from yiwang import contract
+from data import contract
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 RESIDENT_ID = "310101199003071118"  # the number from the report (valid checksum)
 MISTYPED_ID = "31010119900307111X"  # wrong check character: still personal data
@@ -96,3 +96,13 @@ def test_ids_the_contract_accepts_are_accepted_by_the_api(live, subject):
     client, _, _ = live
     assert contract.subject_id_problem(subject) is None
     assert client.get(f"/v1/subjects/{subject}/preferences").status_code == 200
+
+
+def test_a_denied_request_aimed_at_a_resident_id_audits_no_number(live):
+    """Access is decided before the path is validated: the 403's audit record must not carry the number."""
+    client, settings, db = live
+    _, reader = create_key(db, "reader", ["feed:read"])
+    resp = client.put(f"/v1/subjects/{RESIDENT_ID}/preferences", json={"personalisation": False, "channels": []},
+                      headers={"Authorization": f"Bearer {reader}"})
+    assert resp.status_code in (403, 422), resp.text
+    _assert_nowhere(settings, db, RESIDENT_ID)

@@ -18,10 +18,10 @@ from test_ingest import (  # noqa: F401  (settings and db are fixtures)
     quarantined,
     settings,
 )
-from yiwang.eventlog import scan_events
-from yiwang.ingest import ingest_export
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.eventlog import scan_events
+from data.ingest import ingest_export
+from data.settings import load_settings
+from yiwang.migrations import open_db
 from test_ingest import AS_OF, write_export
 
 EVENTS_HEADER = "subject_id,item_id,action,ts,channel,event_id\n"
@@ -92,9 +92,9 @@ def test_legitimate_multiline_values_still_load_whole(settings, db, tmp_path):
 
 
 def test_stray_quote_swallowing_more_than_a_parser_block_refuses_the_file_by_record(tmp_path, monkeypatch):
-    import yiwang.ingest
+    import data.ingest
 
-    monkeypatch.setattr(yiwang.ingest, "CSV_BLOCK_BYTES", 1 << 16)  # the real 32 MB, scaled down
+    monkeypatch.setattr(data.ingest, "CSV_BLOCK_BYTES", 1 << 16)  # the real 32 MB, scaled down
     settings = _events_settings(tmp_path)
     db = open_db(settings.db_path)
     lines = [_event(n) for n in range(2, 5002)]
@@ -109,9 +109,9 @@ def test_stray_quote_swallowing_more_than_a_parser_block_refuses_the_file_by_rec
 
 
 def test_stray_quote_swallowing_more_than_a_block_of_a_registry_still_loads_the_rest(settings, db, tmp_path, monkeypatch):
-    import yiwang.ingest
+    import data.ingest
 
-    monkeypatch.setattr(yiwang.ingest, "CSV_BLOCK_BYTES", 1 << 16)  # the real 32 MB, scaled down
+    monkeypatch.setattr(data.ingest, "CSV_BLOCK_BYTES", 1 << 16)  # the real 32 MB, scaled down
     rows = [f"E{n},上海某某{n}有限公司,I,静安区,2018-05-01,{n},,P1\n" for n in range(1, 3001)]
     rows[99] = rows[99].replace("上海某某100", '"上海某某100')  # line 101; the file is ~200 KB
     export = write_export(tmp_path, catalog=CATALOG, people=PEOPLE, enterprises=ENTERPRISES.splitlines(True)[0] + "".join(rows))

@@ -141,7 +141,7 @@ def test_masking_leaves_ordinary_numbers_alone(settings, db, tmp_path):
 
 @pytest.mark.parametrize("text", [f"a{IN_NAME}b{IN_HOLDER},{IN_SUBJECT}x{IN_EXTRA}", f"{IN_NAME}\n{IN_HOLDER}"])
 def test_every_id_in_a_text_is_masked_even_side_by_side(text):
-    from yiwang.contract import mask_resident_ids
+    from data.contract import mask_resident_ids
 
     masked = pl.select(mask_resident_ids(pl.lit(text))).item()
     for number in (IN_NAME, IN_HOLDER, IN_SUBJECT, IN_EXTRA):

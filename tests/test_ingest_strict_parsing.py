@@ -17,7 +17,7 @@ from test_ingest import (  # noqa: F401  (settings and db are fixtures)
     settings,
     write_export,
 )
-from yiwang.eventlog import scan_events
+from data.eventlog import scan_events
 
 
 def _reasons(db, s, table):

@@ -4,8 +4,8 @@ serve. Ingest refuses the others with ``bad_id`` (the API side is in test_api_re
 from __future__ import annotations
 
 from test_ingest import CATALOG, ENTERPRISES, EVENTS, PEOPLE, db, ingest, quarantined, settings, write_export  # noqa: F401
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 
 def test_registry_ids_outside_the_api_alphabet_are_refused(settings, db, tmp_path):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import AfterValidator
 
-from yiwang import contract
+from data import contract
 from yiwang.api.errors import ServiceUnavailable
 
 # The data contract's subject-id rule, so every id ingest stores can be served and no resident ID number

@@ -1,39 +1,33 @@
 """The serving store: one SQLite file in WAL mode, schema changed only through named migrations.
 
-Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``);
-they are applied in the order of :data:`MIGRATION_SOURCES`, each once, recorded in ``_migrations``.
+Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``). The store
+names no area: the app shell gathers them (``yiwang.migrations``) and hands them to :func:`open_db`, which applies
+each pending one once, in the order given, recording it in ``_migrations``.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import sqlite_utils
 
-from yiwang.errors import StateError
+from data.errors import StateError
 
-# Areas in dependency order: later areas may reference tables of earlier ones.
-MIGRATION_SOURCES = (
-    "yiwang.schema",
-    "profiler.schema",
-    "taggers.schema",
-    "recommender.schema",
-    "notifier.schema",
-    "yiwang.api.schema",
-)
+Migration = tuple[str, str]
 
 
-def all_migrations() -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def check_migrations(sources: Iterable[tuple[str, Sequence[Migration]]]) -> list[Migration]:
+    """Concatenate each area's ``MIGRATIONS`` in order, refusing a name used twice."""
+    out: list[Migration] = []
     seen: set[str] = set()
-    for module_name in MIGRATION_SOURCES:
-        for name, sql in importlib.import_module(module_name).MIGRATIONS:
+    for area, migrations in sources:
+        for name, sql in migrations:
             if name in seen:
-                raise RuntimeError(f"duplicate migration name {name!r} in {module_name}")
+                raise RuntimeError(f"duplicate migration name {name!r} in {area}")
             seen.add(name)
             out.append((name, sql))
     return out
@@ -56,21 +50,21 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the store and bring its schema up to date."""
+def open_db(db_path: Path, migrations: Sequence[Migration] = ()) -> sqlite_utils.Database:
+    """Open (creating if needed) the store and apply the pending ones of ``migrations``."""
     db = sqlite_utils.Database(connect(db_path))
-    if migrate:
-        apply_migrations(db)
+    if migrations:
+        apply_migrations(db, migrations)
     return db
 
 
-def apply_migrations(db: sqlite_utils.Database) -> list[str]:
-    """Apply every pending migration in order; returns the names applied now."""
+def apply_migrations(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> list[str]:
+    """Apply every pending migration of ``migrations`` in order; returns the names applied now."""
     conn = db.conn
     conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
-    for name, sql in all_migrations():
+    for name, sql in migrations:
         if name in done:
             continue
         # BEGIN IMMEDIATE serialises concurrent first-time openers; re-check inside the lock.

@@ -1,6 +1,6 @@
 """Validated ingest of one export directory into the store.
 
-Tables load in :data:`yiwang.contract.INGEST_ORDER`; each file is judged on its own, so one rejected file
+Tables load in :data:`data.contract.INGEST_ORDER`; each file is judged on its own, so one rejected file
 (unreadable, empty, wrong encoding, missing a required column) never stops the others. Every data row
 read ends up either stored (inserted / updated / unchanged) or in the ``quarantine`` table, and the
 summary checks that identity for every table before it is stored.
@@ -39,10 +39,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlite_utils
 
-from yiwang import contract
-from yiwang.contract import EVENTS, TABLES, Context, TableSpec
-from yiwang.errors import ContractError
-from yiwang.eventlog import (
+from data import contract
+from data.contract import EVENTS, TABLES, Context, TableSpec
+from data.errors import ContractError
+from data.eventlog import (
     EVENT_SCHEMA,
     PENDING_SUFFIX,
     derived_event_id,
@@ -50,8 +50,8 @@ from yiwang.eventlog import (
     write_event_file,
     writer_lock,
 )
-from yiwang.registry import write_snapshot, write_snapshot_frame
-from yiwang.settings import TIMEZONE, Settings
+from data.registry import write_snapshot, write_snapshot_frame
+from data.settings import TIMEZONE, Settings
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
 DB_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -1176,12 +1176,12 @@ def read_quarantine(
         row = conn.execute("SELECT max(ingest_id) FROM ingests").fetchone()
         ingest_id = row[0] if row else None
         if ingest_id is None:
-            from yiwang.errors import StateError
+            from data.errors import StateError
 
             raise StateError("nothing ingested yet: run `yiwang ingest DIR` first")
     meta = conn.execute("SELECT source, summary_json FROM ingests WHERE ingest_id = ?", (ingest_id,)).fetchone()
     if meta is None:
-        from yiwang.errors import NotFound
+        from data.errors import NotFound
 
         raise NotFound(f"no ingest {ingest_id}")
     if table is not None and table not in TABLES:
