@@ -200,6 +200,14 @@ def subject_id_problem(value: str) -> str | None:
     return None
 
 
+def check_no_resident_id(value: str) -> str:
+    """``value`` unless it holds something shaped like a resident ID number (a pydantic validator for any
+    id the API stores or audits: item ids, tag codes)."""
+    if _RESIDENT_ID_IN_TEXT_RE.search(value):
+        raise ValueError("looks like a resident ID number: never use one as an id")
+    return value
+
+
 def check_subject_id(value: str) -> str:
     """``value`` when it follows the subject-id rule, else ``ValueError`` (a pydantic validator)."""
     problem = subject_id_problem(value)

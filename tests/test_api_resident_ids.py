@@ -67,9 +67,12 @@ def test_event_with_a_resident_id_is_422_and_stored_nowhere(live, field, number)
         ("GET", "/v1/subjects/{id}/tags", None),
         ("GET", "/v1/subjects/{id}/feed", None),
         ("POST", "/v1/subjects/{id}/feed/ITEM_A/dismiss", None),
+        ("POST", "/v1/subjects/P0000001/feed/{id}/dismiss", None),
+        ("DELETE", "/v1/subjects/P0000001/tags/crowd.{id}", None),
+        ("POST", "/v1/subjects/P0000001/tags/crowd.{id}/restore", None),
     ],
 )
-def test_resident_id_as_a_path_subject_is_422_and_stored_nowhere(live, method, path, body):
+def test_resident_id_as_a_path_id_is_422_and_stored_nowhere(live, method, path, body):
     client, settings, db = live
     resp = client.request(method, path.format(id=RESIDENT_ID), json=body)
     assert resp.status_code == 422, resp.text

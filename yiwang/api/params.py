@@ -27,9 +27,15 @@ SubjectId = Annotated[
     ),
     AfterValidator(contract.check_subject_id),
 ]
-ItemId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Catalogue item id")]
+ItemId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="Catalogue item id"),
+    AfterValidator(contract.check_no_resident_id),
+]
 TagCode = Annotated[
-    str, Path(min_length=3, max_length=64, pattern=r"^[a-z_]+\.[A-Za-z0-9_]+$", description="Tag code, e.g. life_event.marriage")
+    str,
+    Path(min_length=3, max_length=64, pattern=r"^[a-z_]+\.[A-Za-z0-9_]+$", description="Tag code, e.g. life_event.marriage"),
+    AfterValidator(contract.check_no_resident_id),
 ]
 
 
