@@ -109,3 +109,13 @@ def test_a_denied_request_aimed_at_a_resident_id_audits_no_number(live):
                       headers={"Authorization": f"Bearer {reader}"})
     assert resp.status_code in (403, 422), resp.text
     _assert_nowhere(settings, db, RESIDENT_ID)
+
+
+def test_a_request_id_shaped_like_a_resident_id_is_replaced_before_it_is_audited(live):
+    """The portal's X-Request-Id goes into the audit log: one holding a resident ID number is not taken."""
+    client, settings, db = live
+    resp = client.post("/v1/events", json={"events": [_event(event_id="fine-3")]},
+                       headers={"X-Request-Id": f"req-{RESIDENT_ID}"})
+    assert resp.status_code == 200, resp.text
+    assert RESIDENT_ID not in resp.headers["x-request-id"]
+    _assert_nowhere(settings, db, RESIDENT_ID)
