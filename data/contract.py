@@ -517,7 +517,8 @@ def row_rules(
             may_hold_id, id_shaped = True, contains_resident_id(col)
         else:
             may_hold_id, id_shaped = c.name in long_columns, pl.col(f"_idshape_{c.name}")
-        if c.kind == "subject_id" and not (spec is EVENTS and ctx.known_subjects is not None and not ctx.keep_unknown_subjects):
+        registered_only = spec is EVENTS and ctx.known_subjects is not None and not ctx.keep_unknown_subjects
+        if c.kind == "subject_id" and not registered_only:
             # (An event's subject must be registered, so unknown_subject covers this rule there: one regex
             # less over 30M rows.)
             rules.append((c.name, "bad_id", given & ~col.str.contains(SUBJECT_ID_PATTERN)))

@@ -134,7 +134,9 @@ def test_masking_leaves_ordinary_numbers_alone(settings, db, tmp_path):
     )
     s = ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=PEOPLE, enterprises=enterprises))
     assert s.tables["enterprises"].inserted == 4, quarantined(db, s.ingest_id, "enterprises")
-    rows = dict(db.conn.execute("SELECT enterprise_id, name || ' ' || uscc FROM enterprises WHERE enterprise_id IN ('E7','E8')"))
+    rows = dict(db.conn.execute(
+        "SELECT enterprise_id, name || ' ' || uscc FROM enterprises WHERE enterprise_id IN ('E7', 'E8')"
+    ))
     assert rows == {"E7": f"上海某某公司（卡号6{IN_HOLDER}） {usccs[0]}",
                     "E8": f"上海某某公司（订单310101000000000000） {usccs[1]}"}
 

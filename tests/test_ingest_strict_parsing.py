@@ -42,7 +42,8 @@ def test_dates_integers_and_timestamps_follow_the_contract_exactly(settings, db,
             "1900-01-02 00:00:00",          # 15: fine
         ])
     )
-    s = ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=people, enterprises=enterprises, events=events))
+    export = write_export(tmp_path, catalog=CATALOG, people=people, enterprises=enterprises, events=events)
+    s = ingest(settings, db, export)
     assert _reasons(db, s, "people") == {5: ("birth_date", "bad_date"), 6: ("birth_date", "bad_date")}
     assert _reasons(db, s, "enterprises") == {4: ("employees", "bad_integer")}
     assert db.conn.execute("SELECT employees FROM enterprises WHERE enterprise_id = 'E8'").fetchone() == (7,)

@@ -3,7 +3,17 @@ serve. Ingest refuses the others with ``bad_id`` (the API side is in test_api_re
 
 from __future__ import annotations
 
-from test_ingest import CATALOG, ENTERPRISES, EVENTS, PEOPLE, db, ingest, quarantined, settings, write_export  # noqa: F401
+from test_ingest import (  # noqa: F401  (settings and db are fixtures)
+    CATALOG,
+    ENTERPRISES,
+    EVENTS,
+    PEOPLE,
+    db,
+    ingest,
+    quarantined,
+    settings,
+    write_export,
+)
 from data.settings import load_settings
 from yiwang.migrations import open_db
 
@@ -28,7 +38,8 @@ def test_event_subjects_outside_the_rule_are_refused_when_unregistered_ones_are_
     settings = load_settings(home=tmp_path / "home", id_hash_key="k", data_dir=data, unknown_subject_events="keep")
     db = open_db(settings.db_path)
     try:
-        events = EVENTS + "P😀0001,I1,view,2025-06-01 09:00:00,app,\n" + "portal-user-7,I1,view,2025-06-01 09:00:00,app,\n"
+        events = EVENTS + "P😀0001,I1,view,2025-06-01 09:00:00,app,\n"
+        events += "portal-user-7,I1,view,2025-06-01 09:00:00,app,\n"
         s = ingest(settings, db, write_export(tmp_path, catalog=CATALOG, events=events))
         assert s.tables["events"].inserted == 6
         (r,) = quarantined(db, s.ingest_id, "events")

@@ -34,7 +34,9 @@ ItemId = Annotated[
 ]
 TagCode = Annotated[
     str,
-    Path(min_length=3, max_length=64, pattern=r"^[a-z_]+\.[A-Za-z0-9_]+$", description="Tag code, e.g. life_event.marriage"),
+    Path(
+        min_length=3, max_length=64, pattern=r"^[a-z_]+\.[A-Za-z0-9_]+$", description="Tag code, e.g. life_event.marriage"
+    ),
     AfterValidator(contract.check_no_resident_id),
 ]
 
