@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -74,8 +73,6 @@ DEFAULT_FALSE = {"once_per_subject", "local_hukou_only"}
 
 ENCODING_SAMPLE_BYTES = 4 << 20
 CSV_BLOCK_BYTES = 32 << 20
-# Anything shaped like an 18-character resident ID inside free text (malformed rows) is masked too.
-_ID_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})[0-9]{11}[0-9Xx](?![0-9])")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,7 +212,8 @@ def open_source(table: str, path: Path) -> Source:
         try:
             columns = pq.ParquetFile(path).schema_arrow.names
         except (pa.ArrowException, OSError) as exc:
-            raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
+            # (The library's words, e.g. "Couldn't deserialize thrift", say nothing to whoever made the export.)
+            raise ContractError(f"{path}: not a readable Parquet file (no valid Parquet footer)") from None
         return Source(table, path, "parquet", list(columns))
     encoding = detect_encoding(path)
     with open(path, encoding=encoding, newline="") as f:
@@ -245,7 +243,7 @@ def check_columns(spec: TableSpec, src: Source) -> None:
 @dataclass
 class Batch:
     frame: pl.DataFrame  # the file's columns as strings (empty = null), plus _line
-    malformed: list[tuple[int | None, str]]  # (line, text) of CSV rows with the wrong number of fields
+    malformed: list[tuple[int | None, str, str]]  # (line, text, reason) of CSV lines that are no record
     nul_columns: set[str] | None = None  # columns holding a NUL byte in this batch (None = not checked)
 
 
@@ -260,7 +258,14 @@ def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
             yield from _parquet_batches(src, batch_rows)
         else:
             yield from _csv_batches(src, batch_rows)
-    except pa.ArrowInvalid as exc:
+    except (OSError, pa.ArrowInvalid) as exc:
+        if src.format == "parquet":  # pyarrow says OSError or ArrowInvalid for a damaged page, in its own words
+            raise ContractError(
+                f"{src.path}: the file is damaged (a data page cannot be read although its footer can): "
+                "file not loaded"
+            ) from None
+        if not isinstance(exc, pa.ArrowInvalid):
+            raise ContractError(f"{src.path}: cannot be read ({exc.strerror or 'I/O error'})") from None
         text = str(exc)
         if "UTF8" in text or "utf8" in text.lower():
             raise ContractError(f"{src.path}: invalid UTF-8 past the first {ENCODING_SAMPLE_BYTES >> 20} MB ({text})") from None
@@ -269,8 +274,32 @@ def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         raise ContractError(f"{src.path}: not valid {src.encoding} ({exc.reason} at byte {exc.start} of a block)") from None
 
 
+class _QuoteTooLong(ContractError):
+    """A quoted field runs past the parser's block: a stray quote swallowing more than a block."""
+
+
+# A file whose stray quote swallows more than a block is read again as one block when nothing of it has
+# been handed out yet (a registry is read whole) and it is at most this big.
+CSV_RETRY_MAX_BYTES = 512 << 20
+
+
 def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
-    malformed: list[tuple[int | None, str]] = []
+    yielded = False
+    try:
+        for batch in _csv_read(src, batch_rows, CSV_BLOCK_BYTES):
+            yielded = True
+            yield batch
+    except _QuoteTooLong as exc:
+        size = src.path.stat().st_size
+        if yielded or size > CSV_RETRY_MAX_BYTES:
+            raise ContractError(str(exc)) from None
+        # One block the size of the file: the swallowed region then parses as one record, found and split
+        # like any other broken quote.
+        yield from _csv_read(src, batch_rows, size + 1)
+
+
+def _csv_read(src: Source, batch_rows: int, block_bytes: int) -> Iterator[Batch]:
+    malformed: list[tuple[int | None, str]] = []  # pyarrow's records of the wrong width: (record number, text)
 
     def on_bad_row(row) -> str:
         malformed.append((row.number, row.text))
@@ -278,29 +307,17 @@ def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
 
     with open(src.path, encoding=src.encoding, newline="") as f:
         names_in_file = next(csv.reader([f.readline().lstrip("\ufeff")]))
-    reader = pacsv.open_csv(
-        src.path,
-        # Single-threaded parsing is as fast here and is what gives malformed rows their numbers.
-        read_options=pacsv.ReadOptions(
-            use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=src.encoding or "utf8"
-        ),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names_in_file},
-            null_values=[""],
-            strings_can_be_null=True,
-        ),
-    )
-    kept = 0  # data rows yielded so far
+    kept = 0  # data rows read so far
     seen_bad = 0
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
+    broken = _BrokenQuotes(len(src.columns))
 
     def flush() -> Batch:
         nonlocal kept, seen_bad, pending, pending_rows
         table = pa.Table.from_batches(pending) if pending else None
         n = pending_rows
-        nul_columns = _nul_columns(table, src.columns) if table is not None else set()
+        nul_columns, newline_columns = _control_columns(table, src.columns) if table is not None else (set(), set())
         if table is not None:
             frame = pl.from_arrow(table)
             frame.columns = src.columns
@@ -311,27 +328,172 @@ def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         seen_bad = len(malformed)
         kept += n
         pending, pending_rows = [], 0
-        return Batch(frame, new_bad, nul_columns)
+        frame, bad, extra = broken.split(frame, new_bad, newline_columns)
+        if extra:
+            nul_columns = None  # the re-read lines were not scanned
+        return Batch(frame, bad, nul_columns)
 
-    for rb in reader:
-        pending.append(rb)
-        pending_rows += rb.num_rows
-        if pending_rows >= batch_rows:
-            yield flush()
+    def parse_error(exc: pa.ArrowInvalid) -> Exception:
+        if "straddl" not in str(exc):
+            return exc
+        near = kept + pending_rows + len(malformed) + 2
+        return _QuoteTooLong(
+            f"{src.path}: a quoted field opened at or after record {near} is not closed within "
+            f"{block_bytes >> 20} MB: a stray '\"'? Fix the quoting and ingest again; file not loaded"
+        )
+
+    try:
+        reader = pacsv.open_csv(
+            src.path,
+            # Single-threaded parsing is as fast here and is what gives malformed rows their numbers.
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=block_bytes, encoding=src.encoding or "utf8"
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names_in_file},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+        for rb in reader:
+            pending.append(rb)
+            pending_rows += rb.num_rows
+            if pending_rows >= batch_rows:
+                yield flush()
+    except pa.ArrowInvalid as exc:
+        raise parse_error(exc) from None
     yield flush()
 
 
-def _nul_columns(table: pa.Table, names: list[str]) -> set[str]:
-    """Columns with a NUL byte anywhere: one vectorised scan of each column's character buffer, so the
-    per-row NUL rule runs only where it can fire."""
-    out = set()
+# A quoted field may hold line breaks. One that spans this many lines or bytes, or whose later lines hold a
+# whole record's worth of delimiters, is a `"` opened by mistake that swallowed the records after it.
+BROKEN_QUOTE_LINES = 100
+BROKEN_QUOTE_BYTES = 1 << 20
+
+
+class _BrokenQuotes:
+    """Finds records that are really a stray quote and the lines it swallowed, after pyarrow has parsed the
+    batch (so a valid file pays for nothing but a scan of each column's bytes it already had), and re-reads
+    their lines one by one. Keeps the line numbers right from there on: a record number counts each re-read
+    line, so the rows after a broken quote keep their physical line numbers."""
+
+    def __init__(self, ncols: int) -> None:
+        self.ncols = ncols
+        self.starts: list[int] = []  # pyarrow record number of each broken record, in order
+        self.extra: list[int] = []  # lines each of them held beyond its first
+
+    def shift(self, numbers: np.ndarray) -> np.ndarray:
+        """Lines of pyarrow record numbers: each earlier broken record adds the lines it swallowed."""
+        if not self.starts:
+            return numbers
+        cum = np.concatenate([[0], np.cumsum(self.extra)])
+        return numbers + cum[np.searchsorted(np.array(self.starts), numbers, side="left")]
+
+    def split(
+        self, frame: pl.DataFrame, bad: list[tuple[int | None, str]], newline_columns: set[str]
+    ) -> tuple[pl.DataFrame, list[tuple[int | None, str, str]], bool]:
+        """``frame`` without the broken records plus the rows re-read from them, every malformed or broken
+        line as ``(line, text, reason)``, and whether anything was re-read."""
+        found: list[tuple[int, int | None, list[tuple[str, str | None]]]] = []  # (record, frame row, lines)
+        for column in sorted(newline_columns, key=list(frame.columns).index):
+            spans = frame.select(pl.col(column).str.contains("\n", literal=True).fill_null(False))
+            for pos in spans.to_series().arg_true().to_list():
+                if any(f[1] == pos for f in found):
+                    continue
+                row = frame.row(pos)
+                if self._swallowed(row[frame.columns.index(column)]):
+                    found.append((row[-1], pos, self._lines_of_fields(row[:-1], frame.columns.index(column))))
+        kept_bad = []
+        for number, text in bad:
+            if number is not None and "\n" in text:
+                found.append((number, None, [(line.removesuffix("\r"), None) for line in text.split("\n")]))
+            else:
+                kept_bad.append((number, text))
+        if not found:
+            lines = frame["_line"].to_numpy()
+            if self.starts:
+                frame = frame.with_columns(pl.Series("_line", self.shift(lines), dtype=pl.Int64))
+            return frame, [(self._line(n), t, "malformed_row") for n, t in bad], False
+        found.sort(key=lambda f: f[0])
+        out_bad: list[tuple[int | None, str, str]] = []
+        rows: list[list[str | None]] = []
+        for number, _, lines in found:
+            first = int(self.shift(np.array([number]))[0])
+            self.starts.append(number)
+            self.extra.append(len(lines) - 1)
+            for j, (text, reason) in enumerate(lines):
+                if reason is None and text.count('"') % 2:
+                    reason = "broken_quote"
+                if reason is None:
+                    if not text.strip():
+                        continue  # a blank line is no record, as everywhere in the file
+                    fields = next(csv.reader([text]))
+                    if len(fields) == self.ncols:
+                        rows.append([v if v != "" else None for v in fields] + [first + j])
+                        continue
+                    reason = "malformed_row"
+                out_bad.append((first + j, text, reason))
+        drop = [f[1] for f in found if f[1] is not None]
+        if drop:
+            frame = frame.filter(~pl.int_range(pl.len()).is_in(drop))
+        # Shifts apply only to records after each broken one: recompute from pyarrow's numbers.
+        frame = frame.with_columns(pl.Series("_line", self.shift(frame["_line"].to_numpy()), dtype=pl.Int64))
+        out_bad += [(self._line(n), t, "malformed_row") for n, t in kept_bad]
+        if rows:
+            reread = pl.DataFrame(rows, schema={**{c: pl.String for c in frame.columns[:-1]}, "_line": pl.Int64},
+                                  orient="row")
+            frame = pl.concat([frame, reread]).sort("_line", maintain_order=True)
+        return frame, sorted(out_bad, key=lambda b: b[0] or 0), True
+
+    def _line(self, number: int | None) -> int | None:
+        return None if number is None else int(self.shift(np.array([number]))[0])
+
+    def _swallowed(self, value: str) -> bool:
+        if len(value) >= BROKEN_QUOTE_BYTES // 4 and len(value.encode()) >= BROKEN_QUOTE_BYTES:
+            return True
+        lines = value.split("\n")
+        return len(lines) > BROKEN_QUOTE_LINES or any(line.count(",") >= self.ncols - 1 for line in lines[1:])
+
+    @staticmethod
+    def _lines_of_fields(fields: tuple, k: int) -> list[tuple[str, str | None]]:
+        """The lines a record with a stray quote opening field ``k`` came from, rebuilt from its fields: the
+        first and (when the quote was closed) the last line are broken; the ones between are as they were
+        in the file (a quote inside them was doubled, so the parser halved it)."""
+
+        def text(v: str | None) -> str:
+            if v is None:
+                return ""
+            return '"' + v.replace('"', '""') + '"' if any(ch in v for ch in ',"\r\n') else v
+
+        segments = [s.removesuffix("\r") for s in fields[k].split("\n")]
+        head = ",".join(text(v) for v in fields[:k]) + ("," if k else "")
+        lines: list[tuple[str, str | None]] = [(head + '"' + segments[0].replace('"', '""'), "broken_quote")]
+        lines += [(s.replace('"', '""'), None) for s in segments[1:-1]]
+        if segments[-1] != "":
+            tail = "".join("," + text(v) for v in fields[k + 1 :])
+            lines.append((segments[-1].replace('"', '""') + '"' + tail, "broken_quote"))
+        return lines
+
+
+def _control_columns(table: pa.Table, names: list[str]) -> tuple[set[str], set[str]]:
+    """Columns with a NUL byte, and columns with a line break, anywhere: one vectorised minimum over each
+    column's character buffer (both are control characters, below the space), and only where that finds
+    one a closer look; so the per-row NUL rule, and the broken-quote check, run only where they can fire."""
+    nul, newline = set(), set()
     for name, column in zip(names, table.columns):
         for chunk in column.chunks:
             data = chunk.buffers()[2]
-            if data is not None and data.size and not np.frombuffer(data, dtype=np.uint8).all():
-                out.add(name)
-                break
-    return out
+            if data is None or not data.size:
+                continue
+            chars = np.frombuffer(data, dtype=np.uint8)
+            if chars.min() >= 0x20:
+                continue
+            if not chars.all():
+                nul.add(name)
+            if (chars == 0x0A).any():
+                newline.add(name)
+    return nul, newline
 
 
 def _record_numbers(start: int, n: int, malformed: list[tuple[int | None, str]]) -> np.ndarray:
@@ -350,7 +512,7 @@ def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
     done = 0
     for rb in pf.iter_batches(batch_size=batch_rows):
         frame = pl.from_arrow(pa.Table.from_batches([rb]))
-        frame = frame.with_columns([_as_string(c, frame.schema[c]) for c in frame.columns])
+        frame = frame.with_columns([_as_string(frame, c) for c in frame.columns])
         frame = frame.with_columns(pl.int_range(done + 1, done + 1 + frame.height, dtype=pl.Int64).alias("_line"))
         done += frame.height
         yield Batch(frame, [])
@@ -358,8 +520,34 @@ def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         yield Batch(pl.DataFrame(schema={**{c: pl.String for c in src.columns}, "_line": pl.Int64}), [])
 
 
-def _as_string(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator)."""
+def _as_string(frame: pl.DataFrame, name: str) -> pl.Series:
+    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator).
+
+    Whole numbers stored as floats (pandas writes an integer column with nulls as float64) read as
+    integers; NaN is missing. Nested values (lists, structs) are written as JSON and binary values
+    that are not UTF-8 as hex: in an extra column they only ever reach the quarantine's raw row.
+    """
+    dtype = frame.schema[name]
+    col = pl.col(name)
+    if dtype.is_float():
+        whole = col.is_finite() & (col == col.floor()) & (col.abs() < 2.0**63)
+        text = pl.when(whole).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+        return frame.select(pl.when(col.is_nan()).then(None).otherwise(text).alias(name)).to_series()
+    if dtype.is_nested():
+        text = pl.struct(col.alias("v")).struct.json_encode().str.slice(len('{"v":')).str.strip_suffix("}")
+        return frame.select(pl.when(col.is_null()).then(None).otherwise(text).alias(name)).to_series()
+    if dtype == pl.Binary:
+        try:
+            return frame.select(_string_expr(name, pl.String)).to_series()
+        except pl.exceptions.PolarsError:
+            return frame.select(col.bin.encode("hex").alias(name)).to_series()
+    try:
+        return frame.select(_string_expr(name, dtype)).to_series()
+    except pl.exceptions.PolarsError:  # a type with no text form (e.g. an extension type): nothing to check
+        return pl.Series(name, [None] * frame.height, dtype=pl.String)
+
+
+def _string_expr(name: str, dtype: pl.DataType) -> pl.Expr:
     col = pl.col(name)
     if dtype == pl.Date:
         return col.dt.strftime("%Y-%m-%d").alias(name)
@@ -408,15 +596,15 @@ def _tuples(df: pl.DataFrame, chunk_rows: int = 100_000) -> Iterator[tuple]:
         yield from zip(*(s.to_list() for s in chunk.iter_columns()))
 
 
-def _malformed_frame(bad: list[tuple[int | None, str]]) -> pl.DataFrame:
+def _malformed_frame(bad: list[tuple[int | None, str, str]]) -> pl.DataFrame:
+    """Quarantine rows for CSV lines that could not be read as a record (``malformed_row``,
+    ``broken_quote``): their text as it came, with anything shaped like a resident ID masked."""
+    text = pl.Series("text", [t for _, t, _ in bad], dtype=pl.String)
     return pl.DataFrame(
-        {
-            "_line": [n for n, _ in bad],
-            "_field": [None] * len(bad),
-            "_reason": ["malformed_row"] * len(bad),
-            "_raw": [json.dumps({"text": _ID_IN_TEXT.sub(r"\1" + "*" * 12, t)}, ensure_ascii=False) for _, t in bad],
-        },
-        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String, "_raw": pl.String},
+        {"_line": [n for n, _, _ in bad], "_field": [None] * len(bad), "_reason": [r for _, _, r in bad]},
+        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String},
+    ).with_columns(
+        pl.struct(contract.mask_resident_ids(pl.lit(text))).struct.json_encode().alias("_raw")
     )
 
 
@@ -466,7 +654,7 @@ def _db_frame(spec: TableSpec, ok: pl.DataFrame, key: bytes) -> pl.DataFrame:
         elif col.kind == "int":
             exprs.append(pl.col(f"_p_{name}").alias(name))
         else:
-            exprs.append(pl.col(name).alias(name))
+            exprs.append(contract.stored_text(spec, name, pl.col(name)).alias(name))
     out = ok.select(exprs)
     if spec.name == "people" and "id_number" in present:
         # HMAC has no Polars kernel: one C call chain per id, from precomputed keyed states.
@@ -950,8 +1138,9 @@ def ingest_export(
                 else:
                     _load_registry(settings, conn, ingest_id, src, ctx, ts, bar)
             except ContractError as exc:
-                # The file is refused as a whole: nothing of it was kept, so no row is counted.
-                ts.rejected = str(exc)
+                # The file is refused as a whole: nothing of it was kept, so no row is counted. (A parser's
+                # message may quote the row it choked on.)
+                ts.rejected = contract.mask_resident_ids_text(str(exc))
                 ts.rows_in = ts.inserted = ts.updated = ts.unchanged = ts.quarantined = 0
                 ts.reasons = {}
             ts.seconds = round(time.perf_counter() - t0, 3)

@@ -41,7 +41,12 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
-    subject_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    # The contract's subject-id rule; a resident-ID-shaped id (or event_id, item_id) is refused by the
+    # contract's rules in _validate, before anything is stored or audited.
+    subject_id: str = Field(
+        min_length=1, max_length=contract.SUBJECT_ID_MAX_LENGTH, pattern=contract.SUBJECT_ID_PATTERN,
+        description=contract.SUBJECT_ID_RULE,
+    )
     item_id: str = Field(min_length=1, max_length=64)
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     ts: str = Field(
