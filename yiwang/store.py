@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,11 +50,30 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn, db_path)
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, db_path: Path, wait_s: float = 30.0) -> None:
+    """Switch the file to WAL (a no-op once it is). The first switch of a fresh file needs an exclusive lock,
+    and SQLite answers "database is locked" to a concurrent opener without calling the busy handler: retry."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.002
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        if time.monotonic() > deadline:
+            conn.close()
+            raise StateError(f"{db_path}: could not switch the store to WAL mode (locked by another process for {wait_s:.0f} s)")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
@@ -67,7 +87,13 @@ def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
     """Apply every pending migration in order; returns the names applied now."""
     conn = db.conn
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
     for name, sql in all_migrations():
