@@ -98,7 +98,8 @@ class Settings(BaseSettings):
             return self.id_hash_key.encode()
         path = self.home / "secrets" / "id_hash.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.umask(0o077)  # the home and secrets/ are created private, like the store (yiwang.store)
+            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))

@@ -7,6 +7,7 @@ they are applied in the order of :data:`MIGRATION_SOURCES`, each once, recorded 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sqlite3
 import time
@@ -48,13 +49,23 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             raise StateError(f"no store at {db_path}: run `yiwang ingest` first")
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
     else:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_home(db_path.parent)
         conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
         _use_wal(conn, db_path)
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def make_private_home(home: Path) -> None:
+    """The store is its user's alone: everything this process creates from now on (database, WAL and SHM,
+    snapshots, event log, profiles, models, secrets) is 0600 / 0700, and a home created here is 0700.
+    An existing directory's mode is left as its owner set it."""
+    os.umask(0o077)
+    home = Path(home)
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700, exist_ok=True)
 
 
 def _use_wal(conn: sqlite3.Connection, db_path: Path, wait_s: float = 30.0) -> None:
