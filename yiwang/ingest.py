@@ -53,6 +53,7 @@ from yiwang.eventlog import (
 )
 from yiwang.registry import write_snapshot, write_snapshot_frame
 from yiwang.settings import TIMEZONE, Settings
+from yiwang.store import bind_id_hash_key
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
 DB_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -123,6 +124,7 @@ class IngestSummary:
     started_at: str = ""
     finished_at: str | None = None
     tables: dict[str, TableSummary] = field(default_factory=dict)
+    rekeyed: bool = False  # the store's ID-hash key was replaced by this ingest (--rekey)
 
     @property
     def rejected_files(self) -> list[str]:
@@ -147,6 +149,7 @@ class IngestSummary:
             "rows_in": self.rows_in,
             "quarantined": self.quarantined,
             "rejected_files": self.rejected_files,
+            "rekeyed": self.rekeyed,
             "tables": {
                 name: {**asdict(t), "stored": t.stored, "rows_per_s": round(t.rows_per_s, 1)}
                 for name, t in self.tables.items()
@@ -881,18 +884,23 @@ def ingest_export(
     export_dir: Path,
     as_of: date | None = None,
     progress=None,
+    *,
+    rekey: bool = False,
 ) -> IngestSummary:
     """Validate and load every table file of ``export_dir``; returns (and stores) the summary.
 
     A file the contract refuses as a whole is reported in ``summary.tables[t].rejected`` (its rows are
     not read or counted) and the other files are still loaded. Raises :class:`ContractError` only when
-    the directory itself is unusable (missing, or holding no table file at all).
+    the directory itself is unusable (missing, or holding no table file at all), and
+    :class:`ConfigError` when the ID-hash key is not the store's (see :func:`yiwang.store.bind_id_hash_key`;
+    ``rekey`` replaces it).
     """
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise ContractError(f"{export_dir}: no such export directory")
     as_of = as_of or _today_shanghai()
     conn = db.conn
+    _, rekeyed = bind_id_hash_key(conn, settings, rekey=rekey)
     # A 256 MB page cache for the bulk upserts (the 2 MB default thrashes on million-row B-tree inserts),
     # and the staging table in memory; restored when done, the connection may be shared.
     saved_pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "temp_store")}
@@ -904,7 +912,7 @@ def ingest_export(
     )
     ingest_id = cur.lastrowid
     conn.commit()
-    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now())
+    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now(), rekeyed=rekeyed)
     bar = _Progress(progress)
     try:
         license_types = _license_types(settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from yiwang.errors import StateError
+from yiwang.errors import ConfigError, StateError
 
 # Areas in dependency order: later areas may reference tables of earlier ones.
 MIGRATION_SOURCES = (
@@ -168,3 +168,44 @@ def swap_in_build_table(conn: sqlite3.Connection, table: str) -> None:
 def drop_old_table(conn: sqlite3.Connection, table: str) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {table}_old")
     conn.commit()
+
+
+# -- the ID-hash key the store's resident IDs are hashed with ----------------------------------------------------
+
+KEY_FINGERPRINT = "id_hash_key_fingerprint"
+
+
+def bind_id_hash_key(conn: sqlite3.Connection, settings, *, rekey: bool = False) -> tuple[bytes, bool]:
+    """The ID-hash key to ingest with, checked against the fingerprint the store recorded (the first key
+    used is recorded). A different key raises :class:`ConfigError`, unless ``rekey``: then it becomes the
+    store's key and every stored ``id_hash`` is cleared (ingest recomputes those of the people it loads), so
+    no hash made with another key remains. Returns (key, whether the key was replaced)."""
+    from yiwang.settings import key_fingerprint
+
+    key = settings.hash_key(new_key_allowed=rekey)
+    fingerprint = key_fingerprint(key)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM store_meta WHERE name = ?", (KEY_FINGERPRINT,)).fetchone()
+        replaced = row is not None and row[0] != fingerprint
+        if replaced and not rekey:
+            raise ConfigError(
+                f"the ID-hash key ({settings.hash_key_source()}) is not the key this store's resident IDs were "
+                f"hashed with (fingerprint {row[0][:12]}, this key {fingerprint[:12]}): ingesting would re-hash "
+                f"every ID. Set YIWANG_ID_HASH_KEY to the original key or restore {settings.hash_key_file}; to "
+                "re-hash all IDs with this key on purpose, run `yiwang ingest --rekey`"
+            )
+        if row is None or replaced:
+            conn.execute(
+                "INSERT INTO store_meta (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (KEY_FINGERPRINT, fingerprint, now),
+            )
+        if replaced:
+            conn.execute("UPDATE people SET id_hash = NULL WHERE id_hash IS NOT NULL")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return key, replaced
