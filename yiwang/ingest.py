@@ -51,9 +51,9 @@ from yiwang.eventlog import (
     write_event_file,
     writer_lock,
 )
-from yiwang.registry import write_snapshot, write_snapshot_frame
+from yiwang.registry import next_generation, write_snapshot, write_snapshot_frame
 from yiwang.settings import TIMEZONE, Settings
-from yiwang.store import bind_id_hash_key
+from yiwang.store import RunLock, bind_id_hash_key
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
 DB_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -583,13 +583,14 @@ def _load_registry(
     try:
         ts.inserted, ts.updated, ts.unchanged = _upsert(conn, spec.name, rows, ingest_id)
         ts.add_reasons(_quarantine_rows(conn, ingest_id, spec.name, src.path, rejected))
+        generation = next_generation(conn, spec.name)  # the snapshot lags SQLite until written from this
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     if ts.inserted == rows.height and ts.inserted == conn.execute(f"SELECT count(*) FROM {spec.name}").fetchone()[0]:
         # The table holds exactly these rows: snapshot them from memory instead of reading SQLite back.
-        write_snapshot_frame(settings.home, spec.name, rows)
+        write_snapshot_frame(settings.home, spec.name, rows, generation)
     else:
         write_snapshot(settings.home, spec.name, conn)
     bar.update(src.table, ts.rows_in, ts.rows_in)
@@ -911,6 +912,8 @@ def ingest_export(
         (str(export_dir), _now(), as_of.isoformat()),
     )
     ingest_id = cur.lastrowid
+    # Held until the outcome is recorded: a 'running' row whose lock is free is a dead run (yiwang.store).
+    run_lock = RunLock(settings.home, f"ingest-{ingest_id}").acquire()
     conn.commit()
     summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now(), rekeyed=rekeyed)
     bar = _Progress(progress)
@@ -981,6 +984,7 @@ def ingest_export(
             (summary.finished_at, summary.status, json.dumps(summary.to_dict(), ensure_ascii=False), ingest_id),
         )
         conn.commit()
+        run_lock.release()
         for pragma, value in saved_pragmas.items():
             conn.execute(f"PRAGMA {pragma} = {int(value)}")
     return summary

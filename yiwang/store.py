@@ -6,11 +6,14 @@ they are applied in the order of :data:`MIGRATION_SOURCES`, each once, recorded 
 
 from __future__ import annotations
 
+import fcntl
 import importlib
+import json
 import os
 import re
 import sqlite3
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,11 +91,107 @@ def _use_wal(conn: sqlite3.Connection, db_path: Path, wait_s: float = 30.0) -> N
 
 
 def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the store and bring its schema up to date."""
+    """Open (creating if needed) the store, bring its schema up to date, and clean up after runs that died."""
     db = sqlite_utils.Database(connect(db_path))
     if migrate:
         apply_migrations(db)
+        recover_dead_runs(db.conn, Path(db_path).parent)
     return db
+
+
+# -- runs that die half-way ---------------------------------------------------------------------------------------
+# A long run (an ingest, a feed build) records itself in the store as in progress and holds an exclusive flock on
+# ``HOME/run/<name>.lock`` until its outcome is recorded. The kernel drops the lock when the process dies however
+# it dies (kill -9 included), so an "in progress" record whose lock is free belongs to a dead run.
+
+# Functions ``(conn, home) -> None`` that clean up after an area's dead runs, called on every open of the store.
+RECOVERY = (
+    "yiwang.store:fail_dead_ingests",
+    "yiwang.registry:remove_dead_snapshot_temps_at_open",
+    "recommender.feeds:drop_dead_builds",
+)
+
+
+class RunLock:
+    """The lock a live run holds (see above); take it before committing the run's "in progress" record."""
+
+    def __init__(self, home: Path, name: str) -> None:
+        self.path = run_lock_path(home, name)
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError(f"{self.path} is held by another live process: the same run is already going on") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """After the run's outcome is committed: a prober that still finds the file sees the final status."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def run_lock_path(home: Path, name: str) -> Path:
+    return Path(home) / "run" / f"{name}.lock"
+
+
+@contextmanager
+def dead_run(home: Path, name: str):
+    """Yields True, holding the run's lock, if the run ``name`` is dead (its lock file absent or free), else
+    False. Record the run's failure inside, conditionally on it still being "in progress"; the lock file is
+    removed on the way out."""
+    path = run_lock_path(home, name)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
+    """Mark ingests left 'running' by a dead process as failed; returns their ids."""
+    failed = []
+    for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
+        with dead_run(home, f"ingest-{ingest_id}") as dead:
+            if not dead:
+                continue
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            note = json.dumps({"ingest_id": ingest_id, "status": "failed", "error": (
+                "the ingest process died before finishing (killed or crashed); found by a later open of the store. "
+                "Tables whose load had committed are kept; re-run the ingest to load the rest"
+            )})
+            cur = conn.execute(
+                "UPDATE ingests SET status = 'failed', finished_at = ?, summary_json = COALESCE(summary_json, ?) "
+                "WHERE ingest_id = ? AND status = 'running'",
+                (now, note, ingest_id),
+            )
+            conn.commit()
+            if cur.rowcount:
+                failed.append(ingest_id)
+    return failed
+
+
+def recover_dead_runs(conn: sqlite3.Connection, home: Path) -> None:
+    for target in RECOVERY:
+        module_name, func = target.split(":")
+        getattr(importlib.import_module(module_name), func)(conn, Path(home))
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
