@@ -197,3 +197,46 @@ def test_publisher_killed_while_building(tmp_path):
     assert query(db_path, "SELECT count(*) FROM feed_rows") == [(0,)]
     assert query(db_path, "SELECT count(*) FROM feed_reasons") == [(0,)]
     assert leftovers(home) == []
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys
+    from yiwang.store import RunLock
+    RunLock(sys.argv[1], sys.argv[2]).acquire()
+    print("held", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_only_ingests_whose_process_is_gone_are_failed(tmp_path):
+    """Two ingests 'running', each with event files pending: the one whose process is alive (holding its run
+    lock) is left alone by an open of the store; once that process is killed, the next open fails it too."""
+    home = tmp_path / "home"
+    db = open_db(home / "yiwang.db")
+    for _ in range(2):
+        db.conn.execute("INSERT INTO ingests (source, started_at, status) VALUES ('x', '2026-11-20', 'running')")
+    db.conn.commit()
+    month = home / "events" / "month=2026-11"
+    month.mkdir(parents=True)
+    pending = {i: month / f"part-{i:06d}-00000n-0123abcd.parquet.pending" for i in (1, 2)}
+    for path in pending.values():
+        path.write_bytes(b"PAR1 half")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(home), "ingest-2"], env=env(),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        open_db(home / "yiwang.db").conn.close()
+        assert db.conn.execute("SELECT ingest_id, status FROM ingests").fetchall() == [(1, "failed"), (2, "running")]
+        assert not pending[1].exists() and pending[2].exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+    open_db(home / "yiwang.db").conn.close()
+    assert db.conn.execute("SELECT ingest_id, status FROM ingests").fetchall() == [(1, "failed"), (2, "failed")]
+    assert not pending[2].exists()
+    assert leftovers(home) == []
+    db.conn.close()

@@ -166,7 +166,10 @@ def dead_run(home: Path, name: str):
 
 
 def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
-    """Mark ingests left 'running' by a dead process as failed; returns their ids."""
+    """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
+    (named after the ingest, so no live writer's); returns their ids."""
+    from yiwang.eventlog import PENDING_SUFFIX
+
     failed = []
     for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
         with dead_run(home, f"ingest-{ingest_id}") as dead:
@@ -185,6 +188,8 @@ def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
             conn.commit()
             if cur.rowcount:
                 failed.append(ingest_id)
+                for pending in Path(home).glob(f"events/month=*/part-{ingest_id:06d}-*{PENDING_SUFFIX}"):
+                    pending.unlink(missing_ok=True)
     return failed
 
 
