@@ -167,7 +167,9 @@ def _drop_version(conn: sqlite3.Connection, version: int) -> None:
 
 
 def drop_dead_builds(conn: sqlite3.Connection, home) -> list[int]:
-    """Remove versions left 'building' by a publishing process that died (its build lock is free)."""
+    """Mark versions left 'building' by a publishing process that died (its build lock is free) 'failed' and
+    remove their rows. The version row stays as a tombstone until :func:`prune` (a newer version exists then),
+    so its number, and the name of its lock, are never given to another build."""
     dropped = []
     for (version,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'building'").fetchall():
         with dead_run(home, f"feed-build-{version}") as dead:
@@ -178,8 +180,9 @@ def drop_dead_builds(conn: sqlite3.Connection, home) -> list[int]:
                 # The lock is also free once a run has finished: only a version still building is dropped.
                 if conn.execute("SELECT 1 FROM feed_versions WHERE version = ? AND status = 'building'",
                                 (version,)).fetchone():
-                    for table in ("feed_rows", "feed_reasons", "feed_items", "feed_versions"):
+                    for table in ("feed_rows", "feed_reasons", "feed_items"):
                         conn.execute(f"DELETE FROM {table} WHERE version = ?", (version,))
+                    conn.execute("UPDATE feed_versions SET status = 'failed' WHERE version = ?", (version,))
                     dropped.append(version)
                 conn.execute("COMMIT")
             except BaseException:
@@ -195,9 +198,10 @@ def prune(conn: sqlite3.Connection, keep: int) -> list[int]:
         "SELECT version FROM feed_versions WHERE status IN ('published', 'retired') ORDER BY version DESC")]
     kept = set(done[:keep]) | ({served} if served is not None else set())
     building = [v for (v,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'building'")]
+    failed = [v for (v,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'failed'")]
     latest = max(done + building, default=0)
     # A half-built version older than the newest finished one is a crashed run, never a concurrent one.
-    victims = [v for v in done if v not in kept] + [v for v in building if v < latest]
+    victims = [v for v in done if v not in kept] + [v for v in building + failed if v < latest]
     for v in victims:
         _drop_version(conn, v)
     return sorted(victims)

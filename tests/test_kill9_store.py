@@ -20,11 +20,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 
 from profiler import read_profile
+from recommender.feeds import publish
 
 from yiwang.registry import scan_table, snapshot_path
 from yiwang.settings import load_settings
@@ -192,11 +194,19 @@ def test_publisher_killed_while_building(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
 
-    open_db(db_path).conn.close()  # the next open of the store, by any command
-    assert query(db_path, "SELECT version, status FROM feed_versions") == []
+    db = open_db(db_path)  # the next open of the store, by any command
+    # Its rows are gone; the version stays as a 'failed' tombstone, so no later build gets its number.
+    assert query(db_path, "SELECT version, status FROM feed_versions") == [(1, "failed")]
     assert query(db_path, "SELECT count(*) FROM feed_rows") == [(0,)]
     assert query(db_path, "SELECT count(*) FROM feed_reasons") == [(0,)]
     assert leftovers(home) == []
+
+    frame = pl.DataFrame({"subject_id": ["P1"], "rank": [1], "item_id": ["I1"], "score": [0.5],
+                          "reasons_json": ['[{"source":"popular","zh":"热门","en":"popular","ref":"x"}]']})
+    publish(db, load_settings(home=home, id_hash_key="k"), [frame], "m2", date(2026, 11, 21))
+    assert query(db_path, "SELECT version, status FROM feed_versions") == [(2, "published")]
+    assert leftovers(home) == []
+    db.conn.close()
 
 
 _HOLDER = textwrap.dedent(
