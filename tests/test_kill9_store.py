@@ -3,11 +3,12 @@ again on the next run, and the dead run leaves no 'running' ingest, no 'building
 and no run lock behind.
 
 The processes are real and killed with SIGKILL. To hold one still at the vulnerable point without any hook in
-yiwang, the test gives it something that blocks from outside: a FIFO where ingest writes the snapshot's
-temporary file (opening it for writing waits for a reader that never comes; the test holds the table's snapshot
-lock as a live writer would, so the FIFO is not cleaned away as a dead writer's leftover, and the fixed ingest
-waits for that lock instead), so the ingest stops right after the people table's COMMIT; for a feed, the frames handed to ``publish`` come from a generator that waits on a
-FIFO after the first chunk, so the version stays 'building' with rows written.
+yiwang, the test blocks it from outside. Ingest: a FIFO sits where ingest writes the people snapshot's temporary
+file (opening it for writing waits for a reader that never comes), and the test holds that table's snapshot lock
+as a live writer would (so the FIFO is not cleaned away as a dead writer's leftover, and the fixed ingest waits
+for the lock instead): either way the ingest stops right after the people table's COMMIT. Feed: the frames
+handed to ``publish`` come from a generator that waits on a FIFO after the first chunk, so the version stays
+'building' with rows written.
 """
 
 from __future__ import annotations

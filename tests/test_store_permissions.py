@@ -49,7 +49,8 @@ def test_wal_and_shm_are_private_while_the_store_is_open(tmp_path):
     script = (
         "import os, stat, sys; from pathlib import Path; from yiwang.store import open_db; "
         "db = open_db(Path(sys.argv[1]) / 'yiwang.db'); db.conn.execute('CREATE TABLE t (x)'); "
-        "print(' '.join(f'{p.name}={oct(stat.S_IMODE(p.stat().st_mode))}' for p in sorted(Path(sys.argv[1]).iterdir())))"
+        "print(' '.join(f'{p.name}={oct(stat.S_IMODE(p.stat().st_mode))}' "
+        "for p in sorted(Path(sys.argv[1]).iterdir())))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = " ".join(shlex.quote(a) for a in (sys.executable, "-c", script, str(tmp_path / "h")))

@@ -85,7 +85,9 @@ def _use_wal(conn: sqlite3.Connection, db_path: Path, wait_s: float = 30.0) -> N
                 raise
         if time.monotonic() > deadline:
             conn.close()
-            raise StateError(f"{db_path}: could not switch the store to WAL mode (locked by another process for {wait_s:.0f} s)")
+            raise StateError(
+                f"{db_path}: could not switch the store to WAL mode (locked by another process for {wait_s:.0f} s)"
+            )
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
 
