@@ -68,7 +68,7 @@ def _race(tmp_path: Path, processes: int, rounds: int) -> dict:
 
 
 def test_processes_opening_a_fresh_store_together_all_succeed(tmp_path):
-    result = _race(tmp_path, processes=6, rounds=40)
+    result = _race(tmp_path, processes=8, rounds=50)
     assert result == {"failures": [], "miscounts": []}
 
 
