@@ -29,8 +29,8 @@ import psutil  # noqa: E402
 
 from notifier.engine import evaluate_alerts  # noqa: E402
 from notifier.sample import population, write_snapshots  # noqa: E402
-from yiwang.settings import load_settings  # noqa: E402
-from yiwang.store import open_db  # noqa: E402
+from data.settings import load_settings  # noqa: E402
+from yiwang.migrations import open_db  # noqa: E402
 
 AS_OF = date(2026, 3, 2)
 TARGET_S = 30.0

@@ -82,8 +82,8 @@ def publish_version(home: str, subjects: int, items: int, n_items: int, seed: in
     """Publish one whole feed version with the recommender's publisher; returns its summary and duration."""
     from recommender.feeds import publish
 
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
+    from data.settings import load_settings
+    from yiwang.migrations import open_db
 
     settings = load_settings(home=home, id_hash_key="bench")
     db = open_db(settings.db_path)
@@ -102,7 +102,7 @@ def _publish_in_child(home, subjects, items, n_items, seed, queue) -> None:
 
 def build_store(home: Path, subjects: int, items: int, n_items: int) -> tuple[str, dict]:
     from yiwang.api.keys import create_key
-    from yiwang.store import open_db
+    from yiwang.migrations import open_db
 
     db = open_db(home / "yiwang.db")
     with db.conn:

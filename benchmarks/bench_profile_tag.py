@@ -45,8 +45,8 @@ def run_stage(stage: str, home: Path, as_of: str) -> dict:
     code = (
         "import os; os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
         "from datetime import date\n"
-        "from yiwang.settings import load_settings\n"
-        "from yiwang.store import open_db\n"
+        "from data.settings import load_settings\n"
+        "from yiwang.migrations import open_db\n"
         f"settings = load_settings(home={str(home)!r}); db = open_db(settings.db_path); as_of = date.fromisoformat({as_of!r})\n"
         + STAGE_CODE[stage]
     )

@@ -88,8 +88,8 @@ def compare_scoring(home: Path, k: int = 10) -> dict:
     from recommender import candidates as C
     from recommender.config import load_config
     from recommender.models import ALS
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
+    from data.settings import load_settings
+    from yiwang.migrations import open_db
 
     s = load_settings(home=home, id_hash_key="bench")
     db = open_db(s.db_path)

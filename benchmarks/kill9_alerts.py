@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from notifier.engine import evaluate_alerts  # noqa: E402
 from notifier.receiver import Receiver  # noqa: E402
 from notifier.sample import load_into_store, population  # noqa: E402
-from yiwang.settings import load_settings  # noqa: E402
-from yiwang.store import open_db  # noqa: E402
+from data.settings import load_settings  # noqa: E402
+from yiwang.migrations import open_db  # noqa: E402
 
 YIWANG = Path(sys.executable).parent / "yiwang"
 START = date(2026, 3, 2)

@@ -37,7 +37,7 @@ from recommender.evaluation import EvalReport, SystemResult, group_breakdown, wr
 from recommender.filters import blocked_pairs  # noqa: E402
 from recommender.metrics import USER_METRICS, coverage, parse_metrics, per_user  # noqa: E402
 from recommender.training import Scorer, fit_implicit, train_models  # noqa: E402
-from yiwang.errors import ConfigFileError  # noqa: E402
+from data.errors import ConfigFileError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,10 +68,10 @@ def load_experiment(path: Path, overrides: dict) -> dict:
 
 def prepare_store(cfg: dict):
     """Generate (or reuse) the city's export, ingest it into a fresh store; returns (settings, db, truth_dir)."""
-    from yiwang.ingest import ingest_export
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
-    from yiwang.synth import generate_city
+    from data.ingest import ingest_export
+    from data.settings import load_settings
+    from yiwang.migrations import open_db
+    from data.synth import generate_city
 
     city = cfg["city"]
     work = (REPO / cfg["workdir"]).resolve()
@@ -120,7 +120,7 @@ def top_k(frame: pl.DataFrame, score: str, k: int, world: C.World) -> pl.DataFra
 
 def run(cfg: dict) -> dict:
     t_all = time.perf_counter()
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     settings, db, truth_dir = prepare_store(cfg)
     as_of = date.fromisoformat(cfg["city"]["as_of"])
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    from yiwang.errors import YiwangError
+    from data.errors import YiwangError
 
     try:
         cfg = load_experiment(a.config, {"people": a.people, "enterprises": a.enterprises, "seed": a.seed, "out": a.out})

@@ -69,8 +69,8 @@ def macro_f1(pred: pl.Series, truth: pl.Series) -> float:
 def run_pipeline(settings, city: Path, as_of: date) -> dict:
     import profiler
     import taggers
-    from yiwang.ingest import ingest_export
-    from yiwang.store import open_db
+    from data.ingest import ingest_export
+    from yiwang.migrations import open_db
 
     db = open_db(settings.db_path)
     timings = {}
@@ -91,9 +91,9 @@ def run_pipeline(settings, city: Path, as_of: date) -> dict:
 
 def evaluate(settings, city: Path, as_of: date) -> dict:
     import taggers
-    from yiwang.eventlog import scan_events
-    from yiwang.reference import load_taxonomy
-    from yiwang.registry import scan_table
+    from data.eventlog import scan_events
+    from data.reference import load_taxonomy
+    from data.registry import scan_table
 
     truth_dir = city / "truth"
     tags = taggers.scan_tags(settings).collect()
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from yiwang.settings import load_settings
+    from data.settings import load_settings
 
     as_of = date.fromisoformat(args.as_of)
     settings = load_settings(home=args.home or args.city / "home")

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from yiwang.settings import TIMEZONE
-from yiwang.store import connect
+from data.settings import TIMEZONE
+from data.store import connect
 
 LOCAL = ZoneInfo(TIMEZONE)
 
@@ -38,6 +38,7 @@ class DeliverySummary:
     in_app: int = 0
     deferred_by_cap: int = 0
     cancelled_by_preferences: int = 0
+    cancelled_rule_not_in_force: int = 0
     webhook_sent: int = 0
     webhook_delivered: int = 0
     webhook_retry: int = 0
@@ -92,11 +93,18 @@ def deliver(settings, db, now: datetime | None = None, max_sends: int | None = N
 
 
 def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
+    from notifier.rules import rules_in_force
+
     conn = db.conn
     today = now.astimezone(LOCAL).date().isoformat()
     stamp = _iso(now)
+    # Checked here as well as at evaluation: the rules may have changed since the alerts were created.
+    enabled = [r.id for r in rules_in_force(settings, db).rules if r.enabled]
+    # ``now`` decides what is due (a nightly run passes as-of + 1 h); delivered_at records when it really happened.
+    delivered_at = _iso(datetime.now(timezone.utc))
     conn.execute("BEGIN IMMEDIATE")
     try:
+        summary.cancelled_rule_not_in_force += _withdraw_not_in_force(conn, enabled, stamp)
         rows = conn.execute(
             """SELECT alert_id, rule_id, subject_id, object_id, stage, channels, statutory FROM outbox
                WHERE status = 'pending' AND released_on IS NULL
@@ -137,7 +145,7 @@ def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
             for ch in channels:
                 key = idempotency_key(rule_id, subject_id, object_id, stage, ch)
                 if ch == "in_app":
-                    deliveries.append((alert_id, ch, key, "delivered", stamp, stamp))
+                    deliveries.append((alert_id, ch, key, "delivered", stamp, delivered_at))
                     summary.in_app += 1
                 else:
                     deliveries.append((alert_id, ch, key, "pending", stamp, None))
@@ -159,6 +167,25 @@ def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
         raise
     summary.released += len(released)
     summary.cancelled_by_preferences += len(cancel)
+
+
+def _withdraw_not_in_force(conn, enabled_rule_ids: list[str], stamp: str) -> int:
+    """Cancel pending alerts (released or not) whose rule is not in force and enabled, and their unsent webhooks."""
+    marks = ",".join("?" * len(enabled_rule_ids))
+    where = f"status = 'pending' AND rule_id NOT IN ({marks})" if enabled_rule_ids else "status = 'pending'"
+    ids = [a for (a,) in conn.execute(f"SELECT alert_id FROM outbox WHERE {where}", enabled_rule_ids)]
+    if not ids:
+        return 0
+    conn.executemany(
+        "UPDATE outbox SET status='cancelled', status_reason='rule not in force', updated_at=? WHERE alert_id=?",
+        [(stamp, a) for a in ids],
+    )
+    conn.executemany(
+        "UPDATE deliveries SET status='cancelled', last_error=COALESCE(last_error, 'alert withdrawn')"
+        " WHERE alert_id=? AND status='pending'",
+        [(a,) for a in ids],
+    )
+    return len(ids)
 
 
 def _claim(conn, now: datetime, lease_s: float):
@@ -286,7 +313,7 @@ def _settle(settings, conn, now, alert_id, attempt, attempt_id, error, status_co
             conn.execute(
                 "UPDATE deliveries SET status='delivered', delivered_at=?, lease_until=NULL, last_error=NULL"
                 " WHERE alert_id=? AND channel='webhook' AND status='pending'",
-                (stamp, alert_id),
+                (_iso(datetime.now(timezone.utc)), alert_id),
             )
             outcome = "webhook_delivered"
         elif attempt >= settings.webhook_max_attempts:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
-from notifier.rules import Rule, RuleSet, rules_in_force
-from yiwang.registry import scan_table
+from notifier.rules import Rule, RuleSet, check_file, mark_in_force, rules_in_force
+from data.registry import scan_table
 
 OUT_COLUMNS = [
     "rule_id", "rule_version", "kind", "subject_id", "subject_type", "object_id", "stage", "stage_order",
@@ -136,6 +136,18 @@ class Inputs:
                                           "licence_name_en": pl.String})
             self._cache["lic_names"] = df
         return self._cache["lic_names"]
+
+    @property
+    def item_names_en(self) -> pl.DataFrame:
+        """item_id -> English name (``data/item_names_en.csv``): the catalogue's names are Chinese only."""
+        if "item_names_en" not in self._cache:
+            path = Path(self.settings.data_dir) / "item_names_en.csv"
+            if path.exists():
+                df = pl.read_csv(path, infer_schema=False).select("item_id", "name_en")
+            else:
+                df = pl.DataFrame(schema={"item_id": pl.String, "name_en": pl.String})
+            self._cache["item_names_en"] = df
+        return self._cache["item_names_en"]
 
     @property
     def tag_names(self) -> pl.DataFrame:
@@ -318,18 +330,37 @@ def _licence(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
         due = due.with_columns(pl.lit(rule.renewal_item).alias("item_id"))
     due = (
         due.join(cat.select("item_id", pl.col("name").alias("item_name")), on="item_id", how="left")
+        .join(inp.item_names_en.lazy().rename({"name_en": "item_name_en"}), on="item_id", how="left")
         .join(inp.licence_names.lazy(), on="license_type", how="left")
         .with_columns(
             pl.col("licence_name_zh").fill_null(pl.col("license_type")),
             pl.col("licence_name_en").fill_null(pl.col("license_type")),
+            pl.col("item_name_en").fill_null(pl.col("item_id")),
             pl.col("expires_on").cast(pl.String),
             pl.col("license_id").alias("object_id"),
             pl.col("expires_on").cast(pl.String).alias("cause_date"),
         )
+        .with_columns(_expiry_phrases())
     )
     fields = ["license_id", "license_type", "licence_name_zh", "licence_name_en", "expires_on", "days_left",
-              "stage", "item_id", "item_name"]
+              "expiry_zh", "expiry_en", "stage", "item_id", "item_name", "item_name_en"]
     return _finish(rule, inp, due, fields, lead_items=[pl.col("item_id")]), live_keys
+
+
+def _expiry_phrases() -> list[pl.Expr]:
+    """When the licence expires, as a sentence reads it: today and tomorrow by name, later as a date and a count."""
+    left, on = pl.col("days_left"), pl.col("expires_on").cast(pl.String)
+    return [
+        pl.when(left == 0).then(pl.concat_str([pl.lit("今天（"), on, pl.lit("）到期")]))
+        .when(left == 1).then(pl.concat_str([pl.lit("明天（"), on, pl.lit("）到期")]))
+        .otherwise(pl.concat_str([pl.lit("将于"), on, pl.lit("到期（还有"), left.cast(pl.String), pl.lit("天）")]))
+        .alias("expiry_zh"),
+        pl.when(left == 0).then(pl.concat_str([pl.lit("expires today ("), on, pl.lit(")")]))
+        .when(left == 1).then(pl.concat_str([pl.lit("expires tomorrow ("), on, pl.lit(")")]))
+        .otherwise(pl.concat_str([pl.lit("expires on "), on, pl.lit(" ("), left.cast(pl.String),
+                                  pl.lit(" days left)")]))
+        .alias("expiry_en"),
+    ]
 
 
 def _tag_gained(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -418,14 +449,18 @@ def _age(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
 KIND_QUERIES = {"licence_expiry": _licence, "tag_gained": _tag_gained, "calendar": _calendar, "age_milestone": _age}
 
 
-def _render(template: str) -> pl.Expr:
+# In an English message the catalogue's (Chinese) item names are replaced by their English names.
+EN_FIELDS = {"item_name": "item_name_en", "item_names": "item_names_en"}
+
+
+def _render(template: str, fields: dict[str, str] | None = None) -> pl.Expr:
     """A message template as one concat_str expression (vectorised, no per-row formatting)."""
     parts: list[pl.Expr] = []
     for literal, name, _spec, _conv in string.Formatter().parse(template):
         if literal:
             parts.append(pl.lit(literal))
         if name is not None:
-            parts.append(pl.col(name).cast(pl.String).fill_null(""))
+            parts.append(pl.col((fields or {}).get(name, name)).cast(pl.String).fill_null(""))
     return pl.concat_str(parts) if parts else pl.lit("")
 
 
@@ -434,7 +469,7 @@ def _finish(
 ) -> pl.LazyFrame:
     """Add linked items, common fields, rendered messages and the fixed rule columns."""
     frame = frame.join(inp.district_codes.lazy(), on="district", how="left")
-    cat_names = inp.catalog.lazy().select("item_id", "name")
+    cat_names = inp.catalog.lazy().select("item_id", "name").join(inp.item_names_en.lazy(), on="item_id", how="left")
     item_cols: list[str] = []
     for i, expr in enumerate(lead_items or []):
         frame = frame.with_columns(expr.alias(f"_item{i}"))
@@ -449,21 +484,29 @@ def _finish(
         item_cols.append(col)
     name_cols = []
     for col in item_cols:
-        frame = frame.join(cat_names.rename({"item_id": col, "name": f"{col}_name"}), on=col, how="left")
+        frame = frame.join(cat_names.rename({"item_id": col, "name": f"{col}_name", "name_en": f"{col}_name_en"}),
+                           on=col, how="left")
         # An item id that the catalogue does not hold (e.g. no such district variant) is dropped, not linked.
-        frame = frame.with_columns(pl.when(pl.col(f"{col}_name").is_not_null()).then(pl.col(col)).alias(col))
+        frame = frame.with_columns(
+            pl.when(pl.col(f"{col}_name").is_not_null()).then(pl.col(col)).alias(col),
+            # An item without an English name is named by its id in English texts, never in Chinese.
+            pl.when(pl.col(f"{col}_name").is_not_null()).then(pl.col(f"{col}_name_en").fill_null(pl.col(col)))
+            .alias(f"{col}_name_en"),
+        )
         name_cols.append(f"{col}_name")
     if item_cols:
         ids = pl.concat_list([pl.col(c) for c in item_cols]).list.drop_nulls()
         names = pl.concat_list([pl.col(c) for c in name_cols]).list.drop_nulls().list.join("、")
+        names_en = pl.concat_list([pl.col(f"{c}_en") for c in name_cols]).list.drop_nulls().list.join(", ")
         item_json = pl.when(ids.list.len() > 0).then(
             pl.concat_str([pl.lit('["'), ids.list.join('","'), pl.lit('"]')])
         ).otherwise(pl.lit("[]"))
     else:
-        names, item_json = pl.lit(""), pl.lit("[]")
+        names, names_en, item_json = pl.lit(""), pl.lit(""), pl.lit("[]")
     frame = frame.with_columns(
         item_json.alias("item_ids"),
         names.alias("item_names"),
+        names_en.alias("item_names_en"),
         pl.lit(rule.id).alias("rule_id"),
         pl.lit(inp.as_of.isoformat()).alias("as_of"),
     )
@@ -481,7 +524,7 @@ def _finish(
         pl.col("cause_date").cast(pl.String),
         pl.col("item_ids"),
         _render(rule.message_zh).alias("message_zh"),
-        _render(rule.message_en).alias("message_en"),
+        _render(rule.message_en, EN_FIELDS).alias("message_en"),
         pl.struct(all_fields).struct.json_encode().alias("fields_json"),
         pl.lit(json.dumps(list(rule.channels))).alias("channels"),
         pl.lit(rule.priority, dtype=pl.Int64).alias("priority"),
@@ -573,7 +616,9 @@ def evaluate_alerts(settings, db, as_of: date, rule_ids: list[str] | None = None
                     (now, rule.id),
                 ).rowcount
                 summary.per_rule.append(RuleResult(rule.id, cancelled=n))
+        summary.per_rule.extend(_cancel_not_in_force(conn, ruleset, now))
         _cancel_open_deliveries(conn)
+        mark_in_force(settings, conn, ruleset, by="alerts")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -634,6 +679,20 @@ def _cancel_gone(conn, mine: pl.DataFrame, live: pl.DataFrame, now: str) -> tupl
     return cancelled, conn.total_changes - before
 
 
+def _cancel_not_in_force(conn, ruleset: RuleSet, now: str) -> list[RuleResult]:
+    """Pending alerts of a rule that is not in the rules in force (removed, or never really in force) never go out."""
+    ids = [r.id for r in ruleset.rules]
+    marks = ",".join("?" * len(ids))
+    where = f"status = 'pending' AND rule_id NOT IN ({marks})" if ids else "status = 'pending'"
+    counts = conn.execute(f"SELECT rule_id, COUNT(*) FROM outbox WHERE {where} GROUP BY rule_id", ids).fetchall()
+    if counts:
+        conn.execute(
+            f"UPDATE outbox SET status='cancelled', status_reason='rule not in force', updated_at=? WHERE {where}",
+            [now, *ids],
+        )
+    return [RuleResult(rule_id, cancelled=n) for rule_id, n in counts]
+
+
 def _cancel_open_deliveries(conn) -> None:
     conn.execute(
         """UPDATE deliveries SET status='cancelled', last_error=COALESCE(last_error, 'alert withdrawn')
@@ -642,10 +701,15 @@ def _cancel_open_deliveries(conn) -> None:
     )
 
 
-def dry_run(settings, db, rule_id: str, as_of: date, sample: int = 5) -> DryRun:
-    """How many subjects ``rule_id`` would alert on ``as_of`` and a sample; writes nothing."""
-    ruleset = rules_in_force(settings, db)
-    rule = ruleset.get(rule_id)
+def dry_run(settings, db, rule_id: str, as_of: date, sample: int = 5, rules_file: Path | None = None) -> DryRun:
+    """How many subjects ``rule_id`` would alert on ``as_of`` and a sample; writes nothing.
+
+    The rule comes from the rules in force, or from ``rules_file`` (a draft), which is only read.
+    """
+    if rules_file is not None:
+        rule = RuleSet(check_file(rules_file, settings.data_dir), str(rules_file), "", "").get(rule_id)
+    else:
+        rule = rules_in_force(settings, db).get(rule_id)
     [(rule, due, _live)] = candidates(settings, db, as_of, [rule])
     rows = db.conn.execute(
         "SELECT subject_id, object_id, stage FROM outbox WHERE rule_id=?", (rule_id,)

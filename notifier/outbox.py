@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from yiwang.errors import NotFound
+from data.errors import NotFound
 
 # Statuses whose alert is still current; cancelled/superseded/resolved ones no longer describe the world.
 VISIBLE = ("pending", "delivered", "dead")

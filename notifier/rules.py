@@ -1,9 +1,11 @@
-"""Operator reminder rules: a YAML file under data/, validated with errors that name file, rule and line.
+"""Operator reminder rules: a YAML file, validated with errors that name file, rule and line.
 
 A file is parsed with yaml's composer (not ``safe_load``) so every value keeps the line it was written on; every
-error message reads ``FILE:LINE: rule 'ID': ...``. The rules in force are the last file that validated: each good
-file is copied into ``rule_snapshots``, and when the file on disk is broken evaluation keeps using the last
-snapshot (and says so) instead of running with no rules or half a file.
+error message reads ``FILE:LINE: rule 'ID': ...``. The rules in force belong to the store home
+(``HOME/rules/reminder_rules.yaml``), seeded from ``data/reminder_rules.yaml`` or YIWANG_REMINDER_RULES_FILE
+until the home has its own. Rules enter ``rule_snapshots`` only when they are really in force (used by an
+evaluation, or installed through PUT /v1/rules or `yiwang rules install`); when the home's file is broken,
+evaluation keeps using the last of those (and says so), never a file that was only read or previewed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import re
 import string
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from yiwang.errors import RulesError
+from data.errors import RulesError
 
 KINDS = ("licence_expiry", "tag_gained", "calendar", "age_milestone")
 CHANNELS = ("in_app", "webhook")
@@ -33,7 +36,7 @@ COMMON_FIELDS = {"subject_id", "rule_id", "as_of", "item_names"}
 KIND_FIELDS = {
     "licence_expiry": {
         "license_id", "license_type", "licence_name_zh", "licence_name_en", "expires_on", "days_left", "stage",
-        "item_id", "item_name",
+        "item_id", "item_name", "expiry_zh", "expiry_en",
     },
     "tag_gained": {"tag_code", "tag_name_zh", "tag_name_en", "tag_date"},
     "calendar": {"year", "window_start", "window_end"},
@@ -101,16 +104,18 @@ class Rule:
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
-    source: str  # the file, or "snapshot N" when the file was broken
+    source: str  # the home's file, the seed, or "snapshot N" when the file is broken; never a server path
     sha256: str
     text: str
-    warning: str | None = None  # why the file on disk is not in force
+    warning: str | None = None  # why the file is not in force
+    updated_at: str | None = None  # when these rules were put in force; None: not used in force yet
+    origin: str = "home"  # home / seed (the home has no rules file yet) / snapshot (the file is broken)
 
     def get(self, rule_id: str) -> Rule:
         for r in self.rules:
             if r.id == rule_id:
                 return r
-        from yiwang.errors import NotFound
+        from data.errors import NotFound
 
         raise NotFound(f"no reminder rule {rule_id!r} in {self.source}")
 
@@ -438,9 +443,22 @@ def _parse_audience(r: _RuleReader, ref: Reference) -> Audience:
 
 # -- files and the rules in force ------------------------------------------------------------------------------
 
+# The rules in force are a file in the store home, never in the package or the code checkout. Messages and API
+# answers name it by this home-relative name, never by a server path.
+IN_FORCE_NAME = "rules/reminder_rules.yaml"
 
-def rules_path(settings) -> Path:
+
+def in_force_path(settings) -> Path:
+    return Path(settings.home) / IN_FORCE_NAME
+
+
+def seed_path(settings) -> Path:
+    """Where a home that has no rules of its own takes them from: YIWANG_REMINDER_RULES_FILE or the shipped file."""
     return Path(settings.reminder_rules_file or Path(settings.data_dir) / "reminder_rules.yaml")
+
+
+def _seed_label(settings) -> str:
+    return Path(settings.reminder_rules_file).name if settings.reminder_rules_file else "data/reminder_rules.yaml"
 
 
 def check_file(path: Path, data_dir: Path) -> tuple[Rule, ...]:
@@ -463,54 +481,123 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _record_snapshot(db, source: str, text: str) -> None:
+def _in_force_since(db, sha: str) -> str | None:
+    row = db.conn.execute(
+        "SELECT loaded_at FROM rule_snapshots WHERE sha256 = ? AND in_force_by IS NOT NULL"
+        " ORDER BY snapshot_id DESC LIMIT 1",
+        (sha,),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _record_in_force(conn, source: str, text: str, by: str) -> None:
+    """Append ``text`` to the rules that were in force (the only rows a broken file may fall back to), inside
+    the caller's transaction."""
     sha = _sha(text)
-    last = db.conn.execute("SELECT sha256 FROM rule_snapshots ORDER BY snapshot_id DESC LIMIT 1").fetchone()
+    last = conn.execute(
+        "SELECT sha256 FROM rule_snapshots WHERE in_force_by IS NOT NULL ORDER BY snapshot_id DESC LIMIT 1"
+    ).fetchone()
     if last and last[0] == sha:
         return
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO rule_snapshots (source, sha256, text, loaded_at) VALUES (?, ?, ?, ?)",
-            (source, sha, text, _now()),
-        )
+    conn.execute(
+        "INSERT INTO rule_snapshots (source, sha256, text, loaded_at, in_force_by) VALUES (?, ?, ?, ?, ?)",
+        (source, sha, text, _now(), by),
+    )
+
+
+def _write_private(path: Path, text: str, replace: bool) -> None:
+    """Write ``path`` whole or not at all (0600, in a 0700 folder); with ``replace`` False an existing file wins."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # create-if-absent, atomically: a concurrent writer's file is kept
+            except FileExistsError:
+                pass
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def rules_in_force(settings, db) -> RuleSet:
-    """The rules evaluation uses: the file if it validates (recorded as a snapshot), else the last good snapshot.
+    """The rules in force, read only: the home's rules file (or, before the home has one, the seed file) if it
+    validates, else the last rules that were actually in force (used by an evaluation or installed).
 
-    Raises RulesError only when the file is broken and no good version was ever recorded.
+    Nothing is recorded here, so reading rules (a dry run, GET /v1/rules, delivery) never changes what a broken
+    file falls back to. Raises RulesError when the file is broken and no rules were ever in force.
     """
-    path = rules_path(settings)
-    ref = load_reference(settings.data_dir)
+    home = in_force_path(settings)
+    if home.exists():
+        path, label, origin = home, IN_FORCE_NAME, "home"
+    else:
+        path, label, origin = seed_path(settings), _seed_label(settings), "seed"
     try:
         text = path.read_text(encoding="utf-8")
-        rules = parse_rules(text, str(path), ref)
-    except (OSError, UnicodeDecodeError, RulesError) as exc:
-        error = str(exc) if isinstance(exc, RulesError) else f"{path}: cannot read rules file ({exc})"
-        row = db.conn.execute(
-            "SELECT snapshot_id, text, source FROM rule_snapshots ORDER BY snapshot_id DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
-            raise RulesError(f"{error}; and no earlier good rules are on record") from None
-        snapshot_id, snap_text, snap_source = row
-        # The snapshot was valid when taken; reparse without reference checks so a catalogue change cannot
-        # leave the city with no rules at all.
-        rules = parse_rules(snap_text, f"{snap_source} (snapshot {snapshot_id})")
-        return RuleSet(rules, f"snapshot {snapshot_id} of {snap_source}", _sha(snap_text), snap_text, warning=error)
-    _record_snapshot(db, str(path), text)
-    return RuleSet(rules, str(path), _sha(text), text)
+        rules = parse_rules(text, label, load_reference(settings.data_dir))
+    except FileNotFoundError:
+        error = f"{label}: no such rules file"
+    except OSError as exc:
+        error = f"{label}: cannot read the rules file ({exc.strerror})"
+    except UnicodeDecodeError as exc:
+        error = f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except RulesError as exc:
+        error = str(exc)
+    else:
+        sha = _sha(text)
+        return RuleSet(rules, label, sha, text, updated_at=_in_force_since(db, sha), origin=origin)
+    row = db.conn.execute(
+        "SELECT snapshot_id, text, loaded_at FROM rule_snapshots WHERE in_force_by IS NOT NULL"
+        " ORDER BY snapshot_id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise RulesError(f"{error}; and no earlier good rules are on record")
+    snapshot_id, snap_text, loaded_at = row
+    # The snapshot was valid when it was put in force; reparse without reference checks so a catalogue change
+    # cannot leave the city with no rules at all.
+    source = f"snapshot {snapshot_id} (the rules last in force)"
+    rules = parse_rules(snap_text, source)
+    return RuleSet(rules, source, _sha(snap_text), snap_text, warning=error, updated_at=loaded_at, origin="snapshot")
 
 
-def install_rules(settings, db, text: str, source: str = "api") -> RuleSet:
-    """Validate ``text`` and, only if it is valid, make it the rules file in force (atomic replace + snapshot)."""
-    path = rules_path(settings)
+def mark_in_force(settings, conn, ruleset: RuleSet, by: str) -> None:
+    """Record that an evaluation just used ``ruleset`` (call inside its write transaction). Rules still taken
+    from the seed become the home's own file here, the first time they are really in force."""
+    if ruleset.origin == "snapshot":
+        return  # already on record; the broken file stays for its owner to fix
+    home = in_force_path(settings)
+    if ruleset.origin == "seed":
+        _write_private(home, ruleset.text, replace=False)
+    try:
+        current = home.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    if _sha(current) == ruleset.sha256:  # not replaced since this run read it
+        _record_in_force(conn, IN_FORCE_NAME, ruleset.text, by)
+
+
+def install_rules(settings, db, text: str, source: str = "api", by: str | None = None) -> RuleSet:
+    """Validate ``text`` and, only if it is valid, make it the rules in force: the home's rules file is replaced
+    atomically and the text recorded as in force. ``source`` names the text in errors; ``by`` (default
+    ``source``) records who put it in force."""
     rules = parse_rules(text, source, load_reference(settings.data_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    _record_snapshot(db, str(path), text)
-    return RuleSet(rules, str(path), _sha(text), text)
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _write_private(in_force_path(settings), text, replace=True)
+        _record_in_force(conn, IN_FORCE_NAME, text, by or source)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    sha = _sha(text)
+    return RuleSet(rules, IN_FORCE_NAME, sha, text, updated_at=_in_force_since(db, sha), origin="home")
 
 
 def rule_to_dict(rule: Rule) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from yiwang.registry import SNAPSHOT_SCHEMAS, snapshot_path, write_snapshot
+from data.registry import SNAPSHOT_SCHEMAS, snapshot_path, write_snapshot
 
 _DEFAULTS = {
     "people": {"gender": "F", "district": "静安区", "local_hukou": 1, "ingest_id": 0},

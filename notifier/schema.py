@@ -1,4 +1,4 @@
-"""notifier tables (named migrations, applied by yiwang.store).
+"""notifier tables (named migrations, applied by data.store).
 
 ``outbox`` holds one row per alert. Its UNIQUE key (rule_id, subject_id, object_id, stage) is what makes an alert
 exist once across reruns, crashes and overlapping runs: evaluation only ever does INSERT OR IGNORE on it.
@@ -96,5 +96,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX job_runs_job ON job_runs(job_id, id);
         """,
+    ),
+    (
+        # Who put a snapshot in force: an evaluation ('alerts') or an install ('api:KEY', 'cli'). Rows recorded
+        # before this column existed stay NULL: a dry run of a draft recorded such rows, so they are never a
+        # fallback for a broken rules file.
+        "notifier_0002_rule_snapshots_in_force_by",
+        "ALTER TABLE rule_snapshots ADD COLUMN in_force_by TEXT;",
     ),
 ]

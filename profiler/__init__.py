@@ -30,11 +30,11 @@ import pyarrow as pa
 import sqlite_utils
 
 from profiler.build import ENTERPRISE_FIELDS, PERSON_FIELDS, PERSON_SENSITIVE_FIELDS, profile_frame
-from yiwang.errors import StateError
-from yiwang.eventlog import scan_events
-from yiwang.registry import scan_table
-from yiwang.settings import Settings
-from yiwang.store import create_build_table, drop_old_table, swap_in_build_table
+from data.errors import StateError
+from data.eventlog import scan_events
+from data.registry import scan_table
+from data.settings import Settings
+from data.store import create_build_table, drop_old_table, swap_in_build_table
 
 Progress = Callable[[str, int, int], None]
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from yiwang.settings import TIMEZONE
+from data.settings import TIMEZONE
 
 WINDOWS = (7, 30, 180)
 BEHAVIOUR_ACTIONS = {"views": ("view",), "applies": ("apply", "complete")}

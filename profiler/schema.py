@@ -1,4 +1,4 @@
-"""profiler tables (named migrations, applied by yiwang.store).
+"""profiler tables (named migrations, applied by data.store).
 
 ``profiles`` is never updated in place: each batch fills ``profiles_build`` and swaps it in by rename inside
 one transaction, so a reader sees the old batch or the new one, never a mix. Since profiler_0003 a row is a

@@ -1,7 +1,7 @@
 """Load small hand-written cities into a real store (SQLite rows, Parquet snapshots, event log) for tests.
 
-Goes through the same writers ingest uses (SQLite tables, :func:`yiwang.registry.write_snapshot`,
-:func:`yiwang.eventlog.append_events`), so what the profiler reads is what it would read in production.
+Goes through the same writers ingest uses (SQLite tables, :func:`data.registry.write_snapshot`,
+:func:`data.eventlog.append_events`), so what the profiler reads is what it would read in production.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 import polars as pl
 import sqlite_utils
 
-from yiwang.eventlog import EVENT_SCHEMA, append_events
-from yiwang.registry import SNAPSHOT_SCHEMAS, write_snapshot
-from yiwang.settings import Settings
+from data.eventlog import EVENT_SCHEMA, append_events
+from data.registry import SNAPSHOT_SCHEMAS, write_snapshot
+from data.settings import Settings
 
 _DEFAULTS = {
     "people": {"gender": "F", "district": "静安区", "local_hukou": 1},

@@ -27,10 +27,11 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from yiwang.registry import scan_table
-from yiwang.settings import TIMEZONE
+from data.registry import scan_table
+from data.settings import TIMEZONE
 
 from recommender.config import RecommenderConfig
+from recommender.reasons import sensitive_codes
 
 DISTRICTS_ZH = (
     "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",
@@ -222,7 +223,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
 
     ``events`` defaults to the stored event log; experiments pass a training slice instead.
     """
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     home = settings.home
     if events is None:
@@ -335,7 +336,8 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         crowd_groups,
     ])
     return World(as_of=as_of, subjects=subjects.drop("birth_date"), tags=tags, items=items, item_tags=item_tags,
-                 licenses=lic, inter=inter, groups=groups, meta={"renewal_items": renewal_items(settings.data_dir)})
+                 licenses=lic, inter=inter, groups=groups, meta={"renewal_items": renewal_items(settings.data_dir),
+                                                                 "sensitive": sensitive_codes(settings.data_dir)})
 
 
 def renewal_items(data_dir) -> dict[str, str]:
@@ -432,9 +434,12 @@ def tag_candidates(world: World, sidx: pl.Series, k: int, pop: pl.DataFrame) -> 
     if m.height == 0:
         return pl.DataFrame(schema={"sidx": pl.UInt32, "iidx": pl.UInt32, "f_tag": pl.Float32, "f_tag_n": pl.Int32,
                                     "f_tag_life": pl.Int8, "tag_code": pl.String})
-    # The reason names the most telling tag: a life event first, then the most confident.
+    # The reason names the most telling tag: a life event first, then the most confident; never a sensitive one
+    # (tag_code is null when only a sensitive tag matched: the item stays a candidate, its reason says nothing).
+    sensitive = sorted(world.meta.get("sensitive", ()))
     m = m.with_columns(
-        ((pl.col("dimension") == "life_event").cast(pl.Float64) * 10 + pl.col("confidence")).alias("_pri")
+        ((pl.col("dimension") == "life_event").cast(pl.Float64) * 10 + pl.col("confidence")
+         - pl.col("code").is_in(sensitive).cast(pl.Float64) * 100).alias("_pri")
     )
     agg = m.with_columns(_pair_key()).group_by("key").agg(
         pl.col("sidx").first(), pl.col("iidx").first(),
@@ -442,7 +447,8 @@ def tag_candidates(world: World, sidx: pl.Series, k: int, pop: pl.DataFrame) -> 
         pl.len().cast(pl.Int32).alias("f_tag_n"),
         (pl.col("dimension") == "life_event").any().cast(pl.Int8).alias("f_tag_life"),
         pl.col("code").sort_by(["_pri", "code"], descending=[True, False]).first().alias("tag_code"),
-    ).drop("key")
+    ).drop("key").with_columns(
+        pl.when(pl.col("tag_code").is_in(sensitive)).then(None).otherwise(pl.col("tag_code")).alias("tag_code"))
     agg = agg.join(pop, on="iidx", how="left").with_columns(
         (pl.col("f_tag") + pl.col("f_tag_life") * 2 + pl.col("f_pop").fill_null(0) * 1e-3).alias("_s")
     )
@@ -501,7 +507,12 @@ def history_candidates(world: World, sidx: pl.Series, recent_items: int, recent_
 
 
 def popular_candidates(world: World, sidx: pl.Series, pop: dict[str, pl.DataFrame], k: int) -> pl.DataFrame:
-    """Top items of each group the subject belongs to, plus city-wide: pop_group names the strongest group."""
+    """Top items of each group the subject belongs to, plus city-wide: pop_group names the strongest group.
+
+    A sensitive crowd (hardship, disability) adds candidates but is never the group named: the strongest other
+    group is, or none (null, read as city-wide) when the item came from that crowd alone.
+    """
+    named = ~pl.col("pop_group").is_in([f"crowd:{c}" for c in sorted(world.meta.get("sensitive", ()))])
     top_grp = pop["group"].filter(ranked_desc(pl.col("rate")).over("gtype", "gkey") <= k)
     g = world.groups.filter(pl.col("sidx").is_in(sidx.implode())).join(top_grp, on=["gtype", "gkey"])
     top_glob = pop["global"].sort(["f_pop", "iidx"], descending=[True, False]).head(k)
@@ -512,7 +523,8 @@ def popular_candidates(world: World, sidx: pl.Series, pop: dict[str, pl.DataFram
                       glob.select("sidx", "iidx", "gtype", "gkey", "rate")])
     return both.with_columns(pl.concat_str([pl.col("gtype"), pl.col("gkey")], separator=":").alias("pop_group")) \
         .group_by("sidx", "iidx").agg(
-        pl.col("pop_group").sort_by(["rate", "pop_group"], descending=[True, False]).first(),
+        pl.col("pop_group").filter(named).sort_by(pl.col("rate").filter(named), pl.col("pop_group").filter(named),
+                                                   descending=[True, False]).first(),
         pl.lit(1, dtype=pl.Int8).alias("src_pop"),
     )
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from yiwang.errors import ConfigFileError
-from yiwang.eventlog import ACTIONS
+from data.errors import ConfigFileError
+from data.eventlog import ACTIONS
 
 # section -> key -> expected type (dict values are free-form parameter maps checked by their consumer)
 _SPEC: dict[str, dict[str, type | tuple[type, ...]]] = {

@@ -6,7 +6,10 @@ A *system* is anything with ``fit(train_frame) -> self`` and
 
 Ranking is over the full catalogue. For the test ranking each user's train *and* valid items are removed,
 for the valid ranking the train items (RecBole's protocol). Hyperparameters are chosen on the valid split
-(:func:`select_on_valid`), then the chosen configuration is fitted on train and measured on test.
+(:func:`select_on_valid`), then the chosen configuration is measured on test. The test stage trains on
+``split.test_train``: train for the random split (so the model fitted for the valid stage is reused as it is),
+train + valid for the time-ordered splits (the test item is scored from everything before it, valid item
+included, as in S3Rec/ICLRec and RecBole's sequential protocol), where the chosen setting is fitted once more.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from recommender.interactions import FORMATS
 from recommender.metrics import METRICS, USER_METRICS, coverage, parse_metrics, per_user
 from recommender.models import ImplicitModel, batch_topk, make_model, to_csr
 from recommender.splits import Split
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 REC_SCHEMA = {"subject_id": pl.String, "item_id": pl.String, "rank": pl.Int64, "score": pl.Float64}
 
@@ -111,6 +115,7 @@ class SystemResult:
     n_users: int
     valid_metrics: dict[str, float] = field(default_factory=dict)
     grid: list[dict] = field(default_factory=list)  # [{params, valid metric}] when selected on valid
+    warnings: list[str] = field(default_factory=list)  # e.g. the chosen value sits on the edge of its grid
 
 
 @dataclass
@@ -178,14 +183,16 @@ def expand_grid(params: dict) -> list[dict]:
 
 def select_on_valid(make_system: Callable[[dict], object], grid: list[dict], split: Split, k: int,
                     metric: str, catalogue_size: int, *, exclude: pl.DataFrame | None = None
-                    ) -> tuple[dict, list[dict], dict]:
+                    ) -> tuple[dict, list[dict], dict, object]:
     """Fit each grid point on train, rank valid users with train items removed; best by ``metric``.
 
-    Returns (best params, [{params, metric}] for every point, best point's valid metrics).
+    Returns (best params, [{params, metric, fit_s}] for every point, best point's valid metrics, best point's
+    fitted system). Only the best fitted system is kept, so memory holds at most two fitted models.
     """
     if split.valid.height == 0:
-        raise ContractError("hyperparameter selection needs a valid part, and it is empty")
-    rows, best, best_val, best_metrics = [], None, -np.inf, {}
+        raise ContractError("hyperparameter selection needs a valid part, and it is empty "
+                            "(give a valid window, e.g. --valid-days / valid_days, or single parameter values)")
+    rows, best, best_val, best_metrics, best_system = [], None, -np.inf, {}, None
     all_metrics = [m for m in METRICS]
     for params in grid:
         system = make_system(params)
@@ -194,8 +201,21 @@ def select_on_valid(make_system: Callable[[dict], object], grid: list[dict], spl
                                     k, all_metrics, catalogue_size)
         rows.append({"params": params, metric: vm[metric], "fit_s": fit_s})
         if vm[metric] > best_val:
-            best, best_val, best_metrics = params, vm[metric], vm
-    return best, rows, best_metrics
+            best, best_val, best_metrics, best_system = params, vm[metric], vm, system
+    return best, rows, best_metrics, best_system
+
+
+def grid_edge_warnings(label: str, grid: list[dict], best: dict) -> list[str]:
+    """One line per numeric parameter whose chosen value is the smallest or largest of 3+ tried values."""
+    out = []
+    for key, chosen in best.items():
+        values = sorted({g[key] for g in grid if isinstance(g[key], (int, float)) and not isinstance(g[key], bool)})
+        if len(values) < 3 or chosen not in values or values[0] < chosen < values[-1]:
+            continue
+        side = "smallest" if chosen == values[0] else "largest"
+        out.append(f"{label}: the chosen {key}={chosen} is the {side} value of its grid ({values[0]}..{values[-1]}), "
+                   f"on the grid's edge: the best setting may lie beyond it; widen the grid")
+    return out
 
 
 def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metrics=METRICS,
@@ -222,9 +242,12 @@ def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metri
     catalogue = np.asarray(catalogue, dtype=object)
     n_cat = len(catalogue)
     seen_valid = split.train.select("subject_id", "item_id") if exclude_valid is None else exclude_valid
-    seen_test = (pl.concat([split.train.select("subject_id", "item_id"), split.valid.select("subject_id", "item_id")])
-                 if exclude_test is None else exclude_test)
-    results = []
+    test_train = split.test_train
+    # the model fitted for the valid stage serves the test stage when both train on the same frame
+    same_train = test_train is split.train
+    seen_test = (pl.concat([test_train.select("subject_id", "item_id"), split.valid.select("subject_id", "item_id")])
+                 .unique(maintain_order=True) if exclude_test is None else exclude_test)
+    results, notes = [], []
     for label, spec in models.items():
         spec = dict(spec or {})
         name = spec.pop("model", label)
@@ -236,30 +259,38 @@ def evaluate_models(models: dict[str, dict], split: Split, *, k: int = 10, metri
         def factory(params, _name=name):
             return ModelSystem(make_model(_name, **params), catalogue=catalogue, value=value, filter_seen=filter_seen)
 
-        grid_rows, valid_metrics = [], {}
+        grid_rows, valid_metrics, fitted, fitted_s, warnings = [], {}, None, 0.0, []
         if len(grid) > 1:
             if progress:
                 progress(f"{label}: choosing among {len(grid)} settings on valid {select_metric}@{k}")
-            best, grid_rows, valid_metrics = select_on_valid(factory, grid, split, k, select_metric, n_cat,
-                                                             exclude=seen_valid)
+            best, grid_rows, valid_metrics, fitted = select_on_valid(factory, grid, split, k, select_metric, n_cat,
+                                                                     exclude=seen_valid)
+            fitted_s = next(r["fit_s"] for r in grid_rows if r["params"] is best)
+            valid_metrics = {m: valid_metrics[m] for m in metrics if m in valid_metrics}
+            warnings = grid_edge_warnings(label, grid, best)
         else:
             best = grid[0]
-        if progress:
-            progress(f"{label}: fit on train, rank test users")
-        system = factory(best)
-        if not valid_metrics and split.valid.height:
-            valid_metrics, _, _, _ = run_phase(system, split.train, split.valid, seen_valid, k, list(METRICS), n_cat)
-            valid_metrics = {m: valid_metrics[m] for m in metrics}
+            if split.valid.height:
+                fitted = factory(best)
+                vm, _, fitted_s, _ = run_phase(fitted, split.train, split.valid, seen_valid, k, list(METRICS), n_cat)
+                valid_metrics = {m: vm[m] for m in metrics}
+        if same_train and fitted is not None:
+            if progress:
+                progress(f"{label}: rank test users with the model fitted on train")
+            m, pu, _, rec_s = run_phase(fitted, test_train, split.test, seen_test, k, metrics, n_cat, fit=False)
+            fit_s = fitted_s
         else:
-            valid_metrics = {m: valid_metrics[m] for m in metrics if m in valid_metrics}
-        m, pu, fit_s, rec_s = run_phase(system, split.train, split.test, seen_test, k, metrics, n_cat)
-        results.append(SystemResult(label, best, m, pu, fit_s, rec_s, pu.height, valid_metrics, grid_rows))
+            if progress:
+                progress(f"{label}: fit on {'train' if same_train else 'train + valid'}, rank test users")
+            m, pu, fit_s, rec_s = run_phase(factory(best), test_train, split.test, seen_test, k, metrics, n_cat)
+        results.append(SystemResult(label, best, m, pu, fit_s, rec_s, pu.height, valid_metrics, grid_rows, warnings))
+        notes += [f"warning: {w}" for w in warnings]
     for label, system in (systems or {}).items():
         if progress:
-            progress(f"{label}: fit on train, rank test users")
-        m, pu, fit_s, rec_s = run_phase(system, split.train, split.test, seen_test, k, metrics, n_cat)
+            progress(f"{label}: fit on {'train' if same_train else 'train + valid'}, rank test users")
+        m, pu, fit_s, rec_s = run_phase(system, test_train, split.test, seen_test, k, metrics, n_cat)
         results.append(SystemResult(label, {}, m, pu, fit_s, rec_s, pu.height))
-    report = EvalReport(split.protocol, k, metrics, results, split.summary(), n_cat)
+    report = EvalReport(split.protocol, k, metrics, results, split.summary(), n_cat, notes=notes)
     if groups is not None:
         report.groups = group_breakdown(results, groups, [m for m in metrics if m in USER_METRICS])
     return report
@@ -388,19 +419,21 @@ def _plots(report: EvalReport, out: Path, stem: str) -> list[Path]:
 # -- configuration-driven runs (``yiwang eval CONFIG`` and ``yiwang eval --interactions FILE``) --------------
 PROTOCOLS = ("recbole-random", "leave-last-out", "temporal")
 CONFIG_KEYS = {"title", "data", "protocol", "seed", "k", "metrics", "select_metric", "models", "groups", "out",
-               "ratios", "test_days", "valid_days"}
-DATA_KEYS = {"interactions", "sep", "header", "user_col", "item_col", "time_col", "rating_col", "min_rating",
+               "ratios", "test_days", "valid_days", "test_fraction", "valid_fraction"}
+DATA_KEYS = {"interactions", "format", "sep", "header", "user_col", "item_col", "time_col", "rating_col", "min_rating",
              "source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
 EVENT_DATA_KEYS = {"source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
 GROUP_SOURCES = ("crowd",)
 
-#: grids used when models are named on the command line (chosen on valid MRR@10 when the split has a valid part)
+#: grids used when models are named on the command line (chosen on valid MRR@10 when the split has a valid part).
+#: Log-spaced and wide enough that the usual winners on public datasets (EASE l2 from tens on sparse sequential
+#: data to ~500 on MovieLens) fall inside; a winner on an edge is reported (see :func:`grid_edge_warnings`).
 DEFAULT_GRIDS: dict[str, dict] = {
     "pop": {},
-    "itemknn": {"neighbours": [50, 100, 200]},
-    "ease": {"l2": [100.0, 250.0, 500.0, 1000.0]},
-    "als": {"factors": [32, 64], "regularization": [1.0, 10.0], "alpha": [1.0, 10.0]},
-    "bpr": {"factors": [64], "learning_rate": [0.01], "iterations": [50, 100]},
+    "itemknn": {"neighbours": [10, 25, 50, 100, 200, 400]},
+    "ease": {"l2": [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0]},
+    "als": {"factors": [32, 64, 128], "regularization": [0.1, 1.0, 10.0, 100.0], "alpha": 1.0},
+    "bpr": {"factors": [64], "learning_rate": [0.01], "iterations": [25, 50, 100, 200]},
 }
 
 
@@ -459,6 +492,9 @@ def check_eval_config(cfg: dict) -> dict:
     else:
         if "interactions" not in data:
             raise ConfigFileError(f"{_where(source, 'data.interactions')}: required (the interaction file to evaluate on)")
+        if data.get("format") not in (None, *FORMATS):
+            raise ConfigFileError(f"{_where(source, 'data.format')}: expected one of {', '.join(FORMATS)}, "
+                                  f"got {data.get('format')!r}")
         stray = sorted(set(data) & EVENT_DATA_KEYS - {"source"})
         if stray:
             raise ConfigFileError(f"{source}: data.{', data.'.join(stray)} only apply to data.source: events")
@@ -498,8 +534,8 @@ def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame,
     """
     from recommender.models.weights import check_action_weights, weighted_interactions
     from recommender.splits import temporal_split
-    from yiwang.eventlog import scan_events
-    from yiwang.registry import scan_table
+    from data.eventlog import scan_events
+    from data.registry import scan_table
 
     source = cfg.get("_source", "<config>")
     data = cfg["data"]
@@ -521,7 +557,7 @@ def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame,
                               f"known: {', '.join(weights)}")
     events = scan_events(settings.events_dir).select("subject_id", "item_id", "action", "ts").collect()
     if events.height == 0:
-        from yiwang.errors import StateError
+        from data.errors import StateError
 
         raise StateError(f"no events in {settings.events_dir}: ingest an export first (`yiwang ingest`)")
     raw = temporal_split(events, int(cfg.get("test_days", 60)), int(cfg.get("valid_days", 0)))
@@ -557,13 +593,21 @@ def _events_split(cfg: dict, settings) -> tuple[Split, np.ndarray, pl.DataFrame,
                     f"{raw.notes.get('test_start')} onwards is test; relevant: {', '.join(relevant)}; "
                     f"removed from rankings: items {'/'.join(excluded)} before; weights {weights}, "
                     f"half-life {half_life} days")
-    split = Split(train, parts["valid"], parts["test"], "temporal", skips, raw.notes)
+    test_history = None
+    if raw.valid.height:
+        # the test stage learns from everything before the test window, valid window included
+        hist = weighted_interactions(pl.concat([raw.train, raw.valid]), weights, half_life, raw.valid["ts"].max())
+        hcoo = hist.matrix.tocoo()
+        test_history = pl.DataFrame({"subject_id": pl.Series(hist.subject_ids[hcoo.row], dtype=pl.String),
+                                     "item_id": pl.Series(hist.item_ids[hcoo.col], dtype=pl.String),
+                                     "w": hcoo.data})
+    split = Split(train, parts["valid"], parts["test"], "temporal", skips, raw.notes, test_history)
     return split, catalogue, excl_valid, excl_test, notes
 
 
 def crowd_groups(settings, db) -> pl.DataFrame:
     """subject -> group for the fairness breakdown: person/enterprise, non-sensitive crowd tags, students."""
-    from yiwang.registry import scan_table
+    from data.registry import scan_table
 
     people = scan_table(settings.home, "people").select(pl.col("person_id").alias("subject_id")).collect()
     ents = scan_table(settings.home, "enterprises").select(pl.col("enterprise_id").alias("subject_id")).collect()
@@ -607,17 +651,35 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
         return _finish(cfg, report, out_dir, write, {}, t0, "the store's events")
     path = _resolve_path(cfg, data["interactions"])
     protocol = cfg.get("protocol", "recbole-random")
-    if protocol != "recbole-random" and data.get("time_col") in (None, ""):
-        raise ConfigFileError(f"{cfg.get('_source', '<config>')}: data.time_col: protocol {protocol!r} needs a time column")
+    source = cfg.get("_source", "<config>")
+    fmt = data.get("format")
+    if fmt is None:
+        from recommender.interactions import detect_format
+
+        fmt = detect_format(path, data.get("sep"))
+        detected = fmt == "sequences"
+    else:
+        detected = False
+    if fmt == "sequences" and protocol == "temporal":
+        raise ConfigFileError(f"{source}: protocol 'temporal' needs dates, and a sequence file only orders each "
+                              "user's items: use leave-last-out (or recbole-random)")
+    if protocol != "recbole-random" and data.get("time_col") in (None, "") and fmt != "sequences":
+        hint = " (or data.format: sequences / --format sequences for a one-user-per-line file)"
+        raise ConfigFileError(f"{source}: data.time_col: protocol {protocol!r} needs a time column{hint}")
     loaded = load_interactions(
-        path, sep=data.get("sep"), header=bool(data.get("header", True)), user_col=data.get("user_col", 0),
+        path, format=fmt, sep=data.get("sep"), header=data.get("header"), user_col=data.get("user_col", 0),
         item_col=data.get("item_col", 1), time_col=data.get("time_col"), rating_col=data.get("rating_col"),
         min_rating=data.get("min_rating"),
     )
     df = loaded.frame
-    notes = [f"data: {path} ({loaded.rows_read:,} rows read, {df.height:,} interactions kept, "
-             f"{df['subject_id'].n_unique():,} users, {df['item_id'].n_unique():,} items)"]
+    notes = [f"data: {path} ({loaded.rows_read:,} {'lines' if loaded.format == 'sequences' else 'rows'} read, "
+             f"{df.height:,} interactions kept, {df['subject_id'].n_unique():,} users, "
+             f"{df['item_id'].n_unique():,} items)"]
+    if loaded.format == "sequences":
+        notes.append("data read as sequences: one user per line, items in time order (the order gives the time)"
+                     + ("; detected from lines of different lengths" if detected else ""))
     notes += [f"skipped on load: {k}: {v:,}" for k, v in loaded.skips.items()]
+    notes.append(f"BLAS threads: {blas_threads()}")
     seed = int(cfg.get("seed", 2020))
     if protocol == "recbole-random":
         split = random_split(df, tuple(cfg.get("ratios", (0.8, 0.1, 0.1))), seed=seed)
@@ -628,7 +690,15 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
     elif protocol == "leave-last-out":
         split = drop_cold(leave_last_out(df))
     else:
-        split = drop_cold(temporal_split(df, int(cfg.get("test_days", 60)), int(cfg.get("valid_days", 0))))
+        windows = {k: cfg[k] for k in ("test_days", "valid_days") if cfg.get(k) is not None}
+        fractions = {k: cfg[k] for k in ("test_fraction", "valid_fraction") if cfg.get(k) is not None}
+        if windows and fractions:
+            raise ConfigFileError(f"{source}: give test_days/valid_days or test_fraction/valid_fraction, not both")
+        split = drop_cold(temporal_split(df, **windows, **fractions))
+        notes.append(f"temporal cut: valid from {split.notes['valid_start']}, test from {split.notes['test_start']}")
+    if split.test_history is not None:
+        notes.append("test stage: each model is fitted on train + valid and ranks from that history, so the test "
+                     "interaction is scored from everything before it (the valid interaction included)")
     groups = _groups_file(cfg) if cfg.get("groups") else None
     report = evaluate_models(
         cfg["models"], split, k=int(cfg.get("k", 10)), metrics=cfg.get("metrics", list(METRICS)),
@@ -637,6 +707,14 @@ def run_eval_config(cfg: dict, *, out_dir=None, progress: Callable[[str], None] 
     )
     report.notes = notes + [f"skipped by the split: {k}: {v:,}" for k, v in split.skips.items()] + report.notes
     return _finish(cfg, report, out_dir, write, loaded.skips, t0, path.name)
+
+
+def blas_threads() -> int:
+    """Threads the loaded BLAS libraries use (the largest, when numpy and scipy bring their own)."""
+    import scipy.linalg  # noqa: F401  (loads scipy's BLAS, the one EASE's inversion runs on)
+    from threadpoolctl import threadpool_info
+
+    return max([int(a["num_threads"]) for a in threadpool_info() if a.get("user_api") == "blas"] or [1])
 
 
 def _groups_file(cfg: dict) -> pl.DataFrame:

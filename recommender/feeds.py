@@ -22,8 +22,8 @@ from typing import Iterable
 
 import polars as pl
 
-from yiwang.errors import NotFound, StateError
-from yiwang.store import RunLock, dead_run
+from data.errors import NotFound, StateError
+from data.store import RunLock, dead_run
 
 POINTER = "feed_version"
 POPULAR_PREFIX = "~popular:"
@@ -382,7 +382,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
     """
     from recommender.candidates import DISTRICTS_ZH
     from recommender.filters import eligibility_expr
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     popular = stored_feed(conn, version, POPULAR_PREFIX + subject["kind"])
     if not popular:

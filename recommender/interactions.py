@@ -1,5 +1,14 @@
 """Load any user/item[/timestamp][/rating] file in its original form into (subject_id, item_id, ts[, rating]).
 
+Two layouts (``format``):
+
+- ``pairs``: one interaction per row (MovieLens ``u.data``, RecBole ``.inter``, any CSV);
+- ``sequences``: one user per line followed by that user's items in time order, ``user item1 item2 ...``
+  (the S3Rec/ICLRec files). The order within the line is the time: ``ts`` is the item's position.
+
+Without ``format`` a file whose lines (space- or tab-separated, no quotes) hold different numbers of fields is
+read as sequences; any other file as pairs.
+
 Options: delimiter (default: guessed from the first line among tab, comma, semicolon, pipe, space),
 header yes/no, columns by name or 0-based index, optional rating column with a threshold. Whatever is
 left out is counted in ``LoadedInteractions.skips`` (rating below threshold, duplicate user-item pairs,
@@ -14,9 +23,12 @@ from pathlib import Path
 
 import polars as pl
 
-from yiwang.errors import ContractError
+from data.errors import ContractError
 
 SEPARATORS = ("\t", ",", ";", "|", " ")
+FORMATS = ("pairs", "sequences")
+#: lines looked at to tell a sequence file from a pairs file
+SNIFF_LINES = 2000
 SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
 
 
@@ -25,7 +37,8 @@ class LoadedInteractions:
     frame: pl.DataFrame  # subject_id str, item_id str, ts datetime[us, UTC] (or null), rating f64 (or null)
     path: Path
     skips: dict[str, int] = field(default_factory=dict)
-    rows_read: int = 0
+    rows_read: int = 0  # rows (pairs) or lines (sequences)
+    format: str = "pairs"
 
 
 def _sep(path: Path, sep: str | None) -> str:
@@ -85,14 +98,89 @@ def _to_datetime(path: Path, s: pl.Series, name: str) -> pl.Series:
     return out
 
 
-def load_interactions(path, *, sep: str | None = None, header: bool = True, user_col=0, item_col=1,
-                      time_col=None, rating_col=None, min_rating: float | None = None,
-                      min_user_interactions: int = 2) -> LoadedInteractions:
-    """Read an interaction file; see the module docstring for what is counted and what is an error."""
+def _head(path: Path, n: int) -> list[str]:
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            return [line for _, line in zip(range(n), f)]
+    except UnicodeDecodeError:
+        raise ContractError(f"{path}: not UTF-8 text") from None
+
+
+def _looks_like_sequences(path: Path, sep: str) -> bool:
+    """Lines with different numbers of whitespace-separated fields: a pairs file has a fixed column count."""
+    if sep not in (" ", "\t"):
+        return False
+    lines = [line.strip() for line in _head(path, SNIFF_LINES)]
+    lines = [line for line in lines if line]
+    if len(lines) < 2 or any('"' in line for line in lines):
+        return False
+    counts = {len(line.split(sep)) if sep == "\t" else len(line.split()) for line in lines}
+    return len(counts) > 1 and max(counts) > 2
+
+
+def detect_format(path, sep: str | None = None) -> str:
+    """``sequences`` for a file whose whitespace-separated lines differ in length, else ``pairs``."""
     path = Path(path)
     if not path.is_file():
         raise ContractError(f"{path}: no such file")
+    return "sequences" if _looks_like_sequences(path, _sep(path, sep)) else "pairs"
+
+
+def _read_sequences(path: Path, sep: str, header: bool) -> tuple[pl.DataFrame, int, dict[str, int]]:
+    """``user item1 item2 ...`` per line -> (subject_id, item_id, ts) with ts the position in the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ContractError(f"{path}: not UTF-8 text") from None
+    lines = pl.DataFrame({"line": pl.Series(text.splitlines(), dtype=pl.String)})
+    if header and lines.height:
+        lines = lines.slice(1)
+    n_lines = lines.height
+    tokens = pl.col("line").str.strip_chars().str.split(sep)
+    if sep == " ":
+        # runs of spaces (and stray tabs) separate fields too
+        tokens = pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    toks = lines.select(tok=tokens.list.eval(pl.element().filter(pl.element() != "")))
+    skips: dict[str, int] = {}
+    blank = toks.filter(pl.col("tok").list.len() == 0).height
+    if blank:
+        skips["blank lines"] = blank
+    userless = toks.filter(pl.col("tok").list.len() == 1).height
+    if userless:
+        skips["lines with a user and no item"] = userless
+    df = (toks.filter(pl.col("tok").list.len() > 1)
+          .select(subject_id=pl.col("tok").list.first(), item_id=pl.col("tok").list.slice(1))
+          .explode("item_id")
+          # file order is time order (each line in order, lines in order): one second per position
+          .with_columns(ts=(pl.int_range(pl.len(), dtype=pl.Int64) * 1_000_000).cast(pl.Datetime("us"))
+                        .dt.replace_time_zone("UTC"),
+                        rating=pl.lit(None, dtype=pl.Float64)))
+    if df.height == 0:
+        raise ContractError(f"{path}: no line holds a user and at least one item (expected `user item1 item2 ...`)")
+    return df, n_lines, skips
+
+
+def load_interactions(path, *, format: str | None = None, sep: str | None = None, header: bool | None = None,
+                      user_col=0, item_col=1, time_col=None, rating_col=None, min_rating: float | None = None,
+                      min_user_interactions: int = 2) -> LoadedInteractions:
+    """Read an interaction file; see the module docstring for what is counted and what is an error.
+
+    ``header`` defaults to yes for pairs and no for sequences.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: no such file")
+    if format is not None and format not in FORMATS:
+        raise ContractError(f"{path}: unknown format {format!r}; known: {', '.join(FORMATS)}")
     s = _sep(path, sep)
+    if format is None:
+        format = "sequences" if _looks_like_sequences(path, s) else "pairs"
+    if format == "sequences":
+        if rating_col not in (None, "") or min_rating is not None:
+            raise ContractError(f"{path}: a sequence file (`user item1 item2 ...`) has no rating column")
+        df, rows_read, skips = _read_sequences(path, s, bool(header) if header is not None else False)
+        return _kept(path, df, skips, rows_read, min_user_interactions, format)
+    header = True if header is None else bool(header)
     try:
         raw = pl.read_csv(path, separator=s, has_header=header, infer_schema_length=10000,
                           quote_char='"', truncate_ragged_lines=False)
@@ -129,6 +217,14 @@ def load_interactions(path, *, sep: str | None = None, header: bool = True, user
         if low:
             skips[f"ratings below {min_rating}"] = low
         df = df.filter(pl.col("rating") >= float(min_rating))
+    # every user on exactly one row of three or more fields: most likely `user item1 item2 ...`
+    one_line_users = len(cols) > 2 and raw[u].n_unique() == raw.height
+    return _kept(path, df, skips, raw.height, min_user_interactions, "pairs", one_line_users)
+
+
+def _kept(path: Path, df: pl.DataFrame, skips: dict[str, int], rows_read: int, min_user_interactions: int,
+          format: str, one_line_users: bool = False) -> LoadedInteractions:
+    """The filters both layouts share: one interaction per user-item pair, users with enough interactions."""
     # a repeated user-item pair is one interaction (binary relevance); keep the latest, which is the one
     # a leave-last-out split should see
     before = df.height
@@ -145,5 +241,10 @@ def load_interactions(path, *, sep: str | None = None, header: bool = True, user
             skips[key] = few.height
             df = df.join(few.select("subject_id"), on="subject_id", how="anti")
     if df.height == 0:
-        raise ContractError(f"{path}: no interactions left after filtering ({', '.join(f'{k}: {v}' for k, v in skips.items())})")
-    return LoadedInteractions(df, path, skips, raw.height)
+        hint = ""
+        if one_line_users:
+            hint = ("; every user is on one line only: if each line is a user followed by that user's items in "
+                    "time order (`user item1 item2 ...`), pass --format sequences (data.format: sequences)")
+        raise ContractError(f"{path}: no interactions left after filtering "
+                            f"({', '.join(f'{k}: {v}' for k, v in skips.items())}){hint}")
+    return LoadedInteractions(df, path, skips, rows_read, format)

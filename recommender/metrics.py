@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 #: per-user metrics (averaged over users) and their column names
 USER_METRICS = ("recall", "precision", "hit", "mrr", "ndcg", "map")

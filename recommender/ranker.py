@@ -18,7 +18,7 @@ import polars as pl
 from recommender.candidates import (
     CATEGORICAL_FEATURES, FEATURES, World, cutoff, feature_matrix, heuristic_score,
 )
-from yiwang.errors import NotFound, StateError
+from data.errors import NotFound, StateError
 
 
 class LambdaRanker:

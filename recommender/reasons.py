@@ -4,6 +4,9 @@ Every reason is ``{"source", "zh", "en", "ref"}``: ``source`` is the candidate s
 similar_item, history, similar_people, popular) and ``ref`` the fact it rests on (licence type and expiry, tag code,
 item id, group). Reasons come in a fixed order of strength (a statutory licence expiry first, popularity last) and
 are built as Polars expressions over the whole feed, never row by row.
+
+A sensitive tag (hardship, disability) never shapes a reason: any key that reads feeds reads them, and a reason
+only its holders receive would name them (see :func:`_without_sensitive`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,15 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _sensitive(taxonomy: list[dict]) -> set[str]:
+    return {r["code"] for r in taxonomy if str(r.get("sensitive", "0")).strip() in ("1", "true", "True")}
+
+
+def sensitive_codes(data_dir: Path) -> set[str]:
+    """Tag codes the taxonomy marks sensitive (hardship, disability): never named in a reason."""
+    return _sensitive(_read_csv(Path(data_dir) / "tag_taxonomy.csv"))
+
+
 def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
     """Display names of licence types and tag codes from the reference data (code itself when absent)."""
     data_dir = Path(data_dir)
@@ -51,8 +63,7 @@ def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
            for r in _read_csv(data_dir / "license_types.csv")}
     taxonomy = _read_csv(data_dir / "tag_taxonomy.csv")
     tags = {r["code"]: (r.get("name_zh") or r["code"], r.get("name_en") or r["code"]) for r in taxonomy}
-    sensitive = {r["code"] for r in taxonomy if str(r.get("sensitive", "0")).strip() in ("1", "true", "True")}
-    return {"license": lic, "tag": tags, "sensitive": sensitive}
+    return {"license": lic, "tag": tags, "sensitive": _sensitive(taxonomy)}
 
 
 def _lookup(col: str, table: dict[str, tuple[str, str]], lang: int) -> pl.Expr:
@@ -89,17 +100,13 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
     life_zh = code.replace_strict({k: v[0] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
     life_en = code.replace_strict({k: v[1] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
     industry = code.str.strip_prefix("industry:")
-    # A sensitive tag (hardship, disability) is never spelled out on a screen others may see.
-    sensitive = code.is_in(sorted(names.get("sensitive", set())))
     tag_zh = (
-        pl.when(sensitive).then(pl.lit("根据您的情况，您可能符合此项服务的条件"))
-        .when(life_zh.is_not_null()).then(life_zh)
+        pl.when(life_zh.is_not_null()).then(life_zh)
         .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("与贵企业所属行业（"), industry, pl.lit("）相关")]))
         .otherwise(pl.concat_str([pl.lit("因为您属于「"), _lookup("tag_code", tag_names, 0), pl.lit("」")]))
     )
     tag_en = (
-        pl.when(sensitive).then(pl.lit("Based on your situation you may be eligible for this service"))
-        .when(life_en.is_not_null()).then(life_en)
+        pl.when(life_en.is_not_null()).then(life_en)
         .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("Relevant to your industry ("), industry, pl.lit(")")]))
         .otherwise(pl.concat_str([pl.lit("Because you are in the group '"), _lookup("tag_code", tag_names, 1), pl.lit("'")]))
     )
@@ -129,7 +136,6 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("在"), gkey, pl.lit("很受欢迎")]))
         .when((gtype == "band") & is_industry_band).then(pl.lit("在同行业、同规模的企业中很受欢迎"))
         .when(gtype == "band").then(pl.concat_str([pl.lit("在您的年龄段（"), gkey, pl.lit("岁）很受欢迎")]))
-        .when((gtype == "crowd") & gkey.is_in(sorted(names.get("sensitive", set())))).then(pl.lit("在与您情况相似的人群中很受欢迎"))
         .when(gtype == "crowd").then(
             pl.concat_str([pl.lit("在「"), gkey.replace_strict({k: v[0] for k, v in tag_names.items()}, default=gkey,
                                                                  return_dtype=pl.String), pl.lit("」中很受欢迎")]))
@@ -139,7 +145,6 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("Popular in "), gkey_en_district]))
         .when((gtype == "band") & is_industry_band).then(pl.lit("Popular with enterprises of your industry and size"))
         .when(gtype == "band").then(pl.concat_str([pl.lit("Popular in your age group ("), gkey, pl.lit(")")]))
-        .when((gtype == "crowd") & gkey.is_in(sorted(names.get("sensitive", set())))).then(pl.lit("Popular with people in a situation like yours"))
         .when(gtype == "crowd").then(
             pl.concat_str([pl.lit("Popular with '"), gkey.replace_strict({k: v[1] for k, v in tag_names.items()},
                                                                          default=gkey, return_dtype=pl.String),
@@ -161,6 +166,22 @@ REASON_INPUTS = [
 ]
 
 
+def _without_sensitive(names: dict) -> list[pl.Expr]:
+    """tag_code and pop_group with every sensitive tag taken out, as if the subject did not hold it.
+
+    A reason of its own for a hardship or disability tag (even in neutral words, even under a neutral ref) would
+    be one that only its holders receive, and so name them to anyone who can read feeds: a tag reason resting on
+    such a tag is dropped, and popularity within such a crowd reads as city-wide popularity, the reason every
+    subject gets when no group of theirs stands out.
+    """
+    sensitive = sorted(names.get("sensitive", set()))
+    return [
+        pl.when(pl.col("tag_code").is_in(sensitive)).then(None).otherwise(pl.col("tag_code")).alias("tag_code"),
+        pl.when(pl.col("pop_group").is_in([f"crowd:{c}" for c in sensitive])).then(None)
+        .otherwise(pl.col("pop_group")).alias("pop_group"),
+    ]
+
+
 def attach_reasons(feed: pl.DataFrame, items: pl.DataFrame, names: dict, as_of, max_reasons: int = 3) -> pl.DataFrame:
     """Add ``reasons_json`` (a JSON list of 1-``max_reasons`` reasons) to a feed frame (see :func:`reason_exprs`).
 
@@ -176,7 +197,7 @@ def attach_reasons(feed: pl.DataFrame, items: pl.DataFrame, names: dict, as_of, 
     f = feed.join(src, on="nbr_src", how="left", maintain_order="left")
     if "item_id" not in f.columns:
         f = f.join(items.select("iidx", "item_id"), on="iidx", how="left", maintain_order="left")
-    f = f.with_columns(pl.col("f_implicit").is_not_null().alias("f_implicit_present"))
+    f = f.with_columns(pl.col("f_implicit").is_not_null().alias("f_implicit_present"), *_without_sensitive(names))
     # Each reason depends on a few low-cardinality columns: build its JSON once per distinct input and join it
     # back, instead of formatting millions of identical strings.
     cols = []

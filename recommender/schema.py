@@ -48,4 +48,31 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # Versions published before reasons left sensitive tags out named them (ref "crowd.hardship", "crowd:crowd.
+        # disabled", ...) and every read path serves stored reasons as they are: rewrite them as today's publisher
+        # would (the tag reason dropped, crowd popularity read as city-wide). The codes are the taxonomy's sensitive
+        # ones when this was written; later reasons never store any.
+        "recommender_0003_reasons_without_sensitive_tags",
+        """
+        UPDATE feed_reasons SET reasons_json = (
+            SELECT json_group_array(json(CASE
+                WHEN json_extract(value, '$.ref') IN ('crowd:crowd.hardship', 'crowd:crowd.disabled')
+                THEN json_object('source', 'popular', 'zh', '全市热门事项', 'en', 'Popular across the city',
+                                 'ref', 'global:')
+                ELSE value END))
+            FROM (SELECT key, value FROM json_each(feed_reasons.reasons_json) ORDER BY key)
+            WHERE coalesce(json_extract(value, '$.ref'), '') NOT IN ('crowd.hardship', 'crowd.disabled'))
+        WHERE reasons_json LIKE '%crowd.hardship%' OR reasons_json LIKE '%crowd.disabled%';
+        UPDATE feed_items SET reasons_json = (
+            SELECT json_group_array(json(CASE
+                WHEN json_extract(value, '$.ref') IN ('crowd:crowd.hardship', 'crowd:crowd.disabled')
+                THEN json_object('source', 'popular', 'zh', '全市热门事项', 'en', 'Popular across the city',
+                                 'ref', 'global:')
+                ELSE value END))
+            FROM (SELECT key, value FROM json_each(feed_items.reasons_json) ORDER BY key)
+            WHERE coalesce(json_extract(value, '$.ref'), '') NOT IN ('crowd.hardship', 'crowd.disabled'))
+        WHERE reasons_json LIKE '%crowd.hardship%' OR reasons_json LIKE '%crowd.disabled%';
+        """,
+    ),
 ]

@@ -4,7 +4,11 @@
   with RecBole's rounding (valid and test get int(ratio * n); users with under 10 interactions still get one
   valid and one test item while at least two stay in train).
 - :func:`leave_last_out`: per user by time, last -> test, second last -> valid.
-- :func:`temporal_split`: one global cut, the last N days -> test (and optionally the N days before -> valid).
+- :func:`temporal_split`: one global cut, the last N days (or the latest fraction of interactions) -> test, the
+  window before it -> valid.
+
+The time-ordered splits score the test part from everything before it: their ``test_history`` is train + valid
+(the valid item is history at test time, as in S3Rec/ICLRec and RecBole's sequential protocol).
 
 Every split reports what it skipped, with counts, in ``Split.skips``; none silently drops data.
 """
@@ -17,7 +21,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 
 @dataclass
@@ -28,6 +32,14 @@ class Split:
     protocol: str
     skips: dict[str, int] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    #: what the test stage fits on and ranks from, when it is more than train: everything before the test
+    #: interactions (train + valid) for the time-ordered protocols, as S3Rec/ICLRec and RecBole's sequential
+    #: models score the last item from the whole sequence before it
+    test_history: pl.DataFrame | None = None
+
+    @property
+    def test_train(self) -> pl.DataFrame:
+        return self.train if self.test_history is None else self.test_history
 
     def summary(self) -> dict[str, int]:
         return {"train": self.train.height, "valid": self.valid.height, "test": self.test.height,
@@ -102,54 +114,85 @@ def leave_last_out(df: pl.DataFrame, *, valid: bool = True) -> Split:
     va = d.filter(is_valid).drop("_pos", "_n")
     train = d.filter(~is_test & ~is_valid).drop("_pos", "_n")
     skips = {"single-interaction users": int(single)} if single else {}
-    return Split(train, va, test, "leave-last-out", skips)
+    return Split(train, va, test, "leave-last-out", skips, test_history=pl.concat([train, va]))
 
 
-def temporal_split(df: pl.DataFrame, test_days: int, valid_days: int = 0) -> Split:
-    """Global cut by time: the last ``test_days`` days (up to the latest event) are test.
+def temporal_split(df: pl.DataFrame, test_days: int | None = None, valid_days: int | None = None, *,
+                   test_fraction: float = 0.1, valid_fraction: float = 0.1) -> Split:
+    """Global cut by time: the last ``test_days`` days (up to the latest event) are test, the ``valid_days``
+    before them valid (default: as many days as the test window).
 
+    Without ``test_days`` the cut is by share of interactions: the latest ``test_fraction`` of them (by time) are
+    test and the ``valid_fraction`` before them valid, so the split works on data of any time span.
     An empty test window (or an empty train part) is a ContractError naming the window and the data's range.
     """
     _check(df, need_ts=True)
-    if not isinstance(test_days, int) or test_days <= 0 or not isinstance(valid_days, int) or valid_days < 0:
-        raise ConfigFileError(f"test_days must be > 0 and valid_days >= 0 (got {test_days!r}, {valid_days!r})")
     if not isinstance(df.schema["ts"], pl.Datetime):
         raise ContractError(f"temporal split: column ts must be a datetime, got {df.schema['ts']}")
     lo, hi = df["ts"].min(), df["ts"].max()
-    test_start = hi - timedelta(days=test_days)
-    valid_start = test_start - timedelta(days=valid_days)
-    test = df.filter(pl.col("ts") > test_start)
-    valid = df.filter((pl.col("ts") > valid_start) & (pl.col("ts") <= test_start))
-    train = df.filter(pl.col("ts") <= valid_start)
+    if test_days is None:
+        if valid_days is not None:
+            raise ConfigFileError("valid_days needs test_days (or give neither and the split uses fractions)")
+        for name, v in (("test_fraction", test_fraction), ("valid_fraction", valid_fraction)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+                raise ConfigFileError(f"{name} must be a number in [0, 1), got {v!r}")
+        if test_fraction <= 0 or test_fraction + valid_fraction >= 1:
+            raise ConfigFileError(f"test_fraction must be > 0 and test_fraction + valid_fraction < 1 "
+                                  f"(got {test_fraction!r}, {valid_fraction!r})")
+        ts = df["ts"].sort()
+        # the cut is a timestamp, so interactions at one instant stay together
+        test_start = ts[min(df.height - 1, int(df.height * (1 - test_fraction)))]
+        valid_start = ts[min(df.height - 1, int(df.height * (1 - test_fraction - valid_fraction)))]
+        test = df.filter(pl.col("ts") >= test_start)
+        valid = df.filter((pl.col("ts") >= valid_start) & (pl.col("ts") < test_start))
+        train = df.filter(pl.col("ts") < valid_start)
+        window = f"the latest {test_fraction:g} of interactions (from {test_start})"
+    else:
+        valid_days = test_days if valid_days is None else valid_days
+        if (not isinstance(test_days, int) or isinstance(test_days, bool) or test_days <= 0
+                or not isinstance(valid_days, int) or isinstance(valid_days, bool) or valid_days < 0):
+            raise ConfigFileError(f"test_days must be > 0 and valid_days >= 0 (got {test_days!r}, {valid_days!r})")
+        test_start = hi - timedelta(days=test_days)
+        valid_start = test_start - timedelta(days=valid_days)
+        test = df.filter(pl.col("ts") > test_start)
+        valid = df.filter((pl.col("ts") > valid_start) & (pl.col("ts") <= test_start))
+        train = df.filter(pl.col("ts") <= valid_start)
+        window = f"the last {test_days} day(s) (after {test_start})"
+        if valid_days:
+            window += f" with {valid_days} day(s) of valid before them"
     if train.height == 0 or test.height == 0:
         raise ContractError(
-            f"temporal split: the last {test_days} day(s) (after {test_start}) leave an empty "
-            f"{'train' if train.height == 0 else 'test'} part; data spans {lo} .. {hi}"
+            f"temporal split: {window} leave an empty {'train' if train.height == 0 else 'test'} part; "
+            f"data spans {lo} .. {hi}"
         )
-    return Split(train, valid, test, "temporal", {}, {"test_start": str(test_start), "valid_start": str(valid_start)})
+    return Split(train, valid, test, "temporal", {}, {"test_start": str(test_start), "valid_start": str(valid_start)},
+                 test_history=pl.concat([train, valid]))
 
 
 def drop_cold(split: Split) -> Split:
-    """Drop valid/test rows whose user or item never occurs in train (counted in skips).
+    """Drop valid/test rows whose user or item never occurs in what that stage trains on (counted in skips).
 
+    The valid stage trains on train; the test stage on ``split.test_train`` (train, or train + valid).
     A model cannot rank an item it never saw, nor personalise for a user it never saw; leaving them in would
     quietly pull every metric down. (The RecBole protocol keeps them: see :mod:`recommender.evaluation`.)
     """
-    users = split.train["subject_id"].unique().implode()
-    items = split.train["item_id"].unique().implode()
     skips = dict(split.skips)
     parts = {}
-    for name in ("valid", "test"):
+    for name, seen in (("valid", split.train), ("test", split.test_train)):
+        users = seen["subject_id"].unique().implode()
+        items = seen["item_id"].unique().implode()
         part = getattr(split, name)
         cold_item = ~pl.col("item_id").is_in(items)
         cold_user = ~pl.col("subject_id").is_in(users)
         n_item = part.filter(cold_item).height
         n_user = part.filter(cold_user & ~cold_item).height
+        where = "train" if seen is split.train else "train and valid"
         if n_item:
-            skips[f"{name} interactions on items absent from train"] = n_item
+            skips[f"{name} interactions on items absent from {where}"] = n_item
         if n_user:
-            skips[f"{name} interactions of users absent from train"] = n_user
+            skips[f"{name} interactions of users absent from {where}"] = n_user
         parts[name] = part.filter(~cold_item & ~cold_user)
     if parts["test"].height == 0:
         raise ContractError("after dropping users/items unseen in train, the test part is empty")
-    return Split(split.train, parts["valid"], parts["test"], split.protocol, skips, dict(split.notes))
+    return Split(split.train, parts["valid"], parts["test"], split.protocol, skips, dict(split.notes),
+                 split.test_history)

@@ -31,7 +31,7 @@ from recommender.ranker import (
     LambdaRanker, groups_of, heuristic_column, label_candidates, ndcg_at_k, positives,
 )
 from recommender.reasons import attach_reasons, reference_names
-from yiwang.errors import NotFound, StateError
+from data.errors import NotFound, StateError
 
 MODEL_POINTER = "model_version"
 Progress = Callable[[str, int, int], None] | None
@@ -148,7 +148,7 @@ def train_models(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.L
 
     Returns the serving implicit source, the ranker and the training metrics.
     """
-    from yiwang.eventlog import scan_events
+    from data.eventlog import scan_events
 
     if events is None:
         events = scan_events(settings.events_dir)

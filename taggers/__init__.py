@@ -33,10 +33,10 @@ from taggers.rules import (
     load_rules,
     field_kind,
 )
-from yiwang.errors import StateError
-from yiwang.eventlog import EVENT_SCHEMA, scan_events
-from yiwang.registry import SNAPSHOT_SCHEMAS, scan_table
-from yiwang.settings import Settings
+from data.errors import StateError
+from data.eventlog import EVENT_SCHEMA, scan_events
+from data.registry import SNAPSHOT_SCHEMAS, scan_table
+from data.settings import Settings
 
 Progress = Callable[[str, int, int], None]
 TAG_STAGES = ("rules file", "aggregates", "rules", "occupation model", "write")
@@ -70,13 +70,13 @@ def tags_parquet_path(settings: Settings) -> Path:
 
 
 def load_taxonomy(data_dir: Path) -> pl.DataFrame:
-    from yiwang.reference import load_taxonomy as _load
+    from data.reference import load_taxonomy as _load
 
     return _load(data_dir)
 
 
 def license_types(data_dir: Path) -> set[str]:
-    from yiwang.reference import load_license_types
+    from data.reference import load_license_types
 
     return set(load_license_types(data_dir)["license_type"].to_list())
 
@@ -285,7 +285,7 @@ def profile_and_tag(settings: Settings, db: sqlite_utils.Database, as_of: date,
     bad rules file is found before any profile is computed, and then nothing is published.
     """
     import profiler
-    from yiwang.store import connect
+    from data.store import connect
 
     t0 = datetime.now()
     taxonomy = load_taxonomy(settings.data_dir)
@@ -331,7 +331,7 @@ def scan_tags(source: Settings | sqlite_utils.Database) -> pl.LazyFrame:
     path = tags_parquet_path(source)
     if not path.exists():
         return pl.LazyFrame(schema=store.TAG_SCHEMA)
-    from yiwang.store import connect
+    from data.store import connect
 
     conn = connect(source.db_path, readonly=True)
     try:

@@ -2,7 +2,7 @@
 
 The file is data, never code: there is no ``eval``. A rule is a condition tree over a small, closed vocabulary
 (profile fields, licences, past events, household members, other rules); anything outside it is rejected with
-:class:`yiwang.errors.RulesError` naming the file, the rule and the line, before any tag is touched, so the
+:class:`data.errors.RulesError` naming the file, the rule and the line, before any tag is touched, so the
 rules in force stay in force.
 
 Format (see ``data/tag_rules.yaml`` for a full, commented file)::
@@ -36,7 +36,9 @@ Conditions (a mapping each):
 - ``{rule: OTHER_ID}``: OTHER_ID's condition holds (rules may build on rules; a cycle is an error).
 
 A named condition exposes ``NAME.count`` and ``NAME.latest`` (latest issue date / event date / member birth date)
-to ``valid_from``, ``valid_until`` and evidence templates.
+to ``valid_from``, ``valid_until`` and evidence templates. Evidence may also say ``{tag.name_zh}`` /
+``{tag.name_en}``: the taxonomy's name of the tag emitted (``登记职业：{tag.name_zh}`` -> 登记职业：驾驶员), so that
+each language's evidence names a coded field in that language.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import polars as pl
 import yaml
 
 from profiler.build import day_end_utc
-from yiwang.errors import RulesError
+from data.errors import RulesError
 
 COMPARE_OPS = {"==", "!=", "<", "<=", ">", ">="}
 DATE_WINDOW_OPS = {"within_last_days", "within_next_days"}
@@ -67,6 +69,8 @@ _EVENT_CODE_PREFIX = {"life_event": "life_event.", "occupation": "occupation."}
 MEMBER_FIELDS = {"age": "num", "birth_date": "date", "gender": "str"}
 RULE_KEYS = {"id", "version", "tag", "subject", "confidence", "when", "valid_from", "valid_until", "evidence", "description"}
 PSEUDO_DATES = ("as_of", "as_of.year_start")
+# Evidence placeholders naming the emitted tag in the taxonomy's words: placeholder -> taxonomy column.
+TAG_NAME_REFS = {"tag.name_zh": "name_zh", "tag.name_en": "name_en"}
 # "as_of.last_09_01": the latest 1 September on or before as_of (enrolment days, filing deadlines).
 _LAST_MMDD = re.compile(r"^as_of\.last_(\d\d)_(\d\d)$")
 
@@ -165,6 +169,7 @@ class RuleSet:
     fields: dict[str, str]  # name -> kind of every column a rule may read, aggregates included
     aggregates: dict[str, Aggregate]
     digest: str = ""  # of the file's text: which rules were in force for a batch
+    tag_names: dict[str, dict[str, str]] = field(default_factory=dict)  # name_zh / name_en -> {code: name}
 
 
 class _Checker:
@@ -467,8 +472,10 @@ class _Checker:
         for lang in ("zh", "en"):
             text = ev[lang]
             for ph in _PLACEHOLDER.findall(text):
+                if ph.strip() in TAG_NAME_REFS:
+                    continue
                 self.parse_ref(ph, ev.get("__line__", line), allowed=self.fields | {p: "date" for p in PSEUDO_DATES} | {"valid_from": "date"})
-            evidence[lang] = _PLACEHOLDER.sub(lambda m: "{" + self._resolve(m.group(1)) + "}", text)
+            evidence[lang] = _PLACEHOLDER.sub(lambda m: "{" + self._evidence_ref(m.group(1)) + "}", text)
         return Rule(
             id=raw["id"],
             version=version,
@@ -490,6 +497,9 @@ class _Checker:
         if rest and head in self.rule_names:
             return f"{self.rule_names[head]}.{rest}"
         return name
+
+    def _evidence_ref(self, ref: str) -> str:
+        return ref.strip() if ref.strip() in TAG_NAME_REFS else self._resolve(ref)
 
     def _resolve(self, ref: str) -> str:
         m = _REF.match(ref)
@@ -556,6 +566,8 @@ def parse_rules(
         fields=checker.fields,
         aggregates=checker.aggregates,
         digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+        tag_names={col: {code: row[col] for code, row in checker.taxonomy.items() if row.get(col)}
+                   for col in TAG_NAME_REFS.values()},
     )
 
 
@@ -692,12 +704,18 @@ class Compiler:
             for r in self.rs.rules
         ]
 
-    def template(self, text: str) -> pl.Expr:
+    def template(self, text: str, code: pl.Expr | None = None) -> pl.Expr:
+        """A template as one expression; ``code`` (the emitted tag) resolves ``{tag.name_zh}`` / ``{tag.name_en}``."""
         parts: list[pl.Expr] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
             if m.start() > pos:
                 parts.append(pl.lit(text[pos : m.start()]))
+            if m.group(1) in TAG_NAME_REFS and code is not None:
+                names = self.rs.tag_names.get(TAG_NAME_REFS[m.group(1)], {})
+                parts.append(code.replace_strict(names, default=code, return_dtype=pl.String) if names else code)
+                pos = m.end()
+                continue
             parts.append(self.ref(m.group(1)).cast(pl.String).fill_null("?"))
             pos = m.end()
         if pos < len(text):
@@ -718,8 +736,8 @@ class Compiler:
             code.alias("code"),
             pl.lit(rule.confidence, pl.Float64).alias("confidence"),
             pl.lit(rule.source).alias("source"),
-            self.template(rule.evidence_zh).alias("evidence_zh"),
-            self.template(rule.evidence_en).alias("evidence_en"),
+            self.template(rule.evidence_zh, code).alias("evidence_zh"),
+            self.template(rule.evidence_en, code).alias("evidence_en"),
             pl.col("valid_from"),
             vu.cast(pl.Date).alias("valid_until"),
         )

@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 import sqlite_utils
 
-from yiwang.errors import NotFound
-from yiwang.store import create_build_table, drop_old_table, swap_in_build_table
+from data.errors import NotFound
+from data.store import create_build_table, drop_old_table, swap_in_build_table
 
 TAG_COLUMNS = (
     "subject_id",

@@ -8,9 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import polars as pl
 
-from yiwang.eventlog import append_events
-from yiwang.reference import load_catalog
-from yiwang.registry import write_snapshot
+from data.eventlog import append_events
+from data.reference import load_catalog
+from data.registry import write_snapshot
 
 AS_OF = date(2026, 11, 20)
 DISTRICTS = ["静安区", "浦东新区", "徐汇区"]

@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from yiwang.settings import load_settings  # noqa: E402
-from yiwang.store import open_db  # noqa: E402
+from data.settings import load_settings  # noqa: E402
+from yiwang.migrations import open_db  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"

@@ -13,9 +13,10 @@ import pytest
 from notifier.delivery import deliver
 from notifier.engine import dry_run, evaluate_alerts
 from notifier.outbox import list_alerts
+from notifier.rules import install_rules
 from notifier.sample import delete_rows, put_rows
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 AS_OF = date(2026, 3, 2)
 
@@ -244,7 +245,7 @@ def test_audience_tags_and_disabled_rules(tmp_path):
     evaluate_alerts(settings, db, AS_OF)
     [a] = alerts(db)
     assert a["subject_id"] == "D1" and json.loads(a["item_ids"]) == ["SH-JJZD-0002"]  # renewal_item auto
-    rules.write_text(rules.read_text().replace("statutory: true", "statutory: true\n    enabled: false"))
+    install_rules(settings, db, rules.read_text().replace("statutory: true", "statutory: true\n    enabled: false"))
     s = evaluate_alerts(settings, db, AS_OF)
     assert s.rules == 0 and s.cancelled == 1
     db.conn.close()

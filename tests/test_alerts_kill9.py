@@ -8,7 +8,7 @@ import importlib.util
 
 import pytest
 
-from yiwang.settings import REPO_ROOT
+from data.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 from yiwang.api.app import create_app
 from yiwang.api.keys import SCOPES, create_key, list_keys, revoke_key, verify_key
 from yiwang.api.server import run_api
-from yiwang.errors import Unauthenticated
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.errors import Unauthenticated
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 ROUTE_SCOPES = {
     ("GET", "/v1/subjects/{subject_id}/feed"): {"feed:read"},

@@ -13,8 +13,8 @@ from profiler import serving_blocks
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 SUBJECT = "P0000042"
 

@@ -58,7 +58,7 @@ def test_keys_create_list_revoke(tmp_path, monkeypatch, capsys):
 def test_serve_answers_on_loopback_and_stops_on_sigint(tmp_path):
     home = tmp_path / "home"
     from yiwang.api.keys import create_key
-    from yiwang.store import open_db
+    from yiwang.migrations import open_db
 
     db = open_db(home / "yiwang.db")
     key = create_key(db, "t", ["feed:read"])[1]

@@ -11,8 +11,8 @@ import pytest
 from yiwang.api.app import create_app
 from yiwang.api.keys import create_key
 from yiwang.api.server import serve_in_thread
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.eventlog import scan_events
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.eventlog import scan_events
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 ITEMS = ("ITEM_A", "ITEM_B")
 

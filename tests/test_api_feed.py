@@ -16,8 +16,8 @@ from recommender.feeds import _compact
 
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 ITEMS = [f"IT{i:03d}" for i in range(30)]
 SUBJECTS = [f"P{i:07d}" for i in range(1, 41)]

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 from yiwang.api.app import create_app
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.settings import REPO_ROOT, load_settings
-from yiwang.store import open_db
+from data.settings import REPO_ROOT, load_settings
+from yiwang.migrations import open_db
 
 EXAMPLES = 12  # per operation and test: keeps the default run near 20 s on 2 cores
 SLOW_EXAMPLES = 300

@@ -12,8 +12,8 @@ import pytest
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
-from yiwang.settings import REPO_ROOT, load_settings
-from yiwang.store import open_db
+from data.settings import REPO_ROOT, load_settings
+from yiwang.migrations import open_db
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def live(tmp_path_factory):
 def test_rules_in_force(live):
     client, settings, _ = live
     got = client.get("/v1/rules").json()
-    assert got["source"] == str(settings.reminder_rules_file) and got["warning"] is None
+    assert got["source"] == settings.reminder_rules_file.name and got["warning"] is None
     assert "hk_macau_permit_expiry" in [r["id"] for r in got["rules"]]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from recommender import candidates as C
 from recommender.config import load_config
-from yiwang.registry import write_snapshot
+from data.registry import write_snapshot
 
 from cities import PERMIT_RENEWAL, mini_city
 

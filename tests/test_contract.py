@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from yiwang import contract
-from yiwang.contract import (
+from data import contract
+from data.contract import (
     EVENTS,
     LICENSES,
     PEOPLE,

@@ -13,9 +13,9 @@ from notifier.engine import evaluate_alerts
 from notifier.outbox import dismiss, list_alerts, mark_read
 from notifier.receiver import Receiver
 from notifier.sample import put_rows
-from yiwang.errors import NotFound
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.errors import NotFound
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 AS_OF = date(2026, 3, 2)
 NOON = datetime(2026, 3, 2, 4, 0, tzinfo=timezone.utc)  # 12:00 in Shanghai

@@ -18,7 +18,7 @@ from recommender.evaluation import (
 from recommender.interactions import load_interactions
 from recommender.models import EASE
 from recommender.splits import leave_last_out, random_split
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 YIWANG = Path(sys.executable).parent / "yiwang"
 
@@ -177,7 +177,7 @@ def _store_events(settings, db):
     """Two communities of subjects over 300 days: views, then applications; each applies once more at the end."""
     from datetime import datetime, timedelta, timezone
 
-    from yiwang.eventlog import append_events
+    from data.eventlog import append_events
 
     rng = np.random.default_rng(1)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -225,7 +225,7 @@ def test_store_events_temporal_with_crowd_groups(settings, db, tmp_path):
 
 
 def test_store_events_errors(settings, db, tmp_path):
-    from yiwang.errors import StateError
+    from data.errors import StateError
 
     cfg = {"_source": "city.yaml", "data": {"source": "events", "action_weights": {"view": 1, "apply": 5, "complete": 5},
                                             "half_life_days": 30},

@@ -18,10 +18,10 @@ from recommender.feeds import POINTER, list_versions, publish, read_feed, rollba
 from recommender.filters import eligible
 from recommender.reasons import SOURCES
 from cities import PERMIT_RENEWAL, mini_city
-from yiwang.errors import StateError
-from yiwang.registry import write_snapshot
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.errors import StateError
+from data.registry import write_snapshot
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 SEED = "P888888"
 

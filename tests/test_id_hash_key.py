@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from yiwang.contract import resident_id_check_char
-from yiwang.errors import ConfigError
-from yiwang.settings import load_settings
+from data.contract import resident_id_check_char
+from data.errors import ConfigError
+from data.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from yiwang.cli import main; main()"]

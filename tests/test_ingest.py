@@ -15,12 +15,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from yiwang.contract import resident_id_check_char, uscc_check_char
-from yiwang.eventlog import scan_events
-from yiwang.ingest import ingest_export, read_quarantine
-from yiwang.registry import scan_table
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.contract import resident_id_check_char, uscc_check_char
+from data.eventlog import scan_events
+from data.ingest import ingest_export, read_quarantine
+from data.registry import scan_table
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 AS_OF = date(2025, 6, 30)
 REPO = Path(__file__).resolve().parent.parent
@@ -252,7 +252,7 @@ def test_undecodable_file_is_rejected_naming_the_encoding(settings, db, tmp_path
 
 
 def test_no_table_files_is_a_contract_error(settings, db, tmp_path):
-    from yiwang.errors import ContractError
+    from data.errors import ContractError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ContractError, match="no table files"):

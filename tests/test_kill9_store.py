@@ -26,12 +26,11 @@ from pathlib import Path
 
 import polars as pl
 
+from data.registry import scan_table, snapshot_path
+from data.settings import load_settings
 from profiler import read_profile
 from recommender.feeds import publish
-
-from yiwang.registry import scan_table, snapshot_path
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from yiwang.migrations import open_db
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from yiwang.cli import main; main()"]
@@ -139,7 +138,7 @@ def test_snapshot_lagging_sqlite_is_rewritten_before_use(tmp_path):
     """The same agreement in one process: a table loaded (generation raised) whose snapshot was not rewritten."""
     settings = load_settings(home=tmp_path / "home", id_hash_key=KEY)
     db = open_db(settings.db_path)
-    from yiwang.ingest import ingest_export
+    from data.ingest import ingest_export
 
     ingest_export(settings, db, write_export(tmp_path, "night1", "H0000001"))
     old = snapshot_path(settings.home, "people").read_bytes()
@@ -155,9 +154,9 @@ _PUBLISHER = textwrap.dedent(
     import sys
     from datetime import date
     import polars as pl
+    from data.settings import load_settings
     from recommender.feeds import publish
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
+    from yiwang.migrations import open_db
 
     home, gate = sys.argv[1], sys.argv[2]
     settings = load_settings(home=home, id_hash_key="k")
@@ -213,7 +212,7 @@ def test_publisher_killed_while_building(tmp_path):
 _HOLDER = textwrap.dedent(
     """
     import sys
-    from yiwang.store import RunLock
+    from data.store import RunLock
     RunLock(sys.argv[1], sys.argv[2]).acquire()
     print("held", flush=True)
     sys.stdin.read()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recommender.metrics import METRICS, coverage, evaluate, parse_metrics, per_user
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 
 def recs_frame(lists: dict[str, list[str]]) -> pl.DataFrame:

@@ -19,7 +19,7 @@ from recommender.models import (
     ALS, BPR, EASE, MODELS, ImplicitModel, ItemKNN, Popularity, batch_topk, load_model, make_model,
     weighted_interactions,
 )
-from yiwang.errors import ConfigFileError, ContractError, NotFound, StateError
+from data.errors import ConfigFileError, ContractError, NotFound, StateError
 
 N_USERS, N_ITEMS, BLOCK = 60, 20, 10
 

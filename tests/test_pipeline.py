@@ -12,8 +12,8 @@ AS_OF = date(2026, 11, 20)
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory):
-    from yiwang.settings import load_settings
-    from yiwang.store import open_db
+    from data.settings import load_settings
+    from yiwang.migrations import open_db
 
     settings = load_settings(home=tmp_path_factory.mktemp("pipeline") / "home", id_hash_key="test-key")
     db = open_db(settings.db_path)

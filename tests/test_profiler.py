@@ -13,9 +13,9 @@ from polars.testing import assert_frame_equal
 import profiler
 from profiler.build import profile_frame
 from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
-from yiwang.errors import StateError
-from yiwang.eventlog import scan_events
-from yiwang.registry import scan_table
+from data.errors import StateError
+from data.eventlog import scan_events
+from data.registry import scan_table
 
 AS_OF = date.fromisoformat(SAMPLE_AS_OF)
 

@@ -14,8 +14,8 @@ from recommender.config import load_config
 from recommender.ranker import LambdaRanker, groups_of, ndcg_at_k, positives
 from recommender.training import train_models
 from cities import mini_city
-from yiwang.errors import StateError
-from yiwang.eventlog import scan_events
+from data.errors import StateError
+from data.eventlog import scan_events
 
 N_F = len(C.FEATURES)
 

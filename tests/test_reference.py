@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from yiwang.errors import ContractError
-from yiwang.reference import (
+from data.errors import ContractError
+from data.reference import (
     CATALOG_SCHEMA,
     catalog_tag_codes,
     load_catalog,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from notifier.engine import evaluate_alerts
-from notifier.rules import check_file, install_rules, load_reference, parse_rules, rules_in_force
-from yiwang.errors import RulesError
-from yiwang.settings import REPO_ROOT, load_settings
-from yiwang.store import open_db
+from notifier.rules import check_file, in_force_path, install_rules, load_reference, parse_rules, rules_in_force
+from data.errors import RulesError
+from data.settings import REPO_ROOT, load_settings
+from yiwang.migrations import open_db
 
 DATA = REPO_ROOT / "data"
 SHIPPED = DATA / "reminder_rules.yaml"
@@ -171,19 +171,27 @@ def rdb(rsettings):
 
 def test_broken_file_never_replaces_the_rules_in_force(rsettings, rdb, rules_file):
     good = rules_in_force(rsettings, rdb)
-    assert [r.id for r in good.rules] == ["hk_permit"] and good.warning is None
-    rules_file.write_text(GOOD.replace("version: 1", "version: [1"), encoding="utf-8")
+    assert [r.id for r in good.rules] == ["hk_permit"] and good.warning is None and good.origin == "seed"
+    # An evaluation puts the seed in force: it becomes the home's rules file and the first snapshot.
+    evaluate_alerts(rsettings, rdb, date(2026, 3, 1))
+    home_file = in_force_path(rsettings)
+    assert home_file.read_text(encoding="utf-8") == GOOD
+    home_file.write_text(GOOD.replace("version: 1", "version: [1"), encoding="utf-8")
     kept = rules_in_force(rsettings, rdb)
     assert [r.id for r in kept.rules] == ["hk_permit"]
-    assert kept.source.startswith("snapshot 1 of ")
-    assert "not valid YAML" in kept.warning and str(rules_file) in kept.warning
+    assert kept.source.startswith("snapshot 1 ")
+    assert "not valid YAML" in kept.warning and kept.warning.startswith("rules/reminder_rules.yaml:")
     # Evaluation keeps running on the kept rules and says why.
     summary = evaluate_alerts(rsettings, rdb, date(2026, 3, 1))
     assert summary.rules == 1 and summary.rules_warning == kept.warning
-    # A fixed file becomes the new rules in force (and a second snapshot).
-    rules_file.write_text(GOOD.replace("version: 1", "version: 2"), encoding="utf-8")
+    # A fixed file becomes the new rules in force (and a second snapshot) once an evaluation uses it.
+    home_file.write_text(GOOD.replace("version: 1", "version: 2"), encoding="utf-8")
     assert rules_in_force(rsettings, rdb).rules[0].version == 2
+    assert rdb.conn.execute("SELECT COUNT(*) FROM rule_snapshots").fetchone()[0] == 1
+    evaluate_alerts(rsettings, rdb, date(2026, 3, 1))
     assert rdb.conn.execute("SELECT COUNT(*) FROM rule_snapshots").fetchone()[0] == 2
+    # The seed file is only ever read.
+    assert rules_file.read_text(encoding="utf-8") == GOOD
 
 
 def test_broken_file_with_no_good_version_on_record_is_an_error(rsettings, rdb, rules_file):
@@ -195,9 +203,10 @@ def test_broken_file_with_no_good_version_on_record_is_an_error(rsettings, rdb, 
 def test_install_rules_rejects_invalid_text_and_keeps_the_file(rsettings, rdb, rules_file):
     with pytest.raises(RulesError, match=r"^api:13: rule 'hk_permit': priority must be one of"):
         install_rules(rsettings, rdb, GOOD.replace("priority: high", "priority: top"))
-    assert rules_file.read_text(encoding="utf-8") == GOOD
+    assert not in_force_path(rsettings).exists()
     installed = install_rules(rsettings, rdb, GOOD.replace("version: 1", "version: 3"))
-    assert installed.rules[0].version == 3 and "version: 3" in rules_file.read_text(encoding="utf-8")
+    assert installed.rules[0].version == 3 and "version: 3" in in_force_path(rsettings).read_text(encoding="utf-8")
+    assert rules_file.read_text(encoding="utf-8") == GOOD
 
 
 def test_cli_rules_check_reports_error_with_exit_code_2(tmp_path):

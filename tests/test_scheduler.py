@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from notifier import scheduler as sched
+from yiwang import scheduler as sched
 from notifier.sample import put_rows
-from yiwang.errors import ConfigError, StateError
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.errors import ConfigError, StateError
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 # Far-away schedules, so nothing fires during a test unless the test makes it due.
 QUIET = dict(schedule_profile_tag="0 1 1 1 *", schedule_feed_refresh="0 3 1 1 *", schedule_retrain="0 2 1 1 *",

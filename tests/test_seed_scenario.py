@@ -16,8 +16,8 @@ from notifier.outbox import list_alerts
 from notifier.sample import put_rows
 from recommender.feeds import read_feed
 from cities import mini_city
-from yiwang.settings import load_settings
-from yiwang.store import open_db
+from data.settings import load_settings
+from yiwang.migrations import open_db
 
 SEED = "P777777"
 RENEWAL = "SH-CRJ-0002"  # 往来港澳通行证换发: the catalogue item whose renews_license is hk_macau_permit

@@ -1,7 +1,7 @@
 import pytest
 
-from yiwang.errors import ConfigError
-from yiwang.settings import load_settings
+from data.errors import ConfigError
+from data.settings import load_settings
 
 
 def test_bad_value_names_its_key(monkeypatch):

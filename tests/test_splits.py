@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from recommender.splits import drop_cold, leave_last_out, random_split, recbole_counts, temporal_split
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

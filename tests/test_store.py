@@ -1,7 +1,7 @@
 import sqlite3
 import threading
 
-from yiwang.store import all_migrations, apply_migrations, open_db
+from yiwang.migrations import all_migrations, apply_migrations, open_db
 
 
 def test_migrations_apply_once_and_are_recorded(settings):

@@ -22,7 +22,7 @@ _RACE = textwrap.dedent(
     """
     import json, multiprocessing as mp, sqlite3, sys, traceback
     from pathlib import Path
-    from yiwang.store import all_migrations, open_db
+    from yiwang.migrations import all_migrations, open_db
 
     def opener(path, barrier, out):
         try:

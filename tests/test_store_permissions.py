@@ -47,7 +47,7 @@ def test_a_home_made_under_umask_022_is_private(tmp_path):
 
 def test_wal_and_shm_are_private_while_the_store_is_open(tmp_path):
     script = (
-        "import os, stat, sys; from pathlib import Path; from yiwang.store import open_db; "
+        "import os, stat, sys; from pathlib import Path; from yiwang.migrations import open_db; "
         "db = open_db(Path(sys.argv[1]) / 'yiwang.db'); db.conn.execute('CREATE TABLE t (x)'); "
         "print(' '.join(f'{p.name}={oct(stat.S_IMODE(p.stat().st_mode))}' "
         "for p in sorted(Path(sys.argv[1]).iterdir())))"

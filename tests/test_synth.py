@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from yiwang.contract import DISTRICTS, is_valid_resident_id, is_valid_uscc
-from yiwang.errors import ConfigError, ContractError
-from yiwang.settings import REPO_ROOT
-from yiwang.synth import generate_city
-from yiwang.synth.ids import is_valid_resident_id as synth_id_valid
-from yiwang.synth.ids import is_valid_uscc as synth_uscc_valid
+from data.contract import DISTRICTS, is_valid_resident_id, is_valid_uscc
+from data.errors import ConfigError, ContractError
+from data.settings import REPO_ROOT
+from data.synth import generate_city
+from data.synth.ids import is_valid_resident_id as synth_id_valid
+from data.synth.ids import is_valid_uscc as synth_uscc_valid
 
 AS_OF = date(2026, 6, 1)
 WINDOW_START = datetime(2024, 6, 1)  # 730 days before AS_OF

@@ -13,9 +13,9 @@ import taggers
 from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
 from taggers.rules import Compiler, parse_rules
 from taggers.store import list_tags
-from yiwang.errors import RulesError
-from yiwang.reference import load_taxonomy
-from yiwang.settings import REPO_ROOT, load_settings
+from data.errors import RulesError
+from data.reference import load_taxonomy
+from data.settings import REPO_ROOT, load_settings
 
 AS_OF = date.fromisoformat(SAMPLE_AS_OF)
 FIELDS = {"age": "num", "gender": "str", "birth_date": "date", "low_income": "bool", "industry": "str", "as_of": "date"}

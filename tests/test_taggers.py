@@ -14,9 +14,9 @@ import taggers
 from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
 from taggers.occupation import OccupationClassifier, occupation_tags
 from taggers.store import delete_tag, list_tags, restore_tag
-from yiwang.errors import NotFound, StateError
-from yiwang.eventlog import scan_events
-from yiwang.registry import scan_table
+from data.errors import NotFound, StateError
+from data.eventlog import scan_events
+from data.registry import scan_table
 
 AS_OF = date.fromisoformat(SAMPLE_AS_OF)
 
@@ -137,7 +137,7 @@ def test_deletion_survives_reruns_until_restored(tagged):
 def test_deletion_during_a_batch_is_honoured_at_the_swap(tagged, monkeypatch):
     """A citizen deletes a tag while the batch fills its build table: the swap must not bring it back."""
     from taggers import store
-    from yiwang.store import open_db
+    from yiwang.migrations import open_db
 
     settings, db, _ = tagged
     assert "life_event.marriage" in codes(db, "P7")

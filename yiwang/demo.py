@@ -13,8 +13,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from yiwang.pipeline import RunSummary, StageResult, run_nightly, summary_dict
-from yiwang.registry import scan_table
-from yiwang.settings import Settings
+from data.registry import scan_table
+from data.settings import Settings
 
 
 @dataclass
@@ -44,8 +44,8 @@ def run_demo(
     progress=None,
     on_stage=None,
 ) -> DemoResult:
-    from yiwang.ingest import ingest_export
-    from yiwang.synth import generate_city
+    from data.ingest import ingest_export
+    from data.synth import generate_city
 
     city = settings.home / "demo-city"
     if city.exists():

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import sqlite_utils
 
-from yiwang.settings import Settings
+from data.settings import Settings
 
 
 @dataclass
@@ -100,7 +100,7 @@ def run_nightly(
 
     stages: list[tuple[str, Callable[[], Any] | None]] = []
     if export_dir is not None:
-        stages.append(("ingest", lambda: _entry("yiwang.ingest.ingest_export")(settings, db, export_dir, as_of=as_of, progress=progress)))
+        stages.append(("ingest", lambda: _entry("data.ingest.ingest_export")(settings, db, export_dir, as_of=as_of, progress=progress)))
     # Profiles and tags are made in one pass (the taggers read the profiles from memory while they are
     # published); each keeps its own line in the summary.
     together: dict[str, Any] = {}

@@ -1,7 +1,7 @@
 """Implicit-feedback models behind one contract (see :mod:`recommender.models.base`).
 
 ``make_model(name, **params)`` builds one from configuration; an unknown name or parameter is a
-:class:`yiwang.errors.ConfigFileError` naming it. ``load_model(dir)`` restores a saved one.
+:class:`data.errors.ConfigFileError` naming it. ``load_model(dir)`` restores a saved one.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from recommender.models.ease import EASE
 from recommender.models.factors import ALS, BPR
 from recommender.models.knn import ItemKNN, Popularity
 from recommender.models.weights import Interactions, to_csr, weighted_interactions
-from yiwang.errors import ConfigFileError
+from data.errors import ConfigFileError
 
 MODELS: dict[str, type[ImplicitModel]] = {m.name: m for m in (EASE, ALS, BPR, ItemKNN, Popularity)}
 

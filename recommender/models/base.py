@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from yiwang.errors import ConfigFileError, ContractError, NotFound, StateError
+from data.errors import ConfigFileError, ContractError, NotFound, StateError
 
 FORMAT_VERSION = 1
 

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.linalg
 
 from recommender.models.base import ImplicitModel, as_user_items
-from yiwang.errors import ConfigFileError
+from data.errors import ConfigFileError
 
 
 class EASE(ImplicitModel):

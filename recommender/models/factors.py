@@ -7,9 +7,10 @@ saves as plain .npy arrays and scores with our own batch top-K (see :func:`recom
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recommender.models.base import ImplicitModel, as_user_items
-from yiwang.errors import ConfigFileError, ContractError
+from data.errors import ConfigFileError, ContractError
 
 
 class _FactorModel(ImplicitModel):
@@ -59,12 +60,15 @@ class ALS(_FactorModel):
             raise ConfigFileError(f"model 'als': factors and iterations must be >= 1 (got {self.factors}, {self.iterations})")
         X = as_user_items(user_items)
         self._check_dims(X)
-        m = AlternatingLeastSquares(
-            factors=int(self.factors), regularization=float(self.regularization), alpha=float(self.alpha),
-            iterations=int(self.iterations), num_threads=int(self.num_threads), random_state=self.random_state,
-            dtype=np.float32,
-        )
-        m.fit(X, show_progress=False)
+        # implicit runs its own threads; a threaded BLAS inside them oversubscribes the cores (implicit checks and
+        # warns when it builds the model, and the fit slows several-fold), so BLAS is held to one thread meanwhile
+        with threadpool_limits(limits=1, user_api="blas"):
+            m = AlternatingLeastSquares(
+                factors=int(self.factors), regularization=float(self.regularization), alpha=float(self.alpha),
+                iterations=int(self.iterations), num_threads=int(self.num_threads), random_state=self.random_state,
+                dtype=np.float32,
+            )
+            m.fit(X, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(m.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(m.item_factors, dtype=np.float32)
         self.n_users_, self.n_items_ = X.shape
@@ -109,7 +113,8 @@ def implicit_twin(model: _FactorModel):
     from implicit.cpu.als import AlternatingLeastSquares
 
     model._check_fitted()
-    twin = AlternatingLeastSquares(factors=model.item_factors_.shape[1], num_threads=int(model.num_threads))
+    with threadpool_limits(limits=1, user_api="blas"):  # implicit's threaded-BLAS check runs in __init__
+        twin = AlternatingLeastSquares(factors=model.item_factors_.shape[1], num_threads=int(model.num_threads))
     twin.user_factors = model.user_factors_
     twin.item_factors = model.item_factors_
     return twin

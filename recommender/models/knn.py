@@ -1,4 +1,4 @@
-"""Item-kNN with cosine similarity and per-item neighbour pruning, and global popularity."""
+"""Item-kNN with cosine similarity and per-item neighbour pruning (sparse throughout), and global popularity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.models.base import ImplicitModel, as_user_items
-from yiwang.errors import ConfigFileError
+from data.errors import ConfigFileError
 
 
 class ItemKNN(ImplicitModel):
@@ -35,18 +35,35 @@ class ItemKNN(ImplicitModel):
             X = X.copy()
             X.data[:] = 1.0
         n_items = X.shape[1]
-        # the catalogue is small (thousands of items), so a dense item x item product is cheap
-        G = (X.T @ X).toarray().astype(np.float32)
-        norms = np.sqrt(np.diag(G)).astype(np.float32)
-        S = G / (np.outer(norms, norms) + np.float32(self.shrink) + np.float32(1e-12))
-        S[np.diag_indices_from(S)] = 0.0
         k = min(int(self.neighbours), n_items - 1) if n_items > 1 else 0
-        if 0 < k < n_items - 1:
-            # keep, for each target item j (column), its k most similar source items
-            drop = np.argpartition(-S, k, axis=0)[k:, :]
-            np.put_along_axis(S, drop, 0.0, axis=0)
-        sim = sp.csr_matrix(S)
-        sim.eliminate_zeros()
+        prune = 0 < k < n_items - 1
+        norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0), dtype=np.float32).ravel())
+        shrink = np.float32(self.shrink) + np.float32(1e-12)
+        XT, Xc = X.T.tocsr(), X.tocsc()
+        # the item x item co-occurrences are built a block of target items at a time and pruned to each target's
+        # k neighbours at once, so memory follows co-occurrences and k, never items squared
+        block = max(1, min(n_items, (1 << 20) // max(1, n_items)))
+        rows_out, cols_out, sims_out = [], [], []
+        for start in range(0, n_items, block):
+            G = (XT @ Xc[:, start:start + block]).tocoo()
+            rows, cols = G.row.astype(np.int64), G.col.astype(np.int64) + start
+            sim = (G.data / (norms[rows] * norms[cols] + shrink)).astype(np.float32)
+            keep = (rows != cols) & (sim != 0)
+            rows, cols, sim = rows[keep], cols[keep], sim[keep]
+            if prune and len(sim):
+                # keep, for each target item j (column), its k most similar source items; ties go to the lower index
+                order = np.lexsort((rows, -sim, cols))
+                rows, cols, sim = rows[order], cols[order], sim[order]
+                counts = np.bincount(cols - start, minlength=min(block, n_items - start))
+                first = np.repeat(np.cumsum(counts) - counts, counts)
+                top = (np.arange(len(cols)) - first) < k
+                rows, cols, sim = rows[top], cols[top], sim[top]
+            rows_out.append(rows)
+            cols_out.append(cols)
+            sims_out.append(sim)
+        sim = sp.csr_matrix((np.concatenate(sims_out), (np.concatenate(rows_out), np.concatenate(cols_out))),
+                            shape=(n_items, n_items), dtype=np.float32)
+        sim.sort_indices()
         self.sim_data_, self.sim_indices_, self.sim_indptr_ = sim.data, sim.indices, sim.indptr
         self.n_users_, self.n_items_ = X.shape
         self._after_load()

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from yiwang.api import errors
 from yiwang.api.db import ConnectionPool
 from yiwang.api.fastlane import FeedFastLane
 from yiwang.api.feed_read import FeedVersions, ItemNames
 from yiwang.api.metrics import Metrics
-from yiwang.api.middleware import EdgeMiddleware
+from yiwang.api.middleware import BODY_TIMEOUT_S, EdgeMiddleware
 from yiwang.api.openapi import document
 from yiwang.api.routes import ROUTERS
-from yiwang.settings import Settings
+from data.settings import Settings
 
 DESCRIPTION = """\
 Feeds (个性推荐), alerts, events, profiles and tags of the one-network portal.
@@ -27,7 +31,11 @@ Every error has the shape `{"error": {"code", "message", "request_id"}}`.
 """
 
 
-def create_app(settings: Settings) -> FastAPI:
+# Swagger UI's files, shipped by the fastapi-offline package: /docs works with no route to a CDN.
+DOCS_ASSETS = "/docs/assets"
+
+
+def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:
     pool = ConnectionPool(settings.db_path)
     metrics = Metrics()
 
@@ -44,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
@@ -57,6 +65,22 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     # Added first, so it sits inside the edge: request ids, metrics and the pool apply to it too.
     app.add_middleware(FeedFastLane, pool=pool, names=names, versions=versions, feed_size=settings.feed_size)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=metrics, pool=pool)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.api_max_body_bytes, metrics=metrics, pool=pool,
+                       body_timeout_s=body_timeout_s)
+    _mount_docs(app)
     app.openapi = lambda: document(app, ROUTERS)  # type: ignore[method-assign]
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )

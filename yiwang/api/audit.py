@@ -15,7 +15,7 @@ from fastapi import Request
 
 from yiwang.api.errors import request_id_of
 from yiwang.api.keys import ApiKey
-from yiwang.errors import YiwangError
+from data.errors import YiwangError
 
 
 def record(

@@ -2,16 +2,23 @@
 
 ``require(scope, ...)`` is the dependency every protected route declares; it answers 401 for a missing,
 unknown or revoked key and 403 for a key without any of the named scopes (``admin`` holds every scope).
+A 403, and a 401 for a revoked key, are audited (key id, the operation, the subject it aimed at, outcome
+``denied``): a key probing for what it may not read is what the audit log is for.
 The OpenAPI document lists each route's scopes (see :func:`yiwang.api.openapi.document`).
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+import re
 
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+
+from yiwang.api.audit import record
 from yiwang.api.db import request_db
+from yiwang.api.errors import request_id_of
 from yiwang.api.keys import SCOPES, ApiKey, verify_key
-from yiwang.errors import PermissionDenied, Unauthenticated
+from data.errors import PermissionDenied, Unauthenticated
 
 
 def require(*scopes: str):
@@ -26,8 +33,16 @@ def require(*scopes: str):
         scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-        key = verify_key(request_db(request).conn, credentials.strip())
+        try:
+            key = verify_key(request_db(request).conn, credentials.strip())
+        except Unauthenticated as exc:
+            # A revoked key still in use is worth an audit record; an unknown key names nobody to record.
+            revoked_key_id = getattr(exc, "key_id", None)
+            if revoked_key_id is not None:
+                await _audit_denial(request, revoked_key_id)
+            raise
         if not any(key.allows(s) for s in scopes):
+            await _audit_denial(request, key.key_id)
             raise PermissionDenied(f"this API key lacks the scope {' or '.join(scopes)}")
         request.state.api_key_id = key.key_id
         return key
@@ -35,3 +50,34 @@ def require(*scopes: str):
     dependency.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
     dependency.scopes = scopes  # type: ignore[attr-defined]
     return dependency
+
+
+# The path parameter naming what a request acts on, in the order the audit log's ``subject`` prefers them.
+_SUBJECT_PARAMS = ("subject_id", "alert_id", "rule_id", "version")
+# Access is decided before the path is validated: only a value an id could be goes into the log, and never
+# one shaped like a resident ID number (15 or more digits in a row).
+_LOGGABLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ID_NUMBER_SHAPED = re.compile(r"[0-9]{15}")
+
+
+async def _audit_denial(request: Request, key_id: str) -> None:
+    # A write may wait on a batch holding the store's write lock: off the event loop, as the routes' writes are.
+    await run_in_threadpool(record, request_db(request), key_id, _operation(request), _audit_subject(request),
+                            "denied", request_id_of(request))
+
+
+def _operation(request: Request) -> str:
+    """The method and route template, e.g. ``GET /v1/subjects/{subject_id}/profile``: no ids in it."""
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', 'unmatched')}"
+
+
+def _audit_subject(request: Request) -> str | None:
+    for name in _SUBJECT_PARAMS:
+        value = request.path_params.get(name)
+        if value is not None:
+            value = str(value)
+            if _LOGGABLE.match(value) and not _ID_NUMBER_SHAPED.search(value):
+                return value
+            return "(invalid id)"
+    return None

@@ -12,7 +12,8 @@ from pathlib import Path
 import sqlite_utils
 from fastapi import Request
 
-from yiwang.store import connect, open_db
+from data.store import connect
+from yiwang.migrations import open_db
 
 
 STATE_KEY = "yiwang_db"

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from yiwang.errors import YiwangError
+from data.errors import YiwangError
 
 HTTP_CODES = {
     400: "bad_request",
@@ -83,7 +83,32 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, message, request_id_of(request), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route matching the path; a path served by several
+        # routes (GET and PUT /v1/rules) has them all.
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.url.path))}
+    return error_response(exc.status_code, code, message, request_id_of(request), headers=headers)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    methods: set[str] = set()
+    for route in _leaf_routes(app.router.routes):
+        route_methods = getattr(route, "methods", None)
+        regex = getattr(route, "path_regex", None)
+        if route_methods and regex is not None and regex.match(path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
+def _leaf_routes(routes):
+    for route in routes:
+        # FastAPI keeps an included router as one entry; its routes carry their final paths (no prefix added).
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _leaf_routes(included.routes)
+        else:
+            yield route
 
 
 def install(app: FastAPI) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from yiwang.api.db import STATE_KEY, ConnectionPool
 from yiwang.api.feed_read import FeedVersions, ItemNames, personalised_feed_json
 from yiwang.api.keys import verify_key
-from yiwang.errors import YiwangError
+from data.errors import YiwangError
 
 FEED_ROUTE = "/v1/subjects/{subject_id}/feed"
 _PATH = re.compile(r"^/v1/subjects/([A-Za-z0-9_-]{1,64})/feed$")

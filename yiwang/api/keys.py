@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import sqlite_utils
 
-from yiwang.errors import NotFound, StateError, Unauthenticated, YiwangError
+from data.errors import NotFound, StateError, Unauthenticated, YiwangError
 
 SCOPES = ("feed:read", "events:write", "profile:read", "tags:write", "rules:write", "models:write", "admin")
 ADMIN = "admin"
@@ -116,5 +116,7 @@ def verify_key(conn, presented: str) -> ApiKey:
     if not ok:
         raise Unauthenticated("invalid API key")
     if row[5]:
-        raise Unauthenticated("API key revoked")
+        exc = Unauthenticated("API key revoked")
+        exc.key_id = row[0]  # a genuine key, revoked: its holder is known, so the attempt can be audited
+        raise exc
     return ApiKey(row[0], row[1], frozenset(row[3].split()), row[4], row[5])

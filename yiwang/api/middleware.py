@@ -1,13 +1,18 @@
-"""The API's edge, as one plain ASGI middleware: request id, body-size limit, metrics, the 500 shape, and
-giving the request's store connection back to the pool.
+"""The API's edge, as one plain ASGI middleware: request id, body-size limit, body-read timeout, metrics, the 500
+shape, and giving the request's store connection back to the pool.
 
 Plain ASGI rather than ``BaseHTTPMiddleware`` keeps the per-request overhead small (the feed endpoint is
 benchmarked against a trivial one) and lets a body limit apply while the body streams in, so a chunked
 upload without Content-Length is cut off too.
+
+uvicorn has no timeout for a request body that stops arriving (a Content-Length larger than the bytes sent
+would hold the connection and the request's store connection forever), so the body is read here under one:
+a 400 and a closed connection when no byte comes for ``body_timeout_s``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -22,15 +27,28 @@ log = logging.getLogger("yiwang.api")
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+# Seconds a request body may go without a byte arriving; a client on a slow link still sends within this.
+BODY_TIMEOUT_S = 5.0
 
-class BodyTooLarge(Exception):
+
+class BodyRefused(Exception):
+    """The request body was refused while streaming in; the error response has gone out already."""
+
+
+class BodyTooLarge(BodyRefused):
     """The request body passed the configured limit while streaming in."""
 
 
+class BodyIncomplete(BodyRefused):
+    """The request body stopped arriving before its end."""
+
+
 class EdgeMiddleware:
-    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics, pool: ConnectionPool):
+    def __init__(self, app, *, max_body_bytes: int, metrics: Metrics, pool: ConnectionPool,
+                 body_timeout_s: float = BODY_TIMEOUT_S):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
         self.pool = pool
 
@@ -59,11 +77,24 @@ class EdgeMiddleware:
             await send(message)
 
         received = 0
+        body_done = False
 
         async def receive_wrapper():
-            nonlocal received, answered
-            message = await receive()
+            nonlocal received, answered, body_done
+            if body_done or started:
+                # Past the body, a receive waits for the client to disconnect: no deadline for that.
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                if not answered:
+                    text = (f"request body incomplete: no byte arrived for {self.body_timeout_s:g} s "
+                            "(is Content-Length larger than the body sent?)")
+                    await self._error(send_wrapper, 400, "bad_request", text, request_id, close=True)
+                    answered = True
+                raise BodyIncomplete from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     if not started and not answered:
@@ -78,8 +109,8 @@ class EdgeMiddleware:
                 await self._error(send_wrapper, 413, "payload_too_large", self._too_large(), request_id)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
-        except BodyTooLarge:
-            pass  # the 413 went out when the limit was crossed
+        except BodyRefused:
+            pass  # the 413 or 400 went out when the body was refused
         except Exception as exc:
             # Log the class and request id only: messages and tracebacks can carry request data.
             log.error("unhandled %s in %s %s request_id=%s", type(exc).__name__, scope["method"],
@@ -100,13 +131,13 @@ class EdgeMiddleware:
         return f"request body larger than {self.max_body_bytes} bytes"
 
     @staticmethod
-    async def _error(send, status: int, code: str, message: str, request_id: str) -> None:
+    async def _error(send, status: int, code: str, message: str, request_id: str, close: bool = False) -> None:
         body = json.dumps(error_body(code, message, request_id)).encode()
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        })
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:
+            # The rest of the body may still come: the connection cannot carry another request.
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

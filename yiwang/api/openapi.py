@@ -11,6 +11,68 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 SCHEME = "bearerAuth"
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+# The one error shape every 4xx and 5xx has (yiwang.api.errors), FastAPI's 422 and uvicorn's 400 included.
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "request_id"],
+            "properties": {
+                "code": {"type": "string", "description": "Machine-readable, e.g. not_found, invalid_request"},
+                "message": {"type": "string", "description": "What went wrong, for a person"},
+                "request_id": {"type": "string", "description": "Also in the X-Request-ID header and the logs"},
+                "details": {
+                    "type": "array",
+                    "description": "Validation failures (422): where and why, never the rejected input",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {"type": "array", "items": {"type": "string"}},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+# Responses any operation can give, whatever its route does.
+EVERY_OPERATION = {
+    "400": "Malformed HTTP, or a request body that stopped arriving before its Content-Length",
+    "413": "The request body is larger than the configured limit",
+    "500": "Unexpected failure (details only in the server log, by request id)",
+    "default": "Any other error (e.g. 409 nothing published yet, 503 engine not installed), in the same shape",
+}
+
+
+def _error_response(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
+
+
+def _declare_errors(spec: dict) -> None:
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    for path, ops in spec.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            for status, description in EVERY_OPERATION.items():
+                responses.setdefault(status, _error_response(description))
+            if "422" in responses:
+                responses["422"] = _error_response("The request failed validation (`details` says where)")
+            if "{" in path:
+                responses.setdefault("404", _error_response("No such subject, item, alert, rule or version"))
+    # FastAPI's own validation-error schemas describe a body this API never sends.
+    text = str(spec["paths"])
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}'" not in text:
+            schemas.pop(unused, None)
 
 
 def _scopes(dependant) -> tuple[str, ...] | None:
@@ -44,8 +106,9 @@ def document(app: FastAPI, routers) -> dict:
                 needs = " or ".join(f"`{s}`" for s in scopes)
                 op["description"] = (op.get("description", "") + f"\n\nRequires an API key with {needs} (or `admin`).").strip()
                 op.setdefault("responses", {}).update({
-                    "401": {"description": "Missing, unknown or revoked API key"},
-                    "403": {"description": "The key lacks the scope"},
+                    "401": _error_response("Missing, unknown or revoked API key"),
+                    "403": _error_response("The key lacks the scope (the attempt is audited)"),
                 })
+        _declare_errors(spec)
         app.openapi_schema = spec
     return app.openapi_schema

@@ -1,14 +1,14 @@
 """The one ``yiwang`` command. Thin: each command parses, calls one library function, formats.
 
-Errors from the library (:class:`yiwang.errors.YiwangError`) become a one-line message and an exit code
+Errors from the library (:class:`data.errors.YiwangError`) become a one-line message and an exit code
 here, at the edge, and nowhere else. Exit codes: 0 ok, 1 unexpected failure, 2 bad input or config,
-3 not found, 4 not allowed, 5 wrong state (e.g. nothing ingested yet).
+3 not found, 4 not allowed, 5 wrong state (e.g. nothing ingested in HOME yet, or the port `serve` is asked for
+is in use).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from yiwang.cli.context import AppContext, err_console
-from yiwang.errors import YiwangError
+from data.errors import YiwangError
 
 app = typer.Typer(
     name="yiwang",
@@ -55,7 +55,6 @@ for _module in COMMAND_MODULES:
 
 
 def main() -> None:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         # Without standalone mode click returns a command's typer.Exit code instead of exiting.
         rc = app(standalone_mode=False)

@@ -1,7 +1,10 @@
 """CLI commands of the notifier.
 
 - ``yiwang rules check FILE``: validate a reminder-rules file (errors name file, line and rule);
-- ``yiwang rules dry-run RULE_ID --as-of D``: how many subjects a rule would alert, and a sample; sends nothing;
+- ``yiwang rules show``: the rules in force (the store home's rules file) and where they came from;
+- ``yiwang rules install FILE``: validate FILE and make it the rules in force (what PUT /v1/rules does);
+- ``yiwang rules dry-run RULE_ID --as-of D [--file DRAFT]``: how many subjects a rule would alert, and a sample;
+  writes and sends nothing;
 - ``yiwang alerts --as-of D``: evaluate the rules in force into the outbox (exactly once per alert);
 - ``yiwang deliver``: release due alerts to their channels and send due webhooks;
 - ``yiwang schedule``: run the scheduler in the foreground, logging each job;
@@ -23,6 +26,7 @@ import typer
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of
+from data.errors import RulesError
 
 rules_app = typer.Typer(help="Reminder rules (提醒规则): validate a file, preview a rule.", no_args_is_help=True)
 
@@ -73,19 +77,71 @@ def rules_check(
     ])
 
 
+def _rules_summary(c, ruleset) -> dict:
+    from notifier.rules import in_force_path, seed_path
+
+    home_file = in_force_path(c.settings)
+    return {"file": str(home_file) if home_file.exists() else f"{seed_path(c.settings)} (seed: the home has no rules file yet)",
+            "source": ruleset.source, "sha256": ruleset.sha256, "in_force_since": ruleset.updated_at,
+            "rules": len(ruleset.rules), "warning": ruleset.warning}
+
+
+@rules_app.command("show")
+def rules_show(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print the rules as JSON."),
+) -> None:
+    """The reminder rules in force: the store home's rules file, or the last rules in force if it is broken."""
+    from notifier.rules import rule_to_dict, rules_in_force
+
+    c = app_context(ctx)
+    ruleset = rules_in_force(c.settings, c.db)
+    data = _rules_summary(c, ruleset)
+    if as_json:
+        console.print_json(json.dumps({**data, "rules": [rule_to_dict(r) for r in ruleset.rules]}, ensure_ascii=False))
+        return
+    if ruleset.warning:
+        err_console.print(f"[yellow]warning:[/] rules file not in force: {ruleset.warning}", highlight=False)
+    _print("rules in force", data, False)
+    _table("rules", [{"id": r.id, "version": r.version, "kind": r.kind, "enabled": r.enabled} for r in ruleset.rules])
+
+
+@rules_app.command("install")
+def rules_install(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="The rules file to put in force (YAML)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Validate FILE and make it the rules in force (copied into the store home); exit 2 and change nothing on error."""
+    from notifier.rules import install_rules
+
+    c = app_context(ctx)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RulesError(f"{file}: no such rules file") from None
+    except UnicodeDecodeError as exc:
+        raise RulesError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    ruleset = install_rules(c.settings, c.db, text, source=str(file), by="cli")
+    _print("rules installed", _rules_summary(c, ruleset), as_json)
+
+
 @rules_app.command("dry-run")
 def rules_dry_run(
     ctx: typer.Context,
     rule_id: str = typer.Argument(..., help="The rule to preview."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help=AS_OF_HELP),
     sample: int = typer.Option(5, "--sample", min=0, help="How many example alerts to show."),
+    rules_file: Optional[Path] = typer.Option(
+        None, "--file", help="Take the rule from this draft file (only read) instead of the rules in force."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Show how many subjects RULE_ID would alert on a date, with a sample; writes and sends nothing."""
     from notifier.engine import dry_run
 
     c = app_context(ctx)
-    result = dry_run(c.settings, c.db, rule_id, parse_as_of(as_of), sample=sample)
+    result = dry_run(c.settings, c.ingested_db, rule_id, parse_as_of(as_of), sample=sample, rules_file=rules_file)
     data = asdict(result)
     _print(f"dry run of {rule_id}", data, as_json)
     if not as_json:
@@ -106,10 +162,12 @@ def register(app: typer.Typer) -> None:
         from notifier import evaluate_alerts
 
         c = app_context(ctx)
-        s = evaluate_alerts(c.settings, c.db, parse_as_of(as_of), rule_ids=rule or None)
-        if s.rules_warning and not as_json:
-            err_console.print(f"[yellow]warning:[/] rules file not in force, using {s.rules_source}: {s.rules_warning}",
-                              highlight=False)
+        s = evaluate_alerts(c.settings, c.ingested_db, parse_as_of(as_of), rule_ids=rule or None)
+        if s.rules_warning:
+            from notifier.rules import in_force_path
+
+            err_console.print(f"[yellow]warning:[/] {in_force_path(c.settings)} is not in force, using"
+                              f" {s.rules_source}: {s.rules_warning}", highlight=False)
         _print("alerts", asdict(s), as_json)
         if not as_json:
             _table("per rule", [asdict(r) for r in s.per_rule])
@@ -133,12 +191,12 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--now {now!r} is not an ISO-8601 time") from None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
-        _print("deliver", asdict(deliver(c.settings, c.db, when, max_sends=max_sends)), as_json)
+        _print("deliver", asdict(deliver(c.settings, c.ingested_db, when, max_sends=max_sends)), as_json)
 
     @app.command("schedule")
     def schedule_cmd(ctx: typer.Context) -> None:
         """Run the scheduler in the foreground (jobs persist in the store); Ctrl-C or SIGTERM stops it."""
-        from notifier.scheduler import list_jobs, start
+        from yiwang.scheduler import list_jobs, start
 
         c = app_context(ctx)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -162,7 +220,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the jobs as JSON."),
     ) -> None:
         """List the scheduled jobs: schedule, next run time (Asia/Shanghai) and last run."""
-        from notifier.scheduler import list_jobs
+        from yiwang.scheduler import list_jobs
 
         c = app_context(ctx)
         rows = [asdict(j) for j in list_jobs(c.settings)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from yiwang.settings import Settings, load_settings
-from yiwang.store import open_db
+from data.errors import ConfigError, StateError
+from data.settings import Settings, load_settings
+from yiwang.migrations import open_db
 
 console = Console()
 # soft_wrap: an error naming a long file path must stay on one line, copy-pasteable.
@@ -36,9 +38,47 @@ class AppContext:
 
     @property
     def db(self) -> sqlite_utils.Database:
+        """The store, created in HOME if there is none yet (for commands that work on a new home)."""
         if self._db is None:
-            self._db = open_db(self.settings.db_path)
+            home = self.settings.home
+            _refuse_non_directory(home)
+            try:
+                self._db = open_db(self.settings.db_path)
+            except (OSError, sqlite3.OperationalError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise ConfigError(f"store home {home} (--home or YIWANG_HOME): cannot create or open the store "
+                                  f"there: {reason}") from None
         return self._db
+
+    @property
+    def ingested_db(self) -> sqlite_utils.Database:
+        """The store, for commands that work on ingested data: a home holding none is refused (exit 5).
+
+        A home that does not exist is not created here: a mistyped --home must not become a new, empty store.
+        """
+        home = self.settings.home
+        _refuse_non_directory(home)
+        empty = StateError(f"no data ingested in {home} yet: run `yiwang ingest DIR` first "
+                           "(or check --home / YIWANG_HOME)")
+        if self._db is None and not self.settings.db_path.is_file():
+            raise empty
+        db = self.db
+        if not has_ingested_data(db.conn):
+            raise empty
+        return db
+
+
+def _refuse_non_directory(home: Path) -> None:
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"store home {home} (--home or YIWANG_HOME) is not a directory")
+
+
+def has_ingested_data(conn: sqlite3.Connection) -> bool:
+    """True once an ingest finished or a registry holds a subject."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM ingests WHERE status = 'done') OR EXISTS (SELECT 1 FROM people) "
+        "OR EXISTS (SELECT 1 FROM enterprises)"
+    ).fetchone()[0] == 1
 
 
 def app_context(ctx: typer.Context) -> AppContext:

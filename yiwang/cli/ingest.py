@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
-from yiwang.errors import ContractError
+from data.errors import ContractError
 
 
 def summary_table(summary) -> Table:
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         Exit code 2 when a whole file was refused (the other files are still loaded), or when the ID-hash key
         is not the one the store's IDs were hashed with (see --rekey).
         """
-        from yiwang.ingest import ingest_export
+        from data.ingest import ingest_export
 
         app_ctx = app_context(ctx)
         day = parse_as_of(as_of)
@@ -112,9 +112,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
     ) -> None:
         """Show the rows an ingest quarantined: counts per table, reason and field, then sample rows."""
-        from yiwang.ingest import read_quarantine
+        from data.ingest import read_quarantine
 
-        data = read_quarantine(app_context(ctx).db, ingest, table, limit)
+        data = read_quarantine(app_context(ctx).ingested_db, ingest, table, limit)
         if as_json:
             console.print_json(json.dumps(data, ensure_ascii=False))
             return

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
-from yiwang.errors import StateError
+from data.errors import StateError
 from yiwang.pipeline import RunSummary, StageResult, run_nightly
 
 
@@ -52,8 +52,10 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--train must be auto, always or never")
         app_ctx = app_context(ctx)
         day = parse_as_of(as_of)
+        # Without an export to ingest first, the run works on what is already in the store.
+        db = app_ctx.db if export is not None else app_ctx.ingested_db
         with progress() as bar:
-            summary = run_nightly(app_ctx.settings, app_ctx.db, day, export_dir=export, train=train, progress=bar, on_stage=_stage_line)
+            summary = run_nightly(app_ctx.settings, db, day, export_dir=export, train=train, progress=bar, on_stage=_stage_line)
         if as_json:
             console.print_json(json.dumps(summary.to_dict()))
         else:

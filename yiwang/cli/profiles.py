@@ -17,7 +17,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
-from yiwang.errors import NotFound
+from data.errors import NotFound
+from yiwang.subjects import subject_known
 
 
 class _ShowByDefault(TyperGroup):
@@ -51,15 +52,16 @@ def register(app: typer.Typer) -> None:
 
         c = app_context(ctx)
         day = parse_as_of(as_of)
+        db = c.ingested_db
         if not tag:
             with stage_progress("profile", as_json) as tick:
-                summary = build_profiles(c.settings, c.db, day, progress=tick)
+                summary = build_profiles(c.settings, db, day, progress=tick)
             print_summary("profiles", summary.as_dict(), as_json)
             return
         from taggers import profile_and_tag
 
         with stage_progress("profile and tag", as_json) as tick:
-            profiles, tags = profile_and_tag(c.settings, c.db, day, progress=tick)
+            profiles, tags = profile_and_tag(c.settings, db, day, progress=tick)
         if as_json:
             print_summary("profiles and tags", {"profiles": profiles.as_dict(), "tags": tags.as_dict()}, True)
             return
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         """Show one subject's published profile."""
         from profiler import read_profile
 
-        profile = read_profile(app_context(ctx).db, subject_id, include_sensitive=sensitive)
+        profile = read_profile(app_context(ctx).ingested_db, subject_id, include_sensitive=sensitive)
         if profile is None:
             raise NotFound(f"no profile for subject {subject_id!r} (run `yiwang profile` after ingest)")
         if as_json:
@@ -103,8 +105,9 @@ def register(app: typer.Typer) -> None:
             print_summary("rules file", {"file": str(rules_path(c.settings)), "rules": len(rs.rules), "ok": True}, as_json)
             return
         day = parse_as_of(as_of)
+        db = c.ingested_db
         with stage_progress("tag", as_json) as tick:
-            summary = run_taggers(c.settings, c.db, day, progress=tick)
+            summary = run_taggers(c.settings, db, day, progress=tick)
         print_summary("tags", summary.as_dict(), as_json)
 
     @tags_app.command("show")
@@ -117,9 +120,12 @@ def register(app: typer.Typer) -> None:
         """List a subject's tags in force with their evidence, and the tags the subject deleted."""
         from taggers.store import list_suppressed, list_tags
 
-        db = app_context(ctx).db
+        c = app_context(ctx)
+        db = c.ingested_db
         tags = list_tags(db, subject_id, include_sensitive=sensitive)
         deleted = list_suppressed(db, subject_id)
+        if not tags and not deleted and not subject_known(c.settings, db, subject_id):
+            raise NotFound(f"subject {subject_id!r} is in no registry, profile or event of this store")
         if as_json:
             console.print_json(json.dumps({"subject_id": subject_id, "tags": tags, "deleted": deleted}, ensure_ascii=False))
             return
@@ -143,7 +149,7 @@ def register(app: typer.Typer) -> None:
         """Delete a tag for a subject; no later batch brings it back until it is restored."""
         from taggers.store import delete_tag
 
-        delete_tag(app_context(ctx).db, subject_id, code)
+        delete_tag(app_context(ctx).ingested_db, subject_id, code)
         console.print(f"deleted {code} for {subject_id}; it stays off until `yiwang tags restore {subject_id} {code}`")
 
     @tags_app.command("restore")
@@ -155,7 +161,7 @@ def register(app: typer.Typer) -> None:
         """Lift a deletion; the tag returns with the next `yiwang tag` run if its facts still hold."""
         from taggers.store import restore_tag
 
-        restore_tag(app_context(ctx).db, subject_id, code)
+        restore_tag(app_context(ctx).ingested_db, subject_id, code)
         console.print(f"restored {code} for {subject_id}; it returns with the next `yiwang tag` run")
 
     app.add_typer(tags_app, name="tags")

@@ -48,7 +48,7 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     from recommender.training import list_models
 
     c = app_context(ctx)
-    _rows("models", list_models(c.settings, c.db), as_json, "no model trained yet: run `yiwang train`")
+    _rows("models", list_models(c.settings, c.ingested_db), as_json, "no model trained yet: run `yiwang train`")
 
 
 @models_app.command("promote")
@@ -57,7 +57,7 @@ def models_promote(ctx: typer.Context, version: str = typer.Argument(..., help="
     from recommender.training import promote
 
     c = app_context(ctx)
-    promote(c.settings, c.db, version)
+    promote(c.settings, c.ingested_db, version)
     console.print(f"promoted model {version}")
 
 
@@ -69,7 +69,7 @@ def feeds_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json",
     from recommender.feeds import list_versions
 
     c = app_context(ctx)
-    _rows("feed versions", list_versions(c.db), as_json, "no feed published yet: run `yiwang recommend`")
+    _rows("feed versions", list_versions(c.ingested_db), as_json, "no feed published yet: run `yiwang recommend`")
 
 
 @feeds_app.command("rollback")
@@ -78,7 +78,7 @@ def feeds_rollback(ctx: typer.Context, as_json: bool = typer.Option(False, "--js
     from recommender.feeds import rollback
 
     c = app_context(ctx)
-    print_summary("feed rollback", rollback(c.db), as_json)
+    print_summary("feed rollback", rollback(c.ingested_db), as_json)
 
 
 def register(app: typer.Typer) -> None:
@@ -93,8 +93,9 @@ def register(app: typer.Typer) -> None:
         from recommender import train
 
         c = app_context(ctx)
+        db = c.ingested_db
         with stage_progress("train", as_json) as tick:
-            s = train(c.settings, c.db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
+            s = train(c.settings, db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
         data = asdict(s)
         if not as_json:
             data["metrics"] = {k: v for k, v in s.metrics.items() if k != "feature_gain"}
@@ -110,8 +111,9 @@ def register(app: typer.Typer) -> None:
         from recommender import recommend
 
         c = app_context(ctx)
+        db = c.ingested_db
         with stage_progress("recommend", as_json) as tick:
-            s = recommend(c.settings, c.db, parse_as_of(as_of), progress=tick)
+            s = recommend(c.settings, db, parse_as_of(as_of), progress=tick)
         print_summary("recommend", asdict(s), as_json)
 
     @app.command("feed")
@@ -125,7 +127,7 @@ def register(app: typer.Typer) -> None:
         from recommender.feeds import read_feed
 
         c = app_context(ctx)
-        feed = read_feed(c.db, c.settings, subject_id, limit)
+        feed = read_feed(c.ingested_db, c.settings, subject_id, limit)
         if as_json:
             console.print_json(json.dumps(feed.to_dict(), ensure_ascii=False))
             return

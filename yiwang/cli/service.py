@@ -16,26 +16,22 @@ keys_app = typer.Typer(help="API keys: create (shown once, stored hashed), list,
 def serve(
     ctx: typer.Context,
     host: Optional[str] = typer.Option(None, "--host", help="Bind address (default: settings api_host, 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default: settings api_port, 8080)."),
+    port: Optional[int] = typer.Option(
+        None, "--port", min=1, max=65535, help="Port, 1-65535 (default: settings api_port, 8080)."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: debug, info, warning, error."),
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) until interrupted."""
-    import uvicorn
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs) until interrupted.
 
+    Exit 5 when the port is in use, 2 when the address cannot be listened on.
+    """
     from yiwang.api.app import create_app
+    from yiwang.api.server import serve_forever
 
-    settings = app_context(ctx).settings
-    app = create_app(settings)
-    # No access log: request paths carry subject ids; the API's own metrics use route templates instead.
-    uvicorn.run(
-        app,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_level=log_level,
-        access_log=False,
-        ws="none",
-        lifespan="on",
-    )
+    c = app_context(ctx)
+    settings = c.settings
+    c.db  # a bad --home is refused here, by name, rather than by the server's startup
+    serve_forever(create_app(settings), host or settings.api_host, port or settings.api_port, log_level)
 
 
 @keys_app.command("create")

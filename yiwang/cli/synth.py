@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate a synthetic Shanghai-like city: registries, licences, two years of interactions, and
         the ground truth (kept in OUT/truth, which the pipeline never reads)."""
-        from yiwang.synth import generate_city
+        from data.synth import generate_city
 
         app_ctx = app_context(ctx)
         day = parse_as_of(as_of)

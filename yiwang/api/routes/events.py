@@ -19,15 +19,15 @@ import sqlite_utils
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from yiwang import contract
+from data import contract
 from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.errors import PayloadTooLarge
 from yiwang.api.keys import ApiKey
-from yiwang.errors import ContractError
-from yiwang.eventlog import ACTIONS, CHANNELS, append_events, derived_event_id
-from yiwang.settings import TIMEZONE
+from data.errors import ContractError
+from data.eventlog import ACTIONS, CHANNELS, append_events, derived_event_id
+from data.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -102,7 +102,7 @@ def post_events(
 
 
 def _validate(db: sqlite_utils.Database, events: list[EventIn]) -> pl.DataFrame:
-    """The events as :data:`yiwang.eventlog.EVENT_SCHEMA` columns, or :class:`RejectedEvent`."""
+    """The events as :data:`data.eventlog.EVENT_SCHEMA` columns, or :class:`RejectedEvent`."""
     raw = pl.DataFrame(
         [e.model_dump(include={"event_id", "subject_id", "item_id", "action", "ts", "channel"}) for e in events],
         schema={c: pl.String for c in ("event_id", "subject_id", "item_id", "action", "ts", "channel")},

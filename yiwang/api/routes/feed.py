@@ -16,7 +16,7 @@ from yiwang.api.db import get_db
 from yiwang.api.feed_read import personalised_feed_json
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import ItemId, SubjectId, engine
-from yiwang.errors import NotFound
+from data.errors import NotFound
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/feed", tags=["feed"])
 
@@ -53,6 +53,16 @@ class Feed(BaseModel):
     as_of: str
     generated_at: str
     items: list[FeedItem]
+
+
+# The subjects a feed read does not answer 404 for (recommender.feeds.read_feed): in a registry, or in the
+# served version. A dismissal for any other subject is 404 too, rather than stored for a feed that cannot exist.
+_FEED_SUBJECT_SQL = """
+SELECT EXISTS (SELECT 1 FROM people WHERE person_id = ?1)
+    OR EXISTS (SELECT 1 FROM enterprises WHERE enterprise_id = ?1)
+    OR EXISTS (SELECT 1 FROM feed_rows WHERE subject_id = ?1 AND version =
+               (SELECT CAST(value AS INTEGER) FROM serving_pointers WHERE name = 'feed_version'))
+"""
 
 
 class Dismissal(BaseModel):
@@ -97,6 +107,8 @@ def dismiss_item(
     request: Request,
 ) -> Dismissal:
     with audited(db, request, key, "feed.dismiss", subject_id):
+        if not db.conn.execute(_FEED_SUBJECT_SQL, (subject_id,)).fetchone()[0]:
+            raise NotFound(f"subject {subject_id!r} is neither in the registries nor in the served feed")
         if db.conn.execute("SELECT 1 FROM catalog WHERE item_id = ?", (item_id,)).fetchone() is None:
             raise NotFound(f"no catalogue item {item_id!r}")
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")

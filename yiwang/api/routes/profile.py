@@ -13,7 +13,7 @@ from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import SubjectId, engine, plain
-from yiwang.errors import NotFound
+from data.errors import NotFound
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/profile", tags=["profile"])
 

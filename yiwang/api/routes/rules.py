@@ -1,7 +1,8 @@
 """Operators' reminder rules: read the rules in force, replace them, dry-run one. Changes are audited.
 
-The notifier validates a replacement before writing it (by rename), so a broken file never replaces the
-rules in force; a validation failure is a 422 naming file, rule and line.
+The rules in force live in the store home, never in the code checkout. The notifier validates a replacement
+before writing it (by rename), so a broken file never replaces the rules in force; a validation failure is a 422
+naming rule and line. Answers identify the rules by sha256 and time, never by a server path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import engine, plain
-from yiwang.settings import TIMEZONE
+from data.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -32,16 +33,18 @@ class RulesFile(BaseModel):
 
 
 class RulesInForce(BaseModel):
-    source: str = Field(description="The rules file, or the snapshot in force when the file is broken")
-    sha256: str
-    warning: str | None = Field(description="Why the file on disk is not in force, if it is not")
+    source: str = Field(description="Where the rules in force come from: the home's rules file, the seed it starts "
+                                    "from, or the snapshot kept when the file is broken (never a server path)")
+    sha256: str = Field(description="sha256 of the rules text in force: what identifies this version")
+    updated_at: str | None = Field(description="When these rules were put in force (UTC); null until first used")
+    warning: str | None = Field(description="Why the home's rules file is not in force, if it is not")
     rules: list[dict[str, Any]]
 
 
 def _in_force(ruleset) -> RulesInForce:
     to_dict = engine("notifier.rules", "rule_to_dict")
-    return RulesInForce(source=ruleset.source, sha256=ruleset.sha256, warning=ruleset.warning,
-                        rules=[to_dict(r) for r in ruleset.rules])
+    return RulesInForce(source=ruleset.source, sha256=ruleset.sha256, updated_at=ruleset.updated_at,
+                        warning=ruleset.warning, rules=[to_dict(r) for r in ruleset.rules])
 
 
 @router.get("", response_model=RulesInForce, summary="The reminder rules in force")

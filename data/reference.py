@@ -1,7 +1,7 @@
 """Loaders for the reference data shipped under ``data/``: service catalogue, licence types, tag taxonomy.
 
 Each loader returns a typed ``pl.DataFrame`` (booleans as Boolean, ages and validities as Int64, empty cells as
-null) and raises :class:`yiwang.errors.ContractError` naming the file, line (header = line 1) and column of the
+null) and raises :class:`data.errors.ContractError` naming the file, line (header = line 1) and column of the
 first problem, so an operator who edits a file by hand learns exactly what to fix. ``load_reference`` also checks
 the three files against each other (tag codes, licence types and renewal items that must exist elsewhere).
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from yiwang.errors import ContractError
-from yiwang.registry import SNAPSHOT_SCHEMAS
+from data.errors import ContractError
+from data.registry import SNAPSHOT_SCHEMAS
 
 CATALOG_FILE = "catalog.csv"
 LICENSE_TYPES_FILE = "license_types.csv"

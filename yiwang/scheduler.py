@@ -30,9 +30,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
 
-from yiwang.errors import ConfigError, StateError
-from yiwang.settings import TIMEZONE, load_settings
-from yiwang.store import connect, open_db
+from data.errors import ConfigError, StateError
+from data.settings import TIMEZONE, load_settings
+from data.store import connect
+from yiwang.migrations import open_db
 
 log = logging.getLogger("yiwang.scheduler")
 LOCAL = ZoneInfo(TIMEZONE)
@@ -70,7 +71,16 @@ class SQLiteJobStore(BaseJobStore):
 
     def lookup_job(self, job_id):
         rows = self._query("SELECT job_state FROM scheduler_jobs WHERE id = ?", (job_id,))
-        return self._reconstitute(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        try:
+            return self._reconstitute(rows[0][0])
+        except Exception:
+            # e.g. a job stored before its function moved (notifier.scheduler -> yiwang.scheduler): re-added by
+            # install_jobs, as APScheduler's own stores do with jobs they cannot restore.
+            self._logger.exception("Unable to restore job %r -- removing it", job_id)
+            self._write("DELETE FROM scheduler_jobs WHERE id = ?", (job_id,))
+            return None
 
     def get_due_jobs(self, now):
         return self._jobs("WHERE next_run_time <= ?", (datetime_to_utc_timestamp(now),))
@@ -273,7 +283,7 @@ def install_jobs(scheduler: BackgroundScheduler, settings) -> dict[str, str]:
             actions[job_id] = "kept"
             continue
         scheduler.add_job(
-            "notifier.scheduler:run_job", trigger=trigger, args=(job_id, home), id=job_id, name=job_id,
+            "yiwang.scheduler:run_job", trigger=trigger, args=(job_id, home), id=job_id, name=job_id,
             replace_existing=True,
         )
         actions[job_id] = "replaced" if existing is not None else "added"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from yiwang.synth.catalogue import Catalogue
-from yiwang.synth.common import DAY, WINDOW_DAYS, age_years, uniform_days
+from data.synth.catalogue import Catalogue
+from data.synth.common import DAY, WINDOW_DAYS, age_years, uniform_days
 
 # Funnels: views (1..max_views), then p(click), p(favorite), p(consult), p(apply), p(complete | apply),
 # lead days (views start up to this long before the apply time), days from apply to complete.

@@ -1,6 +1,6 @@
 """Settings, read once from the environment (prefix ``YIWANG_``), an optional ``.env`` file, and defaults.
 
-A bad value raises :class:`yiwang.errors.ConfigError` naming the environment key at fault.
+A bad value raises :class:`data.errors.ConfigError` naming the environment key at fault.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from yiwang.errors import ConfigError
+from data.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The reference files ship inside this package (catalogue, licence types, taxonomy, default rules).
+REFERENCE_DIR = Path(__file__).resolve().parent
+# Tests and scripts of a source checkout use it; an installed package has no checkout.
+REPO_ROOT = REFERENCE_DIR.parent
 TIMEZONE = "Asia/Shanghai"
 
 
@@ -28,7 +31,7 @@ class Settings(BaseSettings):
 
     # -- foundation ------------------------------------------------------------------------------
     home: Path = Field(default=Path(".yiwang"), description="Directory holding the SQLite store and event log")
-    data_dir: Path = Field(default=REPO_ROOT / "data", description="Reference data (catalogue, licence types, taxonomy, rules)")
+    data_dir: Path = Field(default=REFERENCE_DIR, description="Reference data (catalogue, licence types, taxonomy, rules)")
     id_hash_key: str | None = Field(default=None, description="HMAC key for resident ID numbers; generated into HOME if unset")
     ingest_batch_rows: int = Field(default=1_000_000, gt=0, description="Rows per streamed batch when ingesting events")
     unknown_subject_events: Literal["quarantine", "keep"] = Field(
@@ -118,7 +121,7 @@ class Settings(BaseSettings):
                     "hashed with a key: restore that file or set YIWANG_ID_HASH_KEY to the original key (a new key "
                     "would re-hash every ID); to re-hash them with a new key on purpose, run `yiwang ingest --rekey`"
                 )
-            os.umask(0o077)  # the home and secrets/ are created private, like the store (yiwang.store)
+            os.umask(0o077)  # the home and secrets/ are created private, like the store (data.store)
             path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:

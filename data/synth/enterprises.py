@@ -8,8 +8,8 @@ from datetime import date
 
 import numpy as np
 
-from yiwang.synth.common import CENTRAL, DISTRICT_WEIGHTS, INDUSTRIES, YEAR, day_number, pick
-from yiwang.synth.population import Population
+from data.synth.common import CENTRAL, DISTRICT_WEIGHTS, INDUSTRIES, YEAR, day_number, pick
+from data.synth.population import Population
 
 # Share of registered enterprises by GB/T 4754 section in a big service-economy city: trade (F),
 # business services (L), research and technical services (M), software (I), construction (E), catering (H).

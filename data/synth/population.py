@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from yiwang.synth.common import (
+from data.synth.common import (
     CENTRAL,
     DISTRICT_WEIGHTS,
     LIFE_EVENTS,

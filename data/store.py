@@ -1,13 +1,13 @@
 """The serving store: one SQLite file in WAL mode, schema changed only through named migrations.
 
-Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``);
-they are applied in the order of :data:`MIGRATION_SOURCES`, each once, recorded in ``_migrations``.
+Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``). The store
+names no area: the app shell gathers them (``yiwang.migrations``) and hands them to :func:`open_db`, which applies
+each pending one once, in the order given, recording it in ``_migrations``.
 """
 
 from __future__ import annotations
 
 import fcntl
-import importlib
 import json
 import os
 import re
@@ -16,29 +16,23 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import sqlite_utils
 
-from yiwang.errors import ConfigError, StateError
+from data.errors import ConfigError, StateError
 
-# Areas in dependency order: later areas may reference tables of earlier ones.
-MIGRATION_SOURCES = (
-    "yiwang.schema",
-    "profiler.schema",
-    "taggers.schema",
-    "recommender.schema",
-    "notifier.schema",
-    "yiwang.api.schema",
-)
+Migration = tuple[str, str]
 
 
-def all_migrations() -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def check_migrations(sources: Iterable[tuple[str, Sequence[Migration]]]) -> list[Migration]:
+    """Concatenate each area's ``MIGRATIONS`` in order, refusing a name used twice."""
+    out: list[Migration] = []
     seen: set[str] = set()
-    for module_name in MIGRATION_SOURCES:
-        for name, sql in importlib.import_module(module_name).MIGRATIONS:
+    for area, migrations in sources:
+        for name, sql in migrations:
             if name in seen:
-                raise RuntimeError(f"duplicate migration name {name!r} in {module_name}")
+                raise RuntimeError(f"duplicate migration name {name!r} in {area}")
             seen.add(name)
             out.append((name, sql))
     return out
@@ -92,12 +86,19 @@ def _use_wal(conn: sqlite3.Connection, db_path: Path, wait_s: float = 30.0) -> N
         pause = min(pause * 2, 0.1)
 
 
-def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the store, bring its schema up to date, and clean up after runs that died."""
+Recovery = Callable[[sqlite3.Connection, Path], object]
+
+
+def open_db(
+    db_path: Path, migrations: Sequence[Migration] = (), recovery: Sequence[Recovery] = ()
+) -> sqlite_utils.Database:
+    """Open (creating if needed) the store, apply the pending ones of ``migrations``, then run each of
+    ``recovery`` (``(conn, home)``: the areas' clean-up after runs that died, see below)."""
     db = sqlite_utils.Database(connect(db_path))
-    if migrate:
-        apply_migrations(db)
-        recover_dead_runs(db.conn, Path(db_path).parent)
+    if migrations:
+        apply_migrations(db, migrations)
+    for recover in recovery:
+        recover(db.conn, Path(db_path).parent)
     return db
 
 
@@ -105,13 +106,8 @@ def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
 # A long run (an ingest, a feed build) records itself in the store as in progress and holds an exclusive flock on
 # ``HOME/run/<name>.lock`` until its outcome is recorded. The kernel drops the lock when the process dies however
 # it dies (kill -9 included), so an "in progress" record whose lock is free belongs to a dead run.
-
-# Functions ``(conn, home) -> None`` that clean up after an area's dead runs, called on every open of the store.
-RECOVERY = (
-    "yiwang.store:fail_dead_ingests",
-    "yiwang.registry:remove_dead_snapshot_temps_at_open",
-    "recommender.feeds:drop_dead_builds",
-)
+# Each area cleans up after its own dead runs with a function ``(conn, home)``; the shell gathers them
+# (``yiwang.migrations.RECOVERY``) and :func:`open_db` runs them on every open of the store.
 
 
 class RunLock:
@@ -170,7 +166,7 @@ def dead_run(home: Path, name: str):
 def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
     """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
     (named after the ingest, so no live writer's); returns their ids."""
-    from yiwang.eventlog import PENDING_SUFFIX
+    from data.eventlog import PENDING_SUFFIX
 
     failed = []
     for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
@@ -195,14 +191,8 @@ def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
     return failed
 
 
-def recover_dead_runs(conn: sqlite3.Connection, home: Path) -> None:
-    for target in RECOVERY:
-        module_name, func = target.split(":")
-        getattr(importlib.import_module(module_name), func)(conn, Path(home))
-
-
-def apply_migrations(db: sqlite_utils.Database) -> list[str]:
-    """Apply every pending migration in order; returns the names applied now."""
+def apply_migrations(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> list[str]:
+    """Apply every pending migration of ``migrations`` in order; returns the names applied now."""
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -213,7 +203,7 @@ def apply_migrations(db: sqlite_utils.Database) -> list[str]:
         raise
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
-    for name, sql in all_migrations():
+    for name, sql in migrations:
         if name in done:
             continue
         # BEGIN IMMEDIATE serialises concurrent first-time openers; re-check inside the lock.
@@ -286,7 +276,7 @@ def bind_id_hash_key(conn: sqlite3.Connection, settings, *, rekey: bool = False)
     used is recorded). A different key raises :class:`ConfigError`, unless ``rekey``: then it becomes the
     store's key and every stored ``id_hash`` is cleared (ingest recomputes those of the people it loads), so
     no hash made with another key remains. Returns (key, whether the key was replaced)."""
-    from yiwang.settings import key_fingerprint
+    from data.settings import key_fingerprint
 
     key = settings.hash_key(new_key_allowed=rekey)
     fingerprint = key_fingerprint(key)

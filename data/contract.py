@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from yiwang.eventlog import ACTIONS, CHANNELS
-from yiwang.settings import TIMEZONE
+from data.eventlog import ACTIONS, CHANNELS
+from data.settings import TIMEZONE
 
 DISTRICTS = (
     "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",

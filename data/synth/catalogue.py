@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from yiwang.synth.common import DISTRICT_NAMES, INDUSTRIES
+from data.synth.common import DISTRICT_NAMES, INDUSTRIES
 
 _TAG_COLUMNS = {"life_events": "life_event", "crowds": "crowd", "occupations": "occupation"}
 _ENTERPRISE_CODES = {
@@ -73,7 +73,7 @@ class Catalogue:
 
 
 def build_catalogue(df: pl.DataFrame, rng: np.random.Generator) -> Catalogue:
-    """Index a catalogue typed by :func:`yiwang.reference.load_catalog`."""
+    """Index a catalogue typed by :func:`data.reference.load_catalog`."""
     n = df.height
     text = (df["name"].fill_null("") + " " + df["department"].fill_null("")).to_numpy()
     district = np.full(n, -1, np.int64)

@@ -1,6 +1,6 @@
 """Validated ingest of one export directory into the store.
 
-Tables load in :data:`yiwang.contract.INGEST_ORDER`; each file is judged on its own, so one rejected file
+Tables load in :data:`data.contract.INGEST_ORDER`; each file is judged on its own, so one rejected file
 (unreadable, empty, wrong encoding, missing a required column) never stops the others. Every data row
 read ends up either stored (inserted / updated / unchanged) or in the ``quarantine`` table, and the
 summary checks that identity for every table before it is stored.
@@ -40,10 +40,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlite_utils
 
-from yiwang import contract
-from yiwang.contract import EVENTS, TABLES, Context, TableSpec
-from yiwang.errors import ContractError
-from yiwang.eventlog import (
+from data import contract
+from data.contract import EVENTS, TABLES, Context, TableSpec
+from data.errors import ContractError
+from data.eventlog import (
     EVENT_SCHEMA,
     PENDING_SUFFIX,
     derived_event_id,
@@ -51,9 +51,9 @@ from yiwang.eventlog import (
     write_event_file,
     writer_lock,
 )
-from yiwang.registry import next_generation, write_snapshot, write_snapshot_frame
-from yiwang.settings import TIMEZONE, Settings
-from yiwang.store import RunLock, bind_id_hash_key
+from data.registry import next_generation, write_snapshot, write_snapshot_frame
+from data.settings import TIMEZONE, Settings
+from data.store import RunLock, bind_id_hash_key
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
 DB_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -893,7 +893,7 @@ def ingest_export(
     A file the contract refuses as a whole is reported in ``summary.tables[t].rejected`` (its rows are
     not read or counted) and the other files are still loaded. Raises :class:`ContractError` only when
     the directory itself is unusable (missing, or holding no table file at all), and
-    :class:`ConfigError` when the ID-hash key is not the store's (see :func:`yiwang.store.bind_id_hash_key`;
+    :class:`ConfigError` when the ID-hash key is not the store's (see :func:`data.store.bind_id_hash_key`;
     ``rekey`` replaces it).
     """
     export_dir = Path(export_dir)
@@ -912,7 +912,7 @@ def ingest_export(
         (str(export_dir), _now(), as_of.isoformat()),
     )
     ingest_id = cur.lastrowid
-    # Held until the outcome is recorded: a 'running' row whose lock is free is a dead run (yiwang.store).
+    # Held until the outcome is recorded: a 'running' row whose lock is free is a dead run (data.store).
     run_lock = RunLock(settings.home, f"ingest-{ingest_id}").acquire()
     conn.commit()
     summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now(), rekeyed=rekeyed)
@@ -999,12 +999,12 @@ def read_quarantine(
         row = conn.execute("SELECT max(ingest_id) FROM ingests").fetchone()
         ingest_id = row[0] if row else None
         if ingest_id is None:
-            from yiwang.errors import StateError
+            from data.errors import StateError
 
             raise StateError("nothing ingested yet: run `yiwang ingest DIR` first")
     meta = conn.execute("SELECT source, summary_json FROM ingests WHERE ingest_id = ?", (ingest_id,)).fetchone()
     if meta is None:
-        from yiwang.errors import NotFound
+        from data.errors import NotFound
 
         raise NotFound(f"no ingest {ingest_id}")
     if table is not None and table not in TABLES:

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from yiwang.errors import ConfigError
-from yiwang.reference import load_catalog, load_license_types
-from yiwang.synth import behaviour as bh
-from yiwang.synth.catalogue import Catalogue, build_catalogue
-from yiwang.synth.common import (
+from data.errors import ConfigError
+from data.reference import load_catalog, load_license_types
+from data.synth import behaviour as bh
+from data.synth.catalogue import Catalogue, build_catalogue
+from data.synth.common import (
     CHANNELS, DAY, DISTRICT_CODES, DISTRICT_NAMES, INDUSTRIES, LIFE_EVENTS, OCCUPATIONS, ORIGIN_AREA_CODES,
     WINDOW_DAYS, ACTIONS, age_years, day_number, ymd,
 )
-from yiwang.synth.enterprises import Enterprises, build_enterprises, size_band
-from yiwang.synth.ids import resident_ids, usccs
-from yiwang.synth.licences import Licences, build_licences
-from yiwang.synth.population import MARITAL, Population, build_population, crowds
-from yiwang.synth.truth_readme import TRUTH_README
+from data.synth.enterprises import Enterprises, build_enterprises, size_band
+from data.synth.ids import resident_ids, usccs
+from data.synth.licences import Licences, build_licences
+from data.synth.population import MARITAL, Population, build_population, crowds
+from data.synth.truth_readme import TRUTH_README
 
 # 1M people + 100k enterprises -> about 30M events.
 DEFAULT_EVENTS_PER_SUBJECT = 27.3
@@ -128,7 +128,7 @@ def generate_city(
     as_of_date = _check_args(people, enterprises, seed, as_of, fmt, events_per_person)
     per_subject = DEFAULT_EVENTS_PER_SUBJECT if events_per_person is None else float(events_per_person)
     if data_dir is None:
-        from yiwang.settings import get_settings
+        from data.settings import get_settings
 
         data_dir = get_settings().data_dir
     out = Path(out_dir)

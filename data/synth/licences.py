@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from yiwang.synth.common import INDUSTRIES, WINDOW_DAYS, YEAR, birthday_at_age, uniform_days
-from yiwang.synth.enterprises import Enterprises
-from yiwang.synth.population import HEAD, Population
+from data.synth.common import INDUSTRIES, WINDOW_DAYS, YEAR, birthday_at_age, uniform_days
+from data.synth.enterprises import Enterprises
+from data.synth.population import HEAD, Population
 
 _OCC = {
     "student": 0, "teacher": 1, "security_guard": 2, "medical_worker": 3, "driver": 4,

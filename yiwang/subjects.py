@@ -1,0 +1,30 @@
+"""Whether the store knows a subject at all: the edges answer "not found" for one it does not."""
+
+from __future__ import annotations
+
+import polars as pl
+import sqlite_utils
+
+from data.eventlog import scan_events
+from data.settings import Settings
+
+_KNOWN_IN_TABLES = (
+    "SELECT 1 FROM people WHERE person_id = ?",
+    "SELECT 1 FROM enterprises WHERE enterprise_id = ?",
+    "SELECT 1 FROM tags WHERE subject_id = ?",
+    "SELECT 1 FROM tag_suppressions WHERE subject_id = ?",
+)
+
+
+def subject_known(settings: Settings, db: sqlite_utils.Database, subject_id: str) -> bool:
+    """True if the subject is in a registry, holds or deleted a tag, has a published profile or any event."""
+    conn = db.conn
+    if any(conn.execute(sql, (subject_id,)).fetchone() for sql in _KNOWN_IN_TABLES):
+        return True
+    from profiler import read_profile
+
+    if read_profile(db, subject_id) is not None:
+        return True
+    # Subjects seen only in events (the registries do not list them) are still subjects of this store.
+    seen = scan_events(settings.events_dir).filter(pl.col("subject_id") == subject_id).select("subject_id").head(1)
+    return seen.collect().height > 0
