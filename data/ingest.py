@@ -50,8 +50,9 @@ from data.eventlog import (
     write_event_file,
     writer_lock,
 )
-from data.registry import write_snapshot, write_snapshot_frame
+from data.registry import next_generation, write_snapshot, write_snapshot_frame
 from data.settings import TIMEZONE, Settings
+from data.store import RunLock, bind_id_hash_key
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
 DB_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -120,6 +121,7 @@ class IngestSummary:
     started_at: str = ""
     finished_at: str | None = None
     tables: dict[str, TableSummary] = field(default_factory=dict)
+    rekeyed: bool = False  # the store's ID-hash key was replaced by this ingest (--rekey)
 
     @property
     def rejected_files(self) -> list[str]:
@@ -144,6 +146,7 @@ class IngestSummary:
             "rows_in": self.rows_in,
             "quarantined": self.quarantined,
             "rejected_files": self.rejected_files,
+            "rekeyed": self.rekeyed,
             "tables": {
                 name: {**asdict(t), "stored": t.stored, "rows_per_s": round(t.rows_per_s, 1)}
                 for name, t in self.tables.items()
@@ -768,13 +771,14 @@ def _load_registry(
     try:
         ts.inserted, ts.updated, ts.unchanged = _upsert(conn, spec.name, rows, ingest_id)
         ts.add_reasons(_quarantine_rows(conn, ingest_id, spec.name, src.path, rejected))
+        generation = next_generation(conn, spec.name)  # the snapshot lags SQLite until written from this
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     if ts.inserted == rows.height and ts.inserted == conn.execute(f"SELECT count(*) FROM {spec.name}").fetchone()[0]:
         # The table holds exactly these rows: snapshot them from memory instead of reading SQLite back.
-        write_snapshot_frame(settings.home, spec.name, rows)
+        write_snapshot_frame(settings.home, spec.name, rows, generation)
     else:
         write_snapshot(settings.home, spec.name, conn)
     bar.update(src.table, ts.rows_in, ts.rows_in)
@@ -1069,18 +1073,23 @@ def ingest_export(
     export_dir: Path,
     as_of: date | None = None,
     progress=None,
+    *,
+    rekey: bool = False,
 ) -> IngestSummary:
     """Validate and load every table file of ``export_dir``; returns (and stores) the summary.
 
     A file the contract refuses as a whole is reported in ``summary.tables[t].rejected`` (its rows are
     not read or counted) and the other files are still loaded. Raises :class:`ContractError` only when
-    the directory itself is unusable (missing, or holding no table file at all).
+    the directory itself is unusable (missing, or holding no table file at all), and
+    :class:`ConfigError` when the ID-hash key is not the store's (see :func:`data.store.bind_id_hash_key`;
+    ``rekey`` replaces it).
     """
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise ContractError(f"{export_dir}: no such export directory")
     as_of = as_of or _today_shanghai()
     conn = db.conn
+    _, rekeyed = bind_id_hash_key(conn, settings, rekey=rekey)
     # A 256 MB page cache for the bulk upserts (the 2 MB default thrashes on million-row B-tree inserts),
     # and the staging table in memory; restored when done, the connection may be shared.
     saved_pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "temp_store")}
@@ -1091,8 +1100,10 @@ def ingest_export(
         (str(export_dir), _now(), as_of.isoformat()),
     )
     ingest_id = cur.lastrowid
+    # Held until the outcome is recorded: a 'running' row whose lock is free is a dead run (data.store).
+    run_lock = RunLock(settings.home, f"ingest-{ingest_id}").acquire()
     conn.commit()
-    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now())
+    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now(), rekeyed=rekeyed)
     bar = _Progress(progress)
     try:
         license_types = _license_types(settings)
@@ -1162,6 +1173,7 @@ def ingest_export(
             (summary.finished_at, summary.status, json.dumps(summary.to_dict(), ensure_ascii=False), ingest_id),
         )
         conn.commit()
+        run_lock.release()
         for pragma, value in saved_pragmas.items():
             conn.execute(f"PRAGMA {pragma} = {int(value)}")
     return summary

@@ -16,7 +16,8 @@ import profiler.schema
 import recommender.schema
 import taggers.schema
 import yiwang.api.schema
-from data import store
+from data import registry, store
+from recommender import feeds
 
 AREAS = (
     ("data", data.schema.MIGRATIONS),
@@ -25,6 +26,14 @@ AREAS = (
     ("recommender", recommender.schema.MIGRATIONS),
     ("notifier", notifier.schema.MIGRATIONS),
     ("api", yiwang.api.schema.MIGRATIONS),
+)
+
+
+# Each area's clean-up after its runs that died (kill -9 included), run on every open of the store.
+RECOVERY: tuple[store.Recovery, ...] = (
+    store.fail_dead_ingests,
+    registry.remove_dead_snapshot_temps_at_open,
+    feeds.drop_dead_builds,
 )
 
 
@@ -38,5 +47,5 @@ def apply_migrations(db: sqlite_utils.Database) -> list[str]:
 
 
 def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the store and bring every area's schema up to date."""
-    return store.open_db(db_path, all_migrations() if migrate else ())
+    """Open (creating if needed) the store, bring every area's schema up to date and clean up after dead runs."""
+    return store.open_db(db_path, all_migrations(), RECOVERY) if migrate else store.open_db(db_path)
