@@ -21,9 +21,10 @@ id index is searched (a memory-mapped sorted array), and only a hash hit reads t
 confirm it exactly. The indexes are keyed by a tag of the hash function (Polars' hash is stable within a
 version only): a file whose index is missing or has another tag is read in full and re-indexed.
 
-Compaction keeps the number of API files per month bounded: after an append, when a month holds more
-than :data:`COMPACT_AT` small API files in a row, they are merged into one ``api-<lo>-<hi>`` file. The
-name is the commit: a file whose range another file's range strictly contains is a superseded source,
+Compaction keeps the number of API files per month bounded: after an append, when the newest
+:data:`COMPACT_AT` + 1 API files of a month share a level (log_16 of the posts each holds), they are merged
+into one ``api-<lo>-<hi>`` file of the next level: at most :data:`COMPACT_AT` files per level. The name is
+the commit: a file whose range another file's range strictly contains is a superseded source,
 which readers skip (:func:`live_files`), so a crash at any point neither loses nor doubles an event.
 Superseded sources are deleted only :data:`SUPERSEDED_GRACE_S` after the merge, so a reader that listed
 files before the swap still finds every file it listed.
@@ -36,6 +37,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +74,11 @@ ROW_GROUP_ROWS = 1 << 20
 _DICTIONARY_COLUMNS = ["subject_id", "item_id", "action", "channel"]
 _STATISTICS_COLUMNS = ["ts", "ingest_id"]
 
-# Compaction: a month's trailing run of API files each under COMPACT_MAX_ROWS rows is merged once it is
-# longer than COMPACT_AT, so a month holds at most COMPACT_AT small API files after any append (and big
-# ones of at least COMPACT_MAX_ROWS rows each); an event is rewritten a bounded number of times.
+# Compaction, by levels: a merged file's level is log_16 of how many API posts it holds (a post's file is
+# level 0). When the newest COMPACT_AT + 1 API files of a month share a level they become one file of the
+# next level, so a month holds at most COMPACT_AT files per level (levels grow as log_16 of the posts) and
+# an event is rewritten once per level, never on every merge.
 COMPACT_AT = 16
-COMPACT_MAX_ROWS = 100_000
 # How long a merged file's sources stay on disk after the merge, for readers that listed them before.
 SUPERSEDED_GRACE_S = 15 * 60
 # How long an API post waits for the writer lock before answering 503 (an ingest holds it only to commit).
@@ -212,6 +214,7 @@ def derived_event_id() -> pl.Expr:
     )
 
 
+@lru_cache(maxsize=1 << 16)  # every append parses its month's listing; names never change meaning
 def _api_range(name: str) -> tuple[int, int] | None:
     m = _API_FILE.match(name)
     return (int(m[1]), int(m[2])) if m else None
@@ -231,15 +234,20 @@ def _superseded(names: list[str]) -> dict[str, str]:
     return out
 
 
+def _live_names(names: list[str]) -> list[str]:
+    parquet = [n for n in names if n.endswith(".parquet")]
+    gone = _superseded(parquet)
+    return sorted(n for n in parquet if n not in gone)
+
+
 def live_files(part_dir: Path) -> list[Path]:
     """The event files of one month partition a reader should read: every ``.parquet`` file but merge
     sources still on disk (superseded by the merged file listed with them)."""
     try:
-        names = [n for n in os.listdir(part_dir) if n.endswith(".parquet")]
+        names = os.listdir(part_dir)
     except FileNotFoundError:
         return []
-    gone = _superseded(names)
-    return [Path(part_dir) / n for n in sorted(names) if n not in gone]
+    return [Path(part_dir) / n for n in _live_names(names)]
 
 
 def _files(events_dir: Path) -> list[Path]:
@@ -258,13 +266,16 @@ def _file_ids(path: Path) -> pl.Series:
     return pl.read_parquet(path, columns=["event_id"])["event_id"]
 
 
-def stored_mask(part_dir: Path, ids: pl.Series, hashes: pl.Series | None = None) -> pl.Series:
-    """Per id: is it in a live file of the partition? Exact (a hash hit is confirmed against the file).
-    Call under :func:`writer_lock`: a file with no usable id index gets one written here."""
+def stored_mask(
+    part_dir: Path, ids: pl.Series, hashes: pl.Series | None = None, files: list[Path] | None = None
+) -> pl.Series:
+    """Per id: is it in a live file of the partition (``files``, default: listed now)? Exact: a hash hit
+    is confirmed against the file. Call under :func:`writer_lock`: a file with no usable id index gets
+    one written here."""
     hashes = event_id_hash(ids) if hashes is None else hashes
     h = hashes.to_numpy()
     present = np.zeros(ids.len(), dtype=bool)
-    for path in live_files(part_dir):
+    for path in live_files(part_dir) if files is None else files:
         index = _read_id_index(path)
         if index is None:
             stored = _file_ids(path)
@@ -304,30 +315,34 @@ def _next_api_number(names: list[str]) -> int:
     return 1 + max((r[1] for n in names if (r := _api_range(n))), default=0)
 
 
-def _rows(path: Path) -> int:
-    index = id_index_path(path)
-    if index.exists():
-        return index.stat().st_size // 8
-    return pq.read_metadata(path).num_rows
+def _level(name: str) -> int:
+    lo, hi = _api_range(name)
+    width, level = hi - lo + 1, 0
+    while width >= COMPACT_AT:
+        width //= COMPACT_AT
+        level += 1
+    return level
 
 
-def compact(part_dir: Path) -> Path | None:
-    """Merge the partition's trailing run of small API files when it is longer than :data:`COMPACT_AT`.
-    Call under :func:`writer_lock`. Returns the merged file, or None when there was nothing to merge."""
-    files = sorted((p for p in live_files(part_dir) if _api_range(p.name)), key=lambda p: _api_range(p.name))
-    run: list[Path] = []
-    for p in reversed(files):
-        if _rows(p) >= COMPACT_MAX_ROWS:
-            break
-        run.append(p)
-    if len(run) <= COMPACT_AT:
-        return None
-    run.reverse()
-    data = pl.concat([pl.read_parquet(p) for p in run], how="vertical")
-    lo, hi = _api_range(run[0].name)[0], _api_range(run[-1].name)[1]
-    name = f"api-{lo:09d}-{hi:09d}.parquet"
-    _publish(part_dir, name, data, event_id_hash(data["event_id"]).to_numpy())
-    return part_dir / name
+def compact(part_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """Merge the partition's newest API files while more than :data:`COMPACT_AT` of them in a row share a
+    level (cascading up the levels). ``names``: the partition's directory listing, if at hand. Call under
+    :func:`writer_lock`. Returns the merged files written."""
+    names = os.listdir(part_dir) if names is None else list(names)
+    merged: list[Path] = []
+    while True:
+        api = sorted((n for n in _live_names(names) if _api_range(n)), key=_api_range)
+        if len(api) <= COMPACT_AT:
+            return merged
+        level = _level(api[-1])
+        run = api[-(COMPACT_AT + 1):]
+        if any(_level(n) != level for n in run):
+            return merged
+        data = pl.concat([pl.read_parquet(part_dir / n) for n in run], how="vertical")
+        name = f"api-{_api_range(run[0])[0]:09d}-{_api_range(run[-1])[1]:09d}.parquet"
+        _publish(part_dir, name, data, event_id_hash(data["event_id"]).to_numpy())
+        names.append(name)
+        merged.append(part_dir / name)
 
 
 def tidy(part_dir: Path, grace_s: float = SUPERSEDED_GRACE_S) -> None:
@@ -341,14 +356,16 @@ def tidy(part_dir: Path, grace_s: float = SUPERSEDED_GRACE_S) -> None:
         return
     now = time.time()
     data = {n for n in names if n.endswith(".parquet")}
+    old_enough: dict[str, bool] = {}
     for name, merged in _superseded(sorted(data)).items():
-        try:
-            if now - (part_dir / merged).stat().st_mtime < grace_s:
-                continue
-        except FileNotFoundError:
-            continue
-        (part_dir / name).unlink(missing_ok=True)
-        data.discard(name)
+        if merged not in old_enough:
+            try:
+                old_enough[merged] = now - (part_dir / merged).stat().st_mtime >= grace_s
+            except FileNotFoundError:
+                old_enough[merged] = False
+        if old_enough[merged]:
+            (part_dir / name).unlink(missing_ok=True)
+            data.discard(name)
     for name in names:
         if name.endswith(TMP_SUFFIX):
             (part_dir / name).unlink(missing_ok=True)
@@ -364,7 +381,8 @@ def append_events(
 
     Check and write happen under :func:`writer_lock`, waited for at most ``lock_timeout`` seconds (None:
     as long as it takes) before :class:`EventLogBusy`, with nothing stored. Each month's new events become
-    one ``api-N-N.parquet`` file, renamed into place whole; the month is then compacted if it needs it.
+    one ``api-N-N.parquet`` file, renamed into place whole; the month is then compacted if it needs it
+    (and, after a merge, :func:`tidy`-ed).
     """
     if events.height == 0:
         return 0, 0
@@ -381,16 +399,16 @@ def append_events(
         for (key,), part in unique.partition_by("_month", as_dict=True, maintain_order=True).items():
             part_dir = month_dir(events_dir, key)
             part_dir.mkdir(parents=True, exist_ok=True)
-            tidy(part_dir)
+            names = os.listdir(part_dir)
             hashes = event_id_hash(part["event_id"])
-            fresh = ~stored_mask(part_dir, part["event_id"], hashes)
+            live = [part_dir / n for n in _live_names(names)]
+            fresh = ~stored_mask(part_dir, part["event_id"], hashes, live)
             if not fresh.any():
                 continue
-            n = _next_api_number(os.listdir(part_dir))
-            _publish(
-                part_dir, f"api-{n:09d}-{n:09d}.parquet", part.filter(fresh).drop("_month"),
-                hashes.filter(fresh).to_numpy(),
-            )
+            n = _next_api_number(names)
+            name = f"api-{n:09d}-{n:09d}.parquet"
+            _publish(part_dir, name, part.filter(fresh).drop("_month"), hashes.filter(fresh).to_numpy())
             inserted += int(fresh.sum())
-            compact(part_dir)
+            if compact(part_dir, [*names, name]):
+                tidy(part_dir)  # after a merge only: clearing the directory costs a listing and a stat per source
     return inserted, events.height - inserted
