@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import polars as pl
+import pytest
 
 from yiwang.api.keys import create_key
 from yiwang.eventlog import scan_events
@@ -168,3 +169,30 @@ def test_two_servers_and_an_ingest_store_each_event_id_once(tmp_path):
     copies = stored.group_by("event_id").len().filter(pl.col("len") > 1)
     assert copies.height == 0, f"{copies.height} event ids stored more than once ({stored.height} rows)"
     assert sorted(stored["event_id"].to_list()) == events["event_id"].to_list()
+
+
+def test_an_append_waits_for_the_writer_lock_at_most_its_timeout(tmp_path):
+    """Another process holding the writer lock (an ingest committing) makes an API append give up after
+    its timeout with EventLogBusy (HTTP 503 + Retry-After), storing nothing; once it is free the same
+    batch is stored."""
+    from datetime import datetime, timezone
+
+    from yiwang.eventlog import EventLogBusy, append_events
+
+    events_dir = tmp_path / "events"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from yiwang.eventlog import writer_lock\n"
+         f"with writer_lock({str(events_dir)!r}):\n    print('held', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV,
+    )
+    batch = pl.DataFrame({"event_id": ["a", "b"], "subject_id": "P1", "item_id": "I1", "action": "view",
+                          "ts": datetime(2026, 10, 1, tzinfo=timezone.utc), "channel": "app"})
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(EventLogBusy, match="send the batch again") as busy:
+            append_events(events_dir, batch, ingest_id=1, lock_timeout=0.2)
+        assert busy.value.http_status == 503
+        assert scan_events(events_dir).collect().height == 0
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    assert append_events(events_dir, batch, ingest_id=2, lock_timeout=0.2) == (2, 0)
