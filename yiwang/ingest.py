@@ -712,8 +712,8 @@ class _Pending:
     month: int
     already: bool  # rows whose event_id was already stored: counted unchanged, the file is then deleted
     meta: pl.DataFrame
-    drop: list[int] = field(default_factory=list)  # row positions found to be in-file duplicates
-    late: int = 0  # rows of ``drop`` whose event_id another writer published while this ingest ran
+    drop: list[int] = field(default_factory=list)  # row positions of ``meta`` to leave out (see _drop_rows)
+    late: int = 0  # rows left out because another writer published their event_id while this ingest ran
 
     @property
     def index_path(self) -> Path:
@@ -771,7 +771,7 @@ def _drop_stored_since(stored: _StoredIds, written: list[_Pending]) -> int:
             continue
         hashes = event_id_hash(ids).implode()
         for p in written:
-            if p.already or p.month != month:
+            if p.already or p.month != month or p.meta.height == 0:
                 continue
             pos = p.meta["_h"].is_in(hashes).arg_true()
             if not pos.len():
@@ -782,6 +782,22 @@ def _drop_stored_since(stored: _StoredIds, written: list[_Pending]) -> int:
             p.late += len(hit)
             late += len(hit)
     return late
+
+
+def _drop_rows(written: list[_Pending]) -> None:
+    """Rewrite the files to be published without their ``drop`` rows (``meta`` follows; ``drop`` empties).
+    Their id indexes stay: a superset is harmless."""
+    for p in written:
+        if not p.drop or p.already:
+            continue
+        mask = pl.Series([True]).new_from_index(0, p.meta.height).scatter(p.drop, False)
+        if mask.any():
+            write_event_file(pl.read_parquet(p.path).filter(mask), p.path)
+        else:
+            p.path.unlink()
+            p.index_path.unlink()
+        p.meta = p.meta.filter(mask)
+        p.drop = []
 
 
 def _duplicate_hashes(written: list[_Pending]) -> np.ndarray:
@@ -885,23 +901,15 @@ def _load_events(
 
             cand = _duplicate_hashes(written)
             in_file_duplicates = _in_file_duplicates(written, cand) if cand.size else None
+            _drop_rows(written)  # before the writer lock: a file with duplicates spread through it is long to rewrite
             with writer_lock(events_dir):
                 conn.execute("BEGIN IMMEDIATE")
                 for path in set_aside:
                     ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, pl.read_parquet(path)))
                 if in_file_duplicates is not None:
                     ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, in_file_duplicates))
-                _drop_stored_since(stored, written)
-                for p in written:
-                    if p.drop and not p.already:
-                        keep = p.meta.height - len(p.drop)
-                        if keep:
-                            data = pl.read_parquet(p.path)
-                            mask = pl.Series([True]).new_from_index(0, data.height).scatter(p.drop, False)
-                            write_event_file(data.filter(mask), p.path)
-                        else:
-                            p.path.unlink()
-                            p.index_path.unlink()
+                if _drop_stored_since(stored, written):
+                    _drop_rows(written)
                 conn.execute("COMMIT")
                 for p in written:
                     n = p.meta.height - len(p.drop)
