@@ -2,8 +2,8 @@
 
 Layout: ``HOME/events/month=YYYY-MM/<name>.parquet``, every file with exactly :data:`EVENT_SCHEMA`, and
 beside each one its *id index* ``<name>.h<tag>``: the sorted 64-bit hashes of its event_ids (8 bytes
-an event beside the ~14 of the Parquet file). Ingest
-writes ``part-<ingest_id>-...`` files; the API writes ``api-<lo>-<hi>.parquet`` files, numbered per month.
+an event beside the ~14 of the Parquet file). Ingest writes ``part-<ingest_id>-...`` files; the API
+writes ``api-<lo>-<hi>.parquet`` files, numbered per month.
 
 Uniqueness of ``event_id`` across processes. Every writer publishes files only while holding
 :func:`writer_lock` (an ``fcntl`` lock on ``events/.writer.lock``, so it holds across processes and threads)
