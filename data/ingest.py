@@ -46,8 +46,13 @@ from data.eventlog import (
     EVENT_SCHEMA,
     PENDING_SUFFIX,
     derived_event_id,
+    event_id_hash,
+    id_index_path,
+    ingest_lock,
+    live_files,
     month_dir,
     write_event_file,
+    write_id_index,
     writer_lock,
 )
 from data.registry import next_generation, write_snapshot, write_snapshot_frame
@@ -842,15 +847,21 @@ _STORED_CACHE_MONTHS = 4
 
 class _StoredIds:
     """The event_ids already in the log, per month partition, read once per month when first needed
-    (only a re-ingest pays for it: a month with no stored file costs a directory listing)."""
+    (only a re-ingest pays for it: a month with no stored file costs a directory listing).
+
+    The files a month held when first looked at are remembered: at commit, :meth:`stored_since` gives
+    the ids published there since (by the API, while this ingest read its file), which are then checked
+    under the writer lock."""
 
     def __init__(self, events_dir: Path) -> None:
         self.events_dir = events_dir
         self._cache: dict[int, tuple[pl.Series, pl.Series] | None] = {}
+        self._seen: dict[int, set[str]] = {}
 
     def _load(self, month: int) -> tuple[pl.Series, pl.Series] | None:
         if month not in self._cache:
-            files = sorted(month_dir(self.events_dir, month).glob("*.parquet"))
+            files = live_files(month_dir(self.events_dir, month))
+            self._seen.setdefault(month, {f.name for f in files})
             if not files:
                 self._cache[month] = None
                 return None
@@ -875,15 +886,32 @@ class _StoredIds:
         exact = part["event_id"].gather(idx).is_in(ids)
         return pl.Series("_already", [False], dtype=pl.Boolean).new_from_index(0, part.height).scatter(idx, exact)
 
+    def stored_since(self, month: int) -> pl.Series | None:
+        """Event ids in files of ``month`` published after it was first looked at (call under the
+        writer lock, so none can appear meanwhile); None when there are none. A merge of files already
+        seen counts as new: re-reading a few ids already checked is harmless."""
+        new = [f for f in live_files(month_dir(self.events_dir, month)) if f.name not in self._seen.get(month, set())]
+        if not new:
+            return None
+        return pl.scan_parquet(new).select("event_id").collect()["event_id"]
+
 
 @dataclass
 class _Pending:
     """One event file this ingest wrote under a ``.pending`` name; ``meta`` has _h and _line per row."""
 
     path: Path
+    month: int
     already: bool  # rows whose event_id was already stored: counted unchanged, the file is then deleted
     meta: pl.DataFrame
-    drop: list[int] = field(default_factory=list)  # row positions found to be in-file duplicates
+    drop: list[int] = field(default_factory=list)  # row positions of ``meta`` to leave out (see _drop_rows)
+    late: int = 0  # rows left out because another writer published their event_id while this ingest ran
+
+    @property
+    def index_path(self) -> Path:
+        """Its id index, pending like the file (written for new rows only: ``already`` files go)."""
+        final = id_index_path(self.path.with_name(self.path.name.removesuffix(PENDING_SUFFIX)))
+        return final.with_name(final.name + PENDING_SUFFIX)
 
 
 class _Writer:
@@ -903,8 +931,9 @@ class _Writer:
         tag = "a" if already else "n"
         path = d / f"part-{self.ingest_id:06d}-{k:05d}{tag}-{uuid.uuid4().hex[:8]}.parquet{PENDING_SUFFIX}"
         out = rows.select([*_EVENT_COLS, pl.lit(self.ingest_id, dtype=pl.Int64).alias("ingest_id")])
-        self.written.append(_Pending(path, already, rows.select("_h", "_line")))
-        self._queue.append(self._pool.submit(write_event_file, out, path))
+        pending = _Pending(path, month, already, rows.select("_h", "_line"))
+        self.written.append(pending)
+        self._queue.append(self._pool.submit(_write_pending, out, pending))
         while len(self._queue) > self.depth:
             self._queue.popleft().result()
 
@@ -916,6 +945,51 @@ class _Writer:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._queue.clear()
+
+
+def _write_pending(out: pl.DataFrame, p: _Pending) -> None:
+    write_event_file(out, p.path)
+    if not p.already:
+        write_id_index(p.meta["_h"].to_numpy(), p.index_path)
+
+
+def _drop_stored_since(stored: _StoredIds, written: list[_Pending]) -> int:
+    """Mark (in ``drop``) the rows to be published whose event_id another writer published while this
+    ingest was reading its file; returns how many. Exact: hash candidates are confirmed as strings."""
+    late = 0
+    for month in sorted({p.month for p in written if not p.already}):
+        ids = stored.stored_since(month)
+        if ids is None:
+            continue
+        hashes = event_id_hash(ids).implode()
+        for p in written:
+            if p.already or p.month != month or p.meta.height == 0:
+                continue
+            pos = p.meta["_h"].is_in(hashes).arg_true()
+            if not pos.len():
+                continue
+            cand = pl.read_parquet(p.path, columns=["event_id"])["event_id"].gather(pos)
+            hit = set(pos.filter(cand.is_in(ids.implode())).to_list()) - set(p.drop)
+            p.drop.extend(sorted(hit))
+            p.late += len(hit)
+            late += len(hit)
+    return late
+
+
+def _drop_rows(written: list[_Pending]) -> None:
+    """Rewrite the files to be published without their ``drop`` rows (``meta`` follows; ``drop`` empties).
+    Their id indexes stay: a superset is harmless."""
+    for p in written:
+        if not p.drop or p.already:
+            continue
+        mask = pl.Series([True]).new_from_index(0, p.meta.height).scatter(p.drop, False)
+        if mask.any():
+            write_event_file(pl.read_parquet(p.path).filter(mask), p.path)
+        else:
+            p.path.unlink()
+            p.index_path.unlink()
+        p.meta = p.meta.filter(mask)
+        p.drop = []
 
 
 def _duplicate_hashes(written: list[_Pending]) -> np.ndarray:
@@ -967,17 +1041,23 @@ def _month_parts(ok: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
 def _load_events(
     settings: Settings, conn: sqlite3.Connection, ingest_id: int, src: Source, ctx: Context, ts: TableSummary, bar: _Progress
 ) -> None:
-    """Stream the file: each batch is validated, its bad rows quarantined (in a transaction still open),
-    its good rows written straight into their month partitions under ``.pending`` names. Once the whole
-    file has been read, in-file duplicate event_ids are found (64-bit hashes, confirmed exactly), the
-    quarantine commits, and the files are renamed into place. Anything going wrong before that deletes
-    the pending files and rolls back, so a file that breaks half-way stores nothing."""
+    """Stream the file: each batch is validated, its bad rows set aside in a ``.pending`` Parquet file and
+    its good rows written straight into their month partitions under ``.pending`` names (with their id
+    indexes). Once the whole file has been read, in-file duplicate event_ids are found (64-bit hashes,
+    confirmed exactly); then, under the writer lock and in one transaction, the quarantine is stored,
+    rows whose id another writer (the API) published meanwhile are dropped, and the files are renamed
+    into place. Anything going wrong before that deletes the pending files and rolls back, so a file
+    that breaks half-way stores nothing.
+
+    While the file is read, this holds :func:`~yiwang.eventlog.ingest_lock` only, and no SQLite
+    transaction: API posts go on meanwhile (each waits at most for the commit: a re-check against what
+    the API published, the quarantine insert, and renames)."""
     events_dir = Path(settings.events_dir)
-    with writer_lock(events_dir):
+    with ingest_lock(events_dir):
         stored = _StoredIds(events_dir)
         writer = _Writer(events_dir, ingest_id)
         written = writer.written
-        conn.execute("BEGIN IMMEDIATE")  # quarantine rows become visible only if the whole file reads cleanly
+        set_aside: list[Path] = []  # bad rows per batch, stored only if the whole file reads cleanly
         try:
             for k, batch in enumerate(_prefetch(read_batches(src, settings.ingest_batch_rows))):
                 ts.rows_in += batch.frame.height + len(batch.malformed)
@@ -985,7 +1065,9 @@ def _load_events(
                 rejected = pl.concat(
                     [_rejected_rows(batch.frame, checked), _malformed_frame(batch.malformed)], how="vertical"
                 )
-                ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, rejected))
+                if rejected.height:
+                    set_aside.append(events_dir / f".quarantine-{ingest_id:06d}-{k:05d}.parquet{PENDING_SUFFIX}")
+                    rejected.write_parquet(set_aside[-1])
                 ok = checked if rejected.height == 0 else checked.filter(pl.col("_reason").is_null())
                 given_id = pl.col("event_id") if "event_id" in ok.columns else pl.lit(None, dtype=pl.String)
                 channel = pl.col("channel") if "channel" in ok.columns else pl.lit(None, dtype=pl.String)
@@ -1010,37 +1092,40 @@ def _load_events(
             writer.finish()
 
             cand = _duplicate_hashes(written)
-            if cand.size:
-                ts.add_reasons(
-                    _quarantine_rows(conn, ingest_id, "events", src.path, _in_file_duplicates(written, cand))
-                )
-            for p in written:
-                if p.drop and not p.already:
-                    keep = p.meta.height - len(p.drop)
-                    if keep:
-                        data = pl.read_parquet(p.path)
-                        mask = pl.Series([True]).new_from_index(0, data.height).scatter(p.drop, False)
-                        write_event_file(data.filter(mask), p.path)
+            in_file_duplicates = _in_file_duplicates(written, cand) if cand.size else None
+            _drop_rows(written)  # before the writer lock: a file with duplicates spread through it is long to rewrite
+            with writer_lock(events_dir):
+                conn.execute("BEGIN IMMEDIATE")
+                for path in set_aside:
+                    ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, pl.read_parquet(path)))
+                if in_file_duplicates is not None:
+                    ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, in_file_duplicates))
+                if _drop_stored_since(stored, written):
+                    _drop_rows(written)
+                conn.execute("COMMIT")
+                for p in written:
+                    n = p.meta.height - len(p.drop)
+                    if p.already:
+                        ts.unchanged += n
+                        p.path.unlink(missing_ok=True)
                     else:
-                        p.path.unlink()
-            conn.execute("COMMIT")
+                        ts.inserted += n
+                        ts.unchanged += p.late
+                        if n:  # the id index first: a visible file always has one
+                            for path in (p.index_path, p.path):
+                                os.replace(path, path.with_name(path.name.removesuffix(PENDING_SUFFIX)))
         except BaseException:
             writer.close()  # no write may still be running when its file is deleted
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             for p in written:
                 p.path.unlink(missing_ok=True)
+                p.index_path.unlink(missing_ok=True)
             raise
         finally:
             writer.close()
-        for p in written:
-            n = p.meta.height - len(p.drop)
-            if p.already:
-                ts.unchanged += n
-                p.path.unlink(missing_ok=True)
-            else:
-                ts.inserted += n
-                if n:
-                    os.replace(p.path, p.path.with_name(p.path.name.removesuffix(PENDING_SUFFIX)))
+            for path in set_aside:
+                path.unlink(missing_ok=True)
     bar.update("events", ts.rows_in, ts.rows_in)
 
 
