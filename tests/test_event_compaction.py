@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from yiwang import eventlog
+from data import eventlog
 from data.eventlog import append_events, live_files, month_dir, scan_events, tidy, writer_lock
 
 
