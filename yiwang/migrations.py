@@ -16,6 +16,7 @@ import profiler.schema
 import recommender.schema
 import taggers.schema
 import yiwang.api.schema
+import yiwang.schema
 from data import store
 
 AREAS = (
@@ -25,6 +26,7 @@ AREAS = (
     ("recommender", recommender.schema.MIGRATIONS),
     ("notifier", notifier.schema.MIGRATIONS),
     ("api", yiwang.api.schema.MIGRATIONS),
+    ("shell", yiwang.schema.MIGRATIONS),
 )
 
 
