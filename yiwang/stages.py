@@ -1,4 +1,4 @@
-"""The stages: one registry that `yiwang run`, the scheduler, the CLI and the API run the engines' work through.
+"""The stages: one registry of the engines' batch work, through which `yiwang run`, the scheduler and the CLI run it.
 
 A stage is one engine entry point and what the shell must know to call it: whether it works as of a business date
 (``as_of``) or at the current time (``now``), whether it reports progress, which stages' output it reads, and which
@@ -6,7 +6,8 @@ summary lines it gives. ``profile_tag`` is the one pass (the taggers read the pr
 published): it does the work of ``profile`` then ``tag`` and reports one line for each.
 
 The nightly run (:mod:`yiwang.pipeline`) and the scheduler's jobs (:mod:`yiwang.scheduler`) are orders and
-schedules of these stages by name; both resolve the name here, so they call the same functions.
+schedules of these stages by name; both resolve the name here, so they call the same functions. The CLI's stage
+commands call these objects; the HTTP API runs no stage (it imports the engines' read and control functions).
 """
 
 from __future__ import annotations
