@@ -38,6 +38,10 @@ from data.eventlog import EVENT_SCHEMA, scan_events
 from data.registry import SNAPSHOT_SCHEMAS, scan_table
 from data.settings import Settings
 
+# What another engine may import from this one (tests/test_layering.py holds every engine to it): these modules,
+# and in them the names that do not start with "_". The rest is this engine's own and may change without notice.
+PUBLIC_MODULES = ("taggers", "taggers.store")
+
 Progress = Callable[[str, int, int], None]
 TAG_STAGES = ("rules file", "aggregates", "rules", "occupation model", "write")
 TAGGING_LISTS = ("household_members", "license_types")  # the non-scalar profile columns rules and model read

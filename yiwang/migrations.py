@@ -16,6 +16,7 @@ import profiler.schema
 import recommender.schema
 import taggers.schema
 import yiwang.api.schema
+import yiwang.schema
 from data import registry, store
 from recommender import feeds
 
@@ -26,6 +27,7 @@ AREAS = (
     ("recommender", recommender.schema.MIGRATIONS),
     ("notifier", notifier.schema.MIGRATIONS),
     ("api", yiwang.api.schema.MIGRATIONS),
+    ("shell", yiwang.schema.MIGRATIONS),
 )
 
 

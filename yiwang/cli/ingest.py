@@ -12,6 +12,7 @@ from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
 from data.errors import ContractError
+from yiwang.stages import INGEST
 
 
 def summary_table(summary) -> Table:
@@ -69,12 +70,10 @@ def register(app: typer.Typer) -> None:
         Exit code 2 when a whole file was refused (the other files are still loaded), or when the ID-hash key
         is not the one the store's IDs were hashed with (see --rekey).
         """
-        from data.ingest import ingest_export
-
         app_ctx = app_context(ctx)
         day = parse_as_of(as_of)
         with progress() as bar:
-            summary = ingest_export(app_ctx.settings, app_ctx.db, export_dir, as_of=day, progress=bar, rekey=rekey)
+            summary = INGEST(app_ctx.settings, app_ctx.db, day, progress=bar, export_dir=export_dir, rekey=rekey)
         if summary.rekeyed:
             err_console.print(
                 f"re-keyed: resident IDs are now hashed with the key from {app_ctx.settings.hash_key_source()}; "

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
 from data.errors import NotFound
+from yiwang.stages import PROFILE, PROFILE_TAG, TAG
 from yiwang.subjects import subject_known
 
 
@@ -48,20 +49,16 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Build every person's and enterprise's profile (一人一档/一企一档) and publish them atomically."""
-        from profiler import build_profiles
-
         c = app_context(ctx)
         day = parse_as_of(as_of)
         db = c.ingested_db
         if not tag:
             with stage_progress("profile", as_json) as tick:
-                summary = build_profiles(c.settings, db, day, progress=tick)
+                summary = PROFILE(c.settings, db, day, progress=tick)
             print_summary("profiles", summary.as_dict(), as_json)
             return
-        from taggers import profile_and_tag
-
         with stage_progress("profile and tag", as_json) as tick:
-            profiles, tags = profile_and_tag(c.settings, db, day, progress=tick)
+            profiles, tags = PROFILE_TAG(c.settings, db, day, progress=tick)
         if as_json:
             print_summary("profiles and tags", {"profiles": profiles.as_dict(), "tags": tags.as_dict()}, True)
             return
@@ -97,7 +94,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Run the rule and learned taggers over the published profiles and replace the tags in one transaction."""
-        from taggers import check_rules, rules_path, run_taggers
+        from taggers import check_rules, rules_path
 
         c = app_context(ctx)
         if check:
@@ -107,7 +104,7 @@ def register(app: typer.Typer) -> None:
         day = parse_as_of(as_of)
         db = c.ingested_db
         with stage_progress("tag", as_json) as tick:
-            summary = run_taggers(c.settings, db, day, progress=tick)
+            summary = TAG(c.settings, db, day, progress=tick)
         print_summary("tags", summary.as_dict(), as_json)
 
     @tags_app.command("show")

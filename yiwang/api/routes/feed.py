@@ -15,8 +15,9 @@ from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.feed_read import personalised_feed_json
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import ItemId, SubjectId, engine
+from yiwang.api.params import ItemId, SubjectId
 from data.errors import NotFound
+from recommender.feeds import NOTICE, read_feed
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/feed", tags=["feed"])
 
@@ -80,8 +81,7 @@ async def get_feed(
     limit: Annotated[int | None, Query(ge=1, le=200, description="At most this many items")] = None,
 ) -> Response:
     state = request.app.state
-    read_feed = engine("recommender.feeds", "read_feed")
-    notice = engine("recommender.feeds", "NOTICE")[True]
+    notice = NOTICE[True]
     # Two indexed reads of a WAL database (readers never wait for a publishing writer): cheaper on the event
     # loop than a hop to the threadpool, and this is the hottest route.
     body = personalised_feed_json(db.conn, subject_id, limit or state.settings.feed_size, notice, state.item_names,
