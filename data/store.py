@@ -107,7 +107,7 @@ def open_db(
 # ``HOME/run/<name>.lock`` until its outcome is recorded. The kernel drops the lock when the process dies however
 # it dies (kill -9 included), so an "in progress" record whose lock is free belongs to a dead run.
 # Each area cleans up after its own dead runs with a function ``(conn, home)``; the shell gathers them
-# (``yiwang.migrations.RECOVERY``) and :func:`open_db` runs them on every open of the store.
+# (``yiwang.migrations.recovery()``) and :func:`open_db` runs them on every open of the store.
 
 
 class RunLock:

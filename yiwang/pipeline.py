@@ -17,7 +17,6 @@ from typing import Any, Callable
 import sqlite_utils
 
 from data.settings import Settings
-from yiwang.stages import stage
 
 # The stages of a night, in order. Ingest runs only when an export is given; train only when due.
 NIGHTLY = ("ingest", "profile_tag", "train", "recommend", "alerts", "deliver")
@@ -85,6 +84,8 @@ def run_nightly(
     on_stage: Callable[[StageResult], None] | None = None,
 ) -> RunSummary:
     """Run every stage in order; a failed stage stops the rest."""
+    from yiwang.stages import stage  # the engines load with a run, not with the CLI
+
     results: list[StageResult] = []
     now = datetime.combine(as_of, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=1)
     do_train = train == "always" or (train == "auto" and model_due(settings, as_of))

@@ -27,7 +27,6 @@ from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of
 from data.errors import RulesError
-from yiwang.stages import ALERTS, DELIVER
 
 rules_app = typer.Typer(help="Reminder rules (提醒规则): validate a file, preview a rule.", no_args_is_help=True)
 
@@ -161,6 +160,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate the reminder rules in force into the outbox; each alert is created once, stale ones cancelled."""
         c = app_context(ctx)
+        from yiwang.stages import ALERTS
         s = ALERTS(c.settings, c.ingested_db, parse_as_of(as_of), rule_ids=rule or None)
         if s.rules_warning:
             from notifier.rules import in_force_path
@@ -188,6 +188,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--now {now!r} is not an ISO-8601 time") from None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
+        from yiwang.stages import DELIVER
         _print("deliver", asdict(DELIVER(c.settings, c.ingested_db, when, max_sends=max_sends)), as_json)
 
     @app.command("schedule")

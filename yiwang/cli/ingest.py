@@ -12,7 +12,6 @@ from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, err_console, parse_as_of, progress
 from data.errors import ContractError
-from yiwang.stages import INGEST
 
 
 def summary_table(summary) -> Table:
@@ -73,6 +72,7 @@ def register(app: typer.Typer) -> None:
         app_ctx = app_context(ctx)
         day = parse_as_of(as_of)
         with progress() as bar:
+            from yiwang.stages import INGEST
             summary = INGEST(app_ctx.settings, app_ctx.db, day, progress=bar, export_dir=export_dir, rekey=rekey)
         if summary.rekeyed:
             err_console.print(

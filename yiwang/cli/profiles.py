@@ -18,7 +18,6 @@ from typer.core import TyperGroup
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
 from data.errors import NotFound
-from yiwang.stages import PROFILE, PROFILE_TAG, TAG
 from yiwang.subjects import subject_known
 
 
@@ -54,10 +53,12 @@ def register(app: typer.Typer) -> None:
         db = c.ingested_db
         if not tag:
             with stage_progress("profile", as_json) as tick:
+                from yiwang.stages import PROFILE
                 summary = PROFILE(c.settings, db, day, progress=tick)
             print_summary("profiles", summary.as_dict(), as_json)
             return
         with stage_progress("profile and tag", as_json) as tick:
+            from yiwang.stages import PROFILE_TAG
             profiles, tags = PROFILE_TAG(c.settings, db, day, progress=tick)
         if as_json:
             print_summary("profiles and tags", {"profiles": profiles.as_dict(), "tags": tags.as_dict()}, True)
@@ -104,6 +105,7 @@ def register(app: typer.Typer) -> None:
         day = parse_as_of(as_of)
         db = c.ingested_db
         with stage_progress("tag", as_json) as tick:
+            from yiwang.stages import TAG
             summary = TAG(c.settings, db, day, progress=tick)
         print_summary("tags", summary.as_dict(), as_json)
 

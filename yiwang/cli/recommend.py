@@ -17,7 +17,6 @@ import typer
 from rich.table import Table
 
 from yiwang.cli.context import AS_OF_HELP, app_context, console, parse_as_of, print_summary, stage_progress
-from yiwang.stages import RECOMMEND, TRAIN
 
 
 def _rows(title: str, rows: list[dict], as_json: bool, empty: str) -> None:
@@ -94,6 +93,7 @@ def register(app: typer.Typer) -> None:
         c = app_context(ctx)
         db = c.ingested_db
         with stage_progress("train", as_json) as tick:
+            from yiwang.stages import TRAIN
             s = TRAIN(c.settings, db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
         data = asdict(s)
         if not as_json:
@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
         c = app_context(ctx)
         db = c.ingested_db
         with stage_progress("recommend", as_json) as tick:
+            from yiwang.stages import RECOMMEND
             s = RECOMMEND(c.settings, db, parse_as_of(as_of), progress=tick)
         print_summary("recommend", asdict(s), as_json)
 
