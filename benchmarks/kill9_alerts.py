@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from notifier.engine import evaluate_alerts  # noqa: E402
-from notifier.receiver import Receiver  # noqa: E402
-from notifier.sample import load_into_store, population  # noqa: E402
+from testsupport.webhook_receiver import Receiver  # noqa: E402
+from testsupport.registries import load_into_store, population  # noqa: E402
 from data.settings import load_settings  # noqa: E402
 from yiwang.migrations import open_db  # noqa: E402
 

@@ -3,6 +3,12 @@
 Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``). The store
 names no area: the app shell gathers them (``yiwang.migrations``) and hands them to :func:`open_db`, which applies
 each pending one once, in the order given, recording it in ``_migrations``.
+
+sqlite-utils wraps the connection (:class:`sqlite_utils.Database`) for what it does well at small volume: an
+owner's row-at-a-time writes and lookups by key (``db[table].insert/upsert/get/update/rows_where``, e.g. API keys
+and registry rows loaded by tests). Tables are created only by the named migrations, never by an insert, and
+the bulk and per-request paths (ingest batches, snapshots, feeds, the audit write, key checks) use prepared
+statements on ``db.conn``, where sqlite-utils' per-call table look-ups would cost more than the write.
 """
 
 from __future__ import annotations

@@ -332,7 +332,14 @@ def _md_table(df: pl.DataFrame, floatfmt: str = "{:.4f}") -> str:
 
 def write_report(report: EvalReport, out_dir, *, title: str = "Evaluation", stem: str = "results",
                  extra_md: str = "", plots: bool = True) -> list[Path]:
-    """Write ``<stem>.md``, ``<stem>.csv`` (and ``<stem>_groups.csv``) and PNG bar plots to ``out_dir``."""
+    """Write ``<stem>.md``, ``<stem>.csv`` (and ``<stem>_groups.csv``) and PNG bar plots to ``out_dir``.
+
+    Without matplotlib (the optional ``plots`` extra) the tables are written all the same, and a note in the
+    report (so in ``<stem>.md`` and the CLI's output) says the plots were not drawn and how to get them.
+    """
+    plt = _pyplot() if plots else None
+    if plots and plt is None and PLOTS_MISSING not in report.notes:
+        report.notes.append(PLOTS_MISSING)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -368,17 +375,27 @@ def write_report(report: EvalReport, out_dir, *, title: str = "Evaluation", stem
     md = out / f"{stem}.md"
     md.write_text("\n".join(lines).rstrip() + "\n")
     written.append(md)
-    if plots:
-        written += _plots(report, out, stem)
+    if plt is not None:
+        written += _plots(plt, report, out, stem)
     return written
 
 
-def _plots(report: EvalReport, out: Path, stem: str) -> list[Path]:
-    import matplotlib
+PLOTS_MISSING = "plots: not drawn, matplotlib is not installed (install yiwang[plots] for plots)"
 
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None where the optional dependency is absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plots(plt, report: EvalReport, out: Path, stem: str) -> list[Path]:
     paths = []
     names = [r.name for r in report.results]
     ms = report.metrics

@@ -13,7 +13,7 @@ import pytest
 
 from notifier.delivery import deliver
 from notifier.engine import evaluate_alerts
-from notifier.sample import put_rows
+from testsupport.registries import put_rows
 
 AS_OF = date(2026, 12, 6)
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
@@ -103,7 +103,7 @@ def test_delivered_at_is_the_real_time_of_delivery(settings, db, permits):
 
 
 def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
-    from notifier.receiver import Receiver
+    from testsupport.webhook_receiver import Receiver
     from data.settings import load_settings
     from yiwang.migrations import open_db
 

@@ -14,7 +14,7 @@ from notifier.delivery import deliver
 from notifier.engine import dry_run, evaluate_alerts
 from notifier.outbox import list_alerts
 from notifier.rules import install_rules
-from notifier.sample import delete_rows, put_rows
+from testsupport.registries import delete_rows, put_rows
 from data.settings import load_settings
 from yiwang.migrations import open_db
 

@@ -11,8 +11,8 @@ import pytest
 from notifier.delivery import deliver, idempotency_key, in_quiet_hours
 from notifier.engine import evaluate_alerts
 from notifier.outbox import dismiss, list_alerts, mark_read
-from notifier.receiver import Receiver
-from notifier.sample import put_rows
+from testsupport.webhook_receiver import Receiver
+from testsupport.registries import put_rows
 from data.errors import NotFound
 from data.settings import load_settings
 from yiwang.migrations import open_db

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from notifier.rules import install_rules
-from notifier.sample import put_rows
+from testsupport.registries import put_rows
 from data.settings import load_settings
 from yiwang.migrations import open_db
 

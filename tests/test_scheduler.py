@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from yiwang import scheduler as sched
-from notifier.sample import put_rows
+from testsupport.registries import put_rows
 from data.errors import ConfigError
 from data.settings import load_settings
 from yiwang.migrations import open_db

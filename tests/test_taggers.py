@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 
 import profiler
 import taggers
-from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
+from testsupport.sample_city import SAMPLE_AS_OF, load_city, sample_city
 from taggers.occupation import OccupationClassifier, occupation_tags
 from taggers.store import delete_tag, list_tags, restore_tag
 from data.errors import NotFound, StateError
