@@ -41,6 +41,7 @@ class Locator:
 
     keys: dict[PathT, int]
     nodes: dict[PathT, int]
+    has_lines: bool = True  # False for data that did not come from text (a dict, a JSON file): no line to name
 
     def located(self, path: Sequence[Key]) -> PathT:
         """The longest prefix of ``path`` that is in the document."""
@@ -49,13 +50,13 @@ class Locator:
             path = path[:-1]
         return path
 
-    def line(self, path: Sequence[Key]) -> int:
+    def line(self, path: Sequence[Key]) -> int | None:
         """The key's line of ``path`` (or of its longest located prefix)."""
-        return self.keys.get(self.located(path), 1)
+        return self.keys.get(self.located(path), 1) if self.has_lines else None
 
-    def node_line(self, path: Sequence[Key]) -> int:
+    def node_line(self, path: Sequence[Key]) -> int | None:
         """The line where the value at ``path`` (or at its longest located prefix) starts."""
-        return self.nodes.get(self.located(path), 1)
+        return self.nodes.get(self.located(path), 1) if self.has_lines else None
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class Document:
     locator: Locator
     source: str
     text: str
+
+    @classmethod
+    def from_data(cls, data: Any, source: str) -> "Document":
+        """Data that did not come from YAML text (errors then name the file and key, without a line)."""
+        return cls(data, Locator({}, {}, has_lines=False), source, "")
 
 
 # -- how an error names its place ---------------------------------------------------------------------------------
@@ -75,7 +81,7 @@ class Fault:
     rule it sits in when the file is a list of named rules."""
 
     source: str
-    line: int
+    line: int | None
     path: PathT
     rule: str | None = None
     rule_path: PathT = ()  # the path of the rule itself, so ``path[len(rule_path):]`` is the field inside it
@@ -84,13 +90,15 @@ class Fault:
 def colon_style(fault: Fault) -> str:
     """``FILE:LINE: rule 'ID': `` (or ``FILE:LINE: ``); the reminder rules' and the configs' style."""
     rule = f" rule {fault.rule!r}:" if fault.rule is not None else ""
-    return f"{fault.source}:{fault.line}:{rule} "
+    line = f":{fault.line}" if fault.line is not None else ""
+    return f"{fault.source}{line}:{rule} "
 
 
 def comma_style(fault: Fault) -> str:
     """``FILE, rule 'ID', line LINE: ``; the tag rules' style."""
     rule = f", rule {fault.rule!r}" if fault.rule is not None else ""
-    return f"{fault.source}{rule}, line {fault.line}: "
+    line = f", line {fault.line}" if fault.line is not None else ""
+    return f"{fault.source}{rule}{line}: "
 
 
 @dataclass(frozen=True)
@@ -244,8 +252,15 @@ def fault_at(doc: Document, path: Sequence[Key], *, rules: Rules | None = None, 
 
 def explain(exc: ValidationError, doc: Document, *, style: Callable[[Fault], str] = colon_style,
             rules: Rules | None = None, line_at: str = "key") -> str:
-    """The first error of ``exc`` as one line naming file, line, rule and field."""
-    err = exc.errors(include_url=False)[0]
+    """The first error of ``exc`` as one line naming file, line, rule and field.
+
+    A missing key gives way to an unknown key in the same mapping: that is a misspelling, and the misspelling is
+    the news.
+    """
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    if err["type"] == "missing":
+        err = next((e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == err["loc"][:-1]), err)
     path = data_path(err["loc"], doc.data)
     kind = err["type"]
     if kind == "union_tag_invalid":
@@ -292,7 +307,10 @@ def _message(err: dict, key: Key | None) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         sign = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
                 "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}[kind]
-        return f"must be {sign[1]} {ctx.get(sign[0])}" + got
+        bound = ctx.get(sign[0])
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return f"must be {sign[1]} {bound}" + got
     if kind == "too_short" and ctx.get("min_length") == 1:
         return "must not be empty"
     if kind == "union_tag_invalid":
