@@ -15,7 +15,7 @@ so every mistake is reported the same way: the file, the line and the rule or ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -77,28 +77,37 @@ class Document:
 
 @dataclass(frozen=True)
 class Fault:
-    """Where a problem is: ``path`` into the data (the last key may be absent: a missing field), its line, and the
-    rule it sits in when the file is a list of named rules."""
+    """Where a problem is: ``path`` into the data, its line, the rule it sits in when the file is a list of named
+    rules, and ``field``: the path inside that rule (or the whole path) to name in the message."""
 
     source: str
     line: int | None
     path: PathT
     rule: str | None = None
-    rule_path: PathT = ()  # the path of the rule itself, so ``path[len(rule_path):]`` is the field inside it
+    field: PathT = ()
 
 
 def colon_style(fault: Fault) -> str:
-    """``FILE:LINE: rule 'ID': `` (or ``FILE:LINE: ``); the reminder rules' and the configs' style."""
-    rule = f" rule {fault.rule!r}:" if fault.rule is not None else ""
+    """``FILE:LINE: rule 'ID': field 'a.b': ``; the reminder rules' style."""
     line = f":{fault.line}" if fault.line is not None else ""
-    return f"{fault.source}{line}:{rule} "
+    rule = f" rule {fault.rule!r}:" if fault.rule is not None else ""
+    field = f" field {dotted(fault.field)!r}:" if fault.field else ""
+    return f"{fault.source}{line}:{rule}{field} "
+
+
+def key_style(fault: Fault) -> str:
+    """``FILE:LINE: a.b: ``; the configs' style (a config has no rules, its keys are the names)."""
+    line = f":{fault.line}" if fault.line is not None else ""
+    field = f" {dotted(fault.field)}:" if fault.field else ""
+    return f"{fault.source}{line}:{field} "
 
 
 def comma_style(fault: Fault) -> str:
-    """``FILE, rule 'ID', line LINE: ``; the tag rules' style."""
+    """``FILE, rule 'ID', line LINE: field 'a.b': ``; the tag rules' style."""
     rule = f", rule {fault.rule!r}" if fault.rule is not None else ""
     line = f", line {fault.line}" if fault.line is not None else ""
-    return f"{fault.source}{rule}{line}: "
+    field = f"field {dotted(fault.field)!r}: " if fault.field else ""
+    return f"{fault.source}{rule}{line}: {field}"
 
 
 @dataclass(frozen=True)
@@ -231,8 +240,17 @@ def data_path(loc: Sequence[Key], data: Any) -> PathT:
     return tuple(out)
 
 
-def fault_at(doc: Document, path: Sequence[Key], *, rules: Rules | None = None, line_at: str = "key") -> Fault:
-    """The :class:`Fault` of a path into ``doc`` (for checks made after validation, e.g. against reference data)."""
+def where(doc: Document, path: Sequence[Key], *, style: Callable[[Fault], str] = colon_style,
+          rules: Rules | None = None, line_at: str = "key") -> str:
+    """The message prefix naming file, line, rule and field of ``path``: for checks made after validation (against
+    reference data, across fields), so they read like the schema's own errors."""
+    return style(fault_at(doc, path, rules=rules, line_at=line_at))
+
+
+def fault_at(doc: Document, path: Sequence[Key], *, rules: Rules | None = None, line_at: str = "key",
+             field: Sequence[Key] | None = None) -> Fault:
+    """The :class:`Fault` of a path into ``doc``; ``field`` overrides the field named (default: the path inside
+    the rule, or the whole path)."""
     path = tuple(path)
     loc = doc.locator
     if line_at == "mapping":
@@ -247,7 +265,7 @@ def fault_at(doc: Document, path: Sequence[Key], *, rules: Rules | None = None, 
         item = _get(doc.data, rule_path)
         rid = item.get(rules.id_key) if isinstance(item, dict) else None
         rule = rid if isinstance(rid, str) else f"#{path[1] + 1}"
-    return Fault(doc.source, line, path, rule, rule_path)
+    return Fault(doc.source, line, path, rule, path[len(rule_path):] if field is None else tuple(field))
 
 
 def explain(exc: ValidationError, doc: Document, *, style: Callable[[Fault], str] = colon_style,
@@ -270,13 +288,12 @@ def explain(exc: ValidationError, doc: Document, *, style: Callable[[Fault], str
         if isinstance(holder, dict) and tag_key in holder:
             path += (tag_key,)
     fault = fault_at(doc, path, rules=rules, line_at=line_at)
-    inner = path[len(fault.rule_path):]
-    if kind in ("missing", "extra_forbidden") and inner:
-        field, last = inner[:-1], inner[-1]
-    else:
-        field, last = inner, None
-    label = f"field {_dotted(field)!r}: " if field else ""
-    return style(fault) + label + _message(err, last)
+    last = None
+    if kind in ("missing", "extra_forbidden") and fault.field:
+        # the message names the key itself; the field named is the mapping holding it
+        last = fault.field[-1]
+        fault = replace(fault, field=fault.field[:-1])
+    return style(fault) + _message(err, last)
 
 
 def _message(err: dict, key: Key | None) -> str:
@@ -338,7 +355,7 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _dotted(path: Sequence[Key]) -> str:
+def dotted(path: Sequence[Key]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

@@ -139,5 +139,5 @@ def from_dict(raw: Any, source: str = "<dict>") -> RecommenderConfig:
 
 
 def _checked(doc: yamlfile.Document) -> RecommenderConfig:
-    yamlfile.validate(RecommenderFile, doc, error=ConfigFileError)
+    yamlfile.validate(RecommenderFile, doc, error=ConfigFileError, style=yamlfile.key_style)
     return RecommenderConfig(raw=copy.deepcopy(doc.data), source=doc.source)

@@ -29,11 +29,11 @@ def test_shipped_config_is_valid_and_kept_as_written():
 @pytest.mark.parametrize(
     ("old", "new", "needle", "words"),
     [
-        ("half_life_days: 60 ", "half_life_days: 0  ", "half_life_days", "field 'interactions.half_life_days': must be > 0, got 0"),
-        ("half_life_days: 60 ", "half_life_days: soon", "half_life_days", "field 'interactions.half_life_days': must be a number, got 'soon'"),
-        ("  tags: 12 ", "  tagz: 12 ", "tagz", "field 'candidates': unknown key 'tagz'"),
+        ("half_life_days: 60 ", "half_life_days: 0  ", "half_life_days", "interactions.half_life_days: must be > 0, got 0"),
+        ("half_life_days: 60 ", "half_life_days: soon", "half_life_days", "interactions.half_life_days: must be a number, got 'soon'"),
+        ("  tags: 12 ", "  tagz: 12 ", "tagz", "candidates: unknown key 'tagz'"),
         ("validation_fraction: 0.2", "validation_fraction: 1.5", "validation_fraction", "must be < 1, got 1.5"),
-        ("chunk_subjects: 50000", "chunk_subjects: true", "chunk_subjects", "field 'serving.chunk_subjects': must be a whole number, got True"),
+        ("chunk_subjects: 50000", "chunk_subjects: true", "chunk_subjects", "serving.chunk_subjects: must be a whole number, got True"),
         ("apply: 8.0,", "teleport: 8.0,", "action_weights", "unknown action 'teleport'"),
         ("positive_actions: [apply, complete]", "positive_actions: [apply, finish]", "positive_actions", "unknown action 'finish'"),
         ("  popular_days: 90\n", "  popular_days: 90\n  popular_days: 30\n", "popular_days: 30", "duplicate key 'popular_days'"),
@@ -55,21 +55,21 @@ def test_missing_key_names_its_section(tmp_path):
     text = SHIPPED.replace("  popular_list_size: 100      # size of the non-personalised list kept per audience\n", "")
     path = tmp_path / "recommender.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigFileError, match=rf"recommender.yaml:{_line(text, 'serving:')}: field 'serving': missing field 'popular_list_size'"):
+    with pytest.raises(ConfigFileError, match=rf"recommender.yaml:{_line(text, 'serving:')}: serving: missing field 'popular_list_size'"):
         load_config(path=path)
 
 
 def test_dict_config_errors_name_the_source_and_key():
     raw = load_config(path=REPO_ROOT / "data" / "recommender.yaml").raw
     raw["model"]["name"] = 3
-    with pytest.raises(ConfigFileError, match=r"^model/config.json: field 'model.name': must be text, got 3$"):
+    with pytest.raises(ConfigFileError, match=r"^model/config.json: model.name: must be text, got 3$"):
         from_dict(raw, source="model/config.json")
 
 
 def test_overrides_are_checked_like_a_file():
     cfg = load_config(path=REPO_ROOT / "data" / "recommender.yaml")
     assert cfg.with_overrides({"serving": {"chunk_subjects": 10}})["serving"]["chunk_subjects"] == 10
-    with pytest.raises(ConfigFileError, match=r"\(with overrides\): field 'serving.chunk_subjects': must be > 0, got 0"):
+    with pytest.raises(ConfigFileError, match=r"\(with overrides\): serving.chunk_subjects: must be > 0, got 0"):
         cfg.with_overrides({"serving": {"chunk_subjects": 0}})
     with pytest.raises(ConfigFileError, match="override names unknown section 'servings'"):
         cfg.with_overrides({"servings": {}})
