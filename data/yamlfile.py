@@ -241,10 +241,10 @@ def data_path(loc: Sequence[Key], data: Any) -> PathT:
 
 
 def where(doc: Document, path: Sequence[Key], *, style: Callable[[Fault], str] = colon_style,
-          rules: Rules | None = None, line_at: str = "key") -> str:
+          rules: Rules | None = None, line_at: str = "key", field: Sequence[Key] | None = None) -> str:
     """The message prefix naming file, line, rule and field of ``path``: for checks made after validation (against
-    reference data, across fields), so they read like the schema's own errors."""
-    return style(fault_at(doc, path, rules=rules, line_at=line_at))
+    reference data, across fields), so they read like the schema's own errors. ``field=()`` names no field."""
+    return style(fault_at(doc, path, rules=rules, line_at=line_at, field=field))
 
 
 def fault_at(doc: Document, path: Sequence[Key], *, rules: Rules | None = None, line_at: str = "key",
