@@ -293,6 +293,8 @@ def explain(exc: ValidationError, doc: Document, *, style: Callable[[Fault], str
         # the message names the key itself; the field named is the mapping holding it
         last = fault.field[-1]
         fault = replace(fault, field=fault.field[:-1])
+        if line_at == "mapping":  # the mapping holding the key, even when the key's own value is a mapping
+            fault = replace(fault, line=doc.locator.node_line(path[:-1]))
     return style(fault) + _message(err, last)
 
 
