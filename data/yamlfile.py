@@ -122,11 +122,13 @@ class Rules:
 
 
 def load(text: str, source: str, *, error: type[YiwangError] = ConfigError,
-         style: Callable[[Fault], str] = colon_style) -> Document:
-    """Parse YAML text; an empty document gives ``data=None``. Raises ``error`` naming ``source`` and the line."""
+         style: Callable[[Fault], str] = colon_style, rules: Rules | None = None) -> Document:
+    """Parse YAML text; an empty document gives ``data=None``. Raises ``error`` naming ``source`` and the line
+    (and, with ``rules``, the rule a duplicate key sits in)."""
     loader = yaml.SafeLoader(text)
     keys: dict[PathT, int] = {}
     nodes: dict[PathT, int] = {}
+    duplicates: list[tuple[PathT, int, str]] = []  # reported once the whole rule (and so its id) is read
 
     def fail(line: int, msg: str):
         raise error(style(Fault(source, line, ())) + msg)
@@ -145,7 +147,9 @@ def load(text: str, source: str, *, error: type[YiwangError] = ConfigError,
                     fail(line, "merge keys (<<) are not supported: write the keys out")
                 key = scalar(key_node)
                 if key in out:
-                    fail(line, f"duplicate key {key!r} (first on line {keys[path + (key,)]})")
+                    # yaml would silently keep the last value; a person almost never means that
+                    duplicates.append((path + (key,), line, f"duplicate key {key!r} (first on line {keys[path + (key,)]})"))
+                    continue
                 keys[path + (key,)] = line
                 out[key] = convert(value_node, path + (key,))
             return out
@@ -175,11 +179,16 @@ def load(text: str, source: str, *, error: type[YiwangError] = ConfigError,
         raise error(style(Fault(source, mark.line + 1 if mark else 1, ())) + f"not valid YAML: {problem}") from None
     keys[()] = 1
     nodes.setdefault((), 1)
-    return Document(data, Locator(keys, nodes), source, text)
+    doc = Document(data, Locator(keys, nodes), source, text)
+    if duplicates:
+        path, line, msg = duplicates[0]
+        fault = fault_at(doc, path, rules=rules)
+        raise error(style(replace(fault, line=line, field=fault.field[:-1])) + msg)
+    return doc
 
 
 def read(path: Path | str, *, error: type[YiwangError] = ConfigError, style: Callable[[Fault], str] = colon_style,
-         source: str | None = None) -> Document:
+         source: str | None = None, rules: Rules | None = None) -> Document:
     """Read and parse a file; a missing or non-UTF-8 file is ``error`` too."""
     path = Path(path)
     source = str(path) if source is None else source
@@ -192,7 +201,7 @@ def read(path: Path | str, *, error: type[YiwangError] = ConfigError, style: Cal
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise error(style(Fault(source, line, ())) + "not UTF-8 text") from None
-    return load(text, source, error=error, style=style)
+    return load(text, source, error=error, style=style, rules=rules)
 
 
 # -- validation --------------------------------------------------------------------------------------------------------
@@ -200,16 +209,17 @@ def read(path: Path | str, *, error: type[YiwangError] = ConfigError, style: Cal
 
 def validate(model: Any, doc: Document | str, source: str | None = None, *, error: type[YiwangError] = ConfigError,
              style: Callable[[Fault], str] = colon_style, rules: Rules | None = None, line_at: str = "key",
-             context: dict | None = None) -> Any:
+             context: dict | None = None, phrases: dict[str, str] | None = None) -> Any:
     """Validate a document (or YAML text) against ``model``; return the validated value.
 
     ``model`` is a pydantic model class, a ``TypeAdapter`` or any type a TypeAdapter accepts. The first error
     becomes ``error`` reading e.g. ``tag_rules.yaml:42: rule 'marriage': field 'when': ...``. ``line_at`` picks
     the line: ``"key"`` the line of the offending key, ``"mapping"`` the first line of the mapping holding it.
-    ``context`` is passed to pydantic validators (``info.context``).
+    ``context`` is passed to pydantic validators (``info.context``). ``phrases`` rewords an error type, e.g.
+    ``{"extra_forbidden": "unknown field {key!r}"}`` (placeholders: ``key``, ``got`` and the error's context).
     """
     if isinstance(doc, str):
-        doc = load(doc, source or "<text>", error=error, style=style)
+        doc = load(doc, source or "<text>", error=error, style=style, rules=rules)
     adapter = model if isinstance(model, TypeAdapter) else None
     try:
         if adapter is not None:
@@ -218,7 +228,7 @@ def validate(model: Any, doc: Document | str, source: str | None = None, *, erro
             return model.model_validate(doc.data, context=context)
         return TypeAdapter(model).validate_python(doc.data, context=context)
     except ValidationError as exc:
-        raise error(explain(exc, doc, style=style, rules=rules, line_at=line_at)) from None
+        raise error(explain(exc, doc, style=style, rules=rules, line_at=line_at, phrases=phrases)) from None
 
 
 def data_path(loc: Sequence[Key], data: Any) -> PathT:
@@ -269,7 +279,7 @@ def fault_at(doc: Document, path: Sequence[Key], *, rules: Rules | None = None, 
 
 
 def explain(exc: ValidationError, doc: Document, *, style: Callable[[Fault], str] = colon_style,
-            rules: Rules | None = None, line_at: str = "key") -> str:
+            rules: Rules | None = None, line_at: str = "key", phrases: dict[str, str] | None = None) -> str:
     """The first error of ``exc`` as one line naming file, line, rule and field.
 
     A missing key gives way to an unknown key in the same mapping: that is a misspelling, and the misspelling is
@@ -295,6 +305,8 @@ def explain(exc: ValidationError, doc: Document, *, style: Callable[[Fault], str
         fault = replace(fault, field=fault.field[:-1])
         if line_at == "mapping":  # the mapping holding the key, even when the key's own value is a mapping
             fault = replace(fault, line=doc.locator.node_line(path[:-1]))
+    if phrases and kind in phrases:
+        return style(fault) + phrases[kind].format(key=last, got=_show(err.get("input")), **(err.get("ctx") or {}))
     return style(fault) + _message(err, last)
 
 

@@ -554,7 +554,7 @@ def parse_rules(
     Errors name the line of the mapping at fault (the rule's first line for a rule's own fields, the condition's
     for a condition), as the file's comments promise.
     """
-    doc = yamlfile.load(text, path, error=RulesError, style=yamlfile.comma_style)
+    doc = yamlfile.load(text, path, error=RulesError, style=yamlfile.comma_style, rules=_RULES)
     if not isinstance(doc.data, dict) or not isinstance(doc.data.get("rules"), list):
         raise RulesError(f"{path}: expected a mapping with a 'rules' list")
     spec = yamlfile.validate(RulesFile, doc, error=RulesError, style=yamlfile.comma_style, rules=_RULES,

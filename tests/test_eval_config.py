@@ -58,7 +58,7 @@ def test_good_config_is_returned_as_written(tmp_path):
         ("  time_col: when\n", "  time_col: when\n  relevant_actions: [apply]\n",
          ":7: data.relevant_actions only apply to data.source: events"),
         ("title: a small run", "title: [a, b]", ":1: title: must be text, got a list"),
-        ("  ease: {l2: [10.0, 100.0]}\n", "  ease: {l2: [10.0, 100.0]}\n  ease: {}\n", ":12: duplicate key 'ease'"),
+        ("  ease: {l2: [10.0, 100.0]}\n", "  ease: {l2: [10.0, 100.0]}\n  ease: {}\n", ":12: models: duplicate key 'ease'"),
     ],
 )
 def test_bad_config_names_file_line_and_key(tmp_path, old, new, expected):

@@ -67,3 +67,9 @@ def test_the_shipped_file_compiles_with_its_lines(taxonomy):
     lines = (REPO_ROOT / "data" / "tag_rules.yaml").read_text(encoding="utf-8").splitlines()
     for rule in rs.rules:
         assert lines[rule.line - 1].strip() == f"- id: {rule.id}"
+
+
+def test_duplicate_key_names_the_rule_and_both_lines(taxonomy):
+    text = GOOD.replace("    tag: crowd.child\n", "    tag: crowd.child\n    tag: crowd.elderly\n")
+    with pytest.raises(RulesError, match=r"^tag_rules.yaml, rule 'child', line 4: duplicate key 'tag' \(first on line 3\)$"):
+        parse_rules(text, "tag_rules.yaml", FIELDS, taxonomy)

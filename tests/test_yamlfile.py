@@ -125,7 +125,7 @@ def test_errors_name_file_line_rule_and_field(old, new, expected):
 
 def test_duplicate_key_names_both_lines():
     text = GOOD.replace("    enabled: false\n", "    enabled: false\n    enabled: true\n")
-    with pytest.raises(RulesError, match=r"^reminders.yaml:9: duplicate key 'enabled' \(first on line 8\)$"):
+    with pytest.raises(RulesError, match=r"^reminders.yaml:9: rule 'new_parent': duplicate key 'enabled' \(first on line 8\)$"):
         _check(text)
 
 
@@ -179,3 +179,19 @@ def test_read_missing_and_non_utf8_files(tmp_path):
     bad.write_bytes(b"a: 1\nb: \xff\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:2: not UTF-8"):
         read(bad)
+
+
+def test_duplicate_key_inside_a_rule_names_the_rule_even_before_its_id():
+    text = "rules:\n  - enabled: true\n    enabled: false\n    id: late_id\n"
+    with pytest.raises(RulesError, match=r"^r.yaml:3: rule 'late_id': duplicate key 'enabled' \(first on line 2\)$"):
+        load(text, "r.yaml", error=RulesError, rules=Rules())
+    text = "rules:\n  - id: a\n    trigger: {kind: tag_gained, tag: x.y, tag: y.z}\n"
+    with pytest.raises(RulesError, match=r"^r.yaml:3: rule 'a': field 'trigger': duplicate key 'tag'"):
+        validate(RulesFile, text, "r.yaml", error=RulesError, rules=Rules())
+
+
+def test_phrases_reword_an_error_type():
+    text = GOOD.replace("    enabled: false\n", "    enabeld: false\n")
+    with pytest.raises(RulesError, match=r"^reminders.yaml:8: rule 'new_parent': unknown field 'enabeld'$"):
+        validate(RulesFile, text, "reminders.yaml", error=RulesError, rules=Rules(),
+                 phrases={"extra_forbidden": "unknown field {key!r}"})
