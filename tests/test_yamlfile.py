@@ -195,3 +195,37 @@ def test_phrases_reword_an_error_type():
     with pytest.raises(RulesError, match=r"^reminders.yaml:8: rule 'new_parent': unknown field 'enabeld'$"):
         validate(RulesFile, text, "reminders.yaml", error=RulesError, rules=Rules(),
                  phrases={"extra_forbidden": "unknown field {key!r}"})
+
+
+class FlatExpiry(_Strict):
+    id: str
+    kind: Literal["licence_expiry"]
+    stages_days: list[Annotated[int, Field(ge=0)]]
+
+
+class FlatGained(_Strict):
+    id: str
+    kind: Literal["tag_gained"]
+    tag: str
+
+
+class FlatFile(_Strict):
+    rules: list[Annotated[Union[FlatExpiry, FlatGained], Field(discriminator="kind")]]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rules:\n  - id: a\n    kind: licence_expiry\n    stages_days: [90, -30]\n",
+         "f.yaml:4: rule 'a': field 'stages_days[1]': must be >= 0, got -30"),
+        ("rules:\n  - id: a\n    kind: licence_expiry\n    stages_days: [90]\n    tag: x\n",
+         "f.yaml:5: rule 'a': unknown key 'tag'"),
+        ("rules:\n  - id: b\n    kind: tag_gained\n", "f.yaml:2: rule 'b': missing field 'tag'"),
+        ("rules:\n  - id: c\n    kind: birthday\n", "f.yaml:3: rule 'c': field 'kind': unknown kind 'birthday'"),
+    ],
+)
+def test_a_union_of_whole_rules_names_the_rule_and_field(text, expected):
+    """The reminder rules' shape: each rule is one member of a union discriminated by its ``kind``."""
+    with pytest.raises(RulesError) as err:
+        validate(FlatFile, text, "f.yaml", error=RulesError, rules=Rules())
+    assert str(err.value).startswith(expected), str(err.value)
