@@ -75,3 +75,22 @@ def test_a_config_built_in_code_names_its_source_and_key():
     cfg = {"_source": "city.yaml", "data": {"source": "events"}, "protocol": "recbole-random", "models": {"pop": {}}}
     with pytest.raises(ConfigFileError, match=r"^city.yaml: protocol: the store's events are evaluated with 'temporal'"):
         check_eval_config(cfg)
+
+
+def test_synthetic_experiment_config(tmp_path):
+    from experiments.synthetic_eval import load_experiment
+
+    shipped = REPO_ROOT / "experiments" / "synthetic.yaml"
+    cfg = load_experiment(shipped, {"people": 500, "out": None})
+    assert cfg["city"]["people"] == 500 and cfg["groups"]["students"] == {"occupation": "student"}
+    text = shipped.read_text(encoding="utf-8")
+    line = text.splitlines().index("  students: {occupation: student}") + 1
+    bad = tmp_path / "synthetic.yaml"
+    for old, new, words in [
+        ("students: {occupation: student}", "students: {job: student}", "groups.students: unknown key 'job'"),
+        ("students: {occupation: student}", "students: {occupation: student, kind: person}",
+         "groups.students: give exactly one of"),
+    ]:
+        bad.write_text(text.replace(old, new), encoding="utf-8")
+        with pytest.raises(ConfigFileError, match=rf"^{bad}:{line}: {words}"):
+            load_experiment(bad, {})
