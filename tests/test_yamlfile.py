@@ -229,3 +229,24 @@ def test_a_union_of_whole_rules_names_the_rule_and_field(text, expected):
     with pytest.raises(RulesError) as err:
         validate(FlatFile, text, "f.yaml", error=RulesError, rules=Rules())
     assert str(err.value).startswith(expected), str(err.value)
+
+
+def test_validators_see_the_callers_context():
+    """Checks against reference data (known licence types) run inside the schema and are located like the rest."""
+    from pydantic import ValidationInfo
+
+    class Known(_Strict):
+        licence_types: list[str]
+
+        @field_validator("licence_types")
+        @classmethod
+        def _known(cls, v, info: ValidationInfo):
+            unknown = [x for x in v if x not in info.context["licence_types"]]
+            if unknown:
+                raise ValueError(f"unknown licence type {unknown[0]!r}")
+            return v
+
+    text = "licence_types: [passport]\n"
+    assert validate(Known, text, "k.yaml", context={"licence_types": {"passport"}}).licence_types == ["passport"]
+    with pytest.raises(ConfigError, match=r"^k.yaml:1: field 'licence_types': unknown licence type 'passport'$"):
+        validate(Known, text, "k.yaml", context={"licence_types": set()})
