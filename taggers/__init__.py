@@ -4,8 +4,8 @@
 checks the operators' rules file (:mod:`taggers.rules`; a bad file changes nothing), adds the licence and event
 aggregates the rules ask for in one pass each, evaluates every rule in one ``with_columns``, adds the tags of
 every registered learned tagger (:mod:`taggers.base`; today the occupation model, :mod:`taggers.occupation`),
-drops expired tags, and replaces the tags in one transaction that
-also drops what citizens deleted (:mod:`taggers.store`).
+drops expired tags, and replaces the tags in one transaction that also drops what citizens deleted
+(:mod:`taggers.store`).
 
 ``progress``, where accepted, is a callable ``progress(stage: str, done: int, total: int)``.
 """
@@ -24,7 +24,8 @@ import sqlite_utils
 from profiler import StageClock, scan_profiles
 from profiler.build import events_until, lazy
 from taggers import store
-from taggers.base import LEARNED_TAGGERS, LearnedTagger, make_tagger, register_tagger
+# The learned-tagger contract is part of the package's API; importing taggers.occupation registers its model.
+from taggers.base import LEARNED_TAGGERS, TAG_ROW_SCHEMA, LearnedTagger, make_tagger, register_tagger  # noqa: F401
 from taggers.occupation import MODEL_NAME, occupation_event_aggregates
 from taggers.rules import (
     Compiler,
@@ -214,7 +215,7 @@ def compute_tags(settings: Settings, profiles: pl.LazyFrame, ruleset: RuleSet, t
                  tick: StageClock, writer: store.TagBatchWriter) -> _Tagged:
     """Every tag at ``as_of`` from the profiles (published or just computed), handed to ``writer`` in two parts:
     the rule tags the model cannot also give, as soon as they are known (the writer stores them while the
-    model trains and predicts), then the occupation tags."""
+    model trains and predicts), then the learned taggers' tags."""
     tick("aggregates")
     learned = learned_taggers(settings)
     frame = tagging_frame(
@@ -224,7 +225,8 @@ def compute_tags(settings: Settings, profiles: pl.LazyFrame, ruleset: RuleSet, t
         scan_table(settings.home, "catalog"),
         ruleset,
         as_of,
-        extra_event_aggregates=[a for t in learned for a in t.event_aggregates()],
+        # by column, so two taggers may ask for the same count
+        extra_event_aggregates=list({a.column: a for t in learned for a in t.event_aggregates()}.values()),
     ).collect()
 
     tick("rules")
@@ -236,7 +238,7 @@ def compute_tags(settings: Settings, profiles: pl.LazyFrame, ruleset: RuleSet, t
     writer.add(first)
     raw = raw.filter(model_codes)
 
-    tick("occupation model")
+    tick("occupation model")  # the stage keeps its name: progress output and the summary's timings show it
     versions = {}
     for tagger in learned:
         tagger.fit(frame, as_of)
