@@ -292,9 +292,7 @@ class OccupationClassifier(ParamsMixin):
 
 
 def _persons(frame: pl.DataFrame) -> pl.DataFrame:
-    # In subject order: the tagging frame comes out of parallel joins in no fixed order, and the training
-    # sample is drawn by position, so without this the model (and its tags) would change from run to run.
-    return frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs()).sort("subject_id")
+    return frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs())
 
 
 @register_tagger
@@ -353,7 +351,10 @@ class OccupationTagger(LearnedTagger):
 
     def fit(self, frame: pl.DataFrame, as_of: date) -> "OccupationTagger":
         """Learn from the persons of ``frame``; too few labelled ones (or nobody to tag) leaves ``version_`` None."""
-        persons = _persons(frame)
+        # In subject order: the tagging frame comes out of parallel joins in no fixed order, and the training
+        # sample is drawn by position, so without this the model (and its tags) would change from run to run.
+        # (Prediction is per row, so predict needs no order.)
+        persons = _persons(frame).sort("subject_id")
         labelled = persons.filter(pl.col("occupation").is_in(OCCUPATIONS))
         unlabelled = persons.filter(pl.col("occupation").is_null())
         self.classifier_, self.age_range_, self.as_of_, self.version_ = None, None, as_of, None
