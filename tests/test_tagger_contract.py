@@ -167,6 +167,7 @@ def test_a_loaded_occupation_tagger_keeps_source_and_threshold(persons, tmp_path
     assert sorted(p.name for p in path.iterdir()) == ["meta.json", "model.txt", "presence.txt"]
     back = OccupationTagger.load(path)
     assert back.source == m.source and back.min_confidence == 0.7
+    assert back.classifier_.n_trees_ == m.classifier_.n_trees_ and back.age_range_ == m.age_range_
     with pytest.raises(Exception, match="no saved occupation model"):
         OccupationTagger.load(tmp_path / "missing")
 
