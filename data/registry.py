@@ -116,7 +116,9 @@ def next_generation(conn: sqlite3.Connection, table: str) -> int:
 def snapshot_generation(path: Path) -> int | None:
     """The generation a snapshot file was written from; None if it has none recorded (or is unreadable)."""
     try:
-        meta = pq.read_schema(path).metadata or {}
+        # The file's key-value metadata: Polars writes it there, and read_schema's view of the Arrow schema
+        # does not carry it.
+        meta = pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowException):
         return None
     value = meta.get(GENERATION_KEY)

@@ -149,6 +149,24 @@ def test_snapshot_lagging_sqlite_is_rewritten_before_use(tmp_path):
     db.conn.close()
 
 
+
+def test_a_snapshot_in_step_with_sqlite_is_not_rewritten(tmp_path):
+    """The check must read the generation the snapshot was written with: otherwise every read rewrites it from
+    SQLite (a million rows, several times per profile run)."""
+    settings = load_settings(home=tmp_path / "home", id_hash_key=KEY)
+    db = open_db(settings.db_path)
+    from data.ingest import ingest_export
+    from data.registry import refresh_stale_snapshot, snapshot_generation
+
+    ingest_export(settings, db, write_export(tmp_path, "night1", "H0000001"))
+    path = snapshot_path(settings.home, "people")
+    assert snapshot_generation(path) == 1
+    before = path.stat().st_mtime_ns
+    assert refresh_stale_snapshot(settings.home, "people") is False
+    scan_table(settings.home, "people").collect()
+    assert path.stat().st_mtime_ns == before
+    db.conn.close()
+
 _PUBLISHER = textwrap.dedent(
     """
     import sys
