@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from notifier.rules import Rule, RuleSet, check_file, mark_in_force, rules_in_force
+from data.citizen import personalisation_off_subjects
 from data.registry import scan_table
 
 OUT_COLUMNS = [
@@ -192,10 +193,7 @@ class Inputs:
     @property
     def personalisation_off(self) -> pl.LazyFrame:
         if "prefs_off" not in self._cache:
-            rows = self.db.conn.execute(
-                "SELECT subject_id FROM subject_preferences WHERE personalisation = 0"
-            ).fetchall()
-            self._cache["prefs_off"] = pl.DataFrame(rows, schema={"subject_id": pl.String}, orient="row")
+            self._cache["prefs_off"] = personalisation_off_subjects(self.db.conn)
         return self._cache["prefs_off"].lazy()
 
     def subjects(self, subject_type: str) -> pl.LazyFrame:

@@ -160,9 +160,7 @@ def test_no_error_while_new_versions_are_published(live, tmp_path):
 
 def test_fast_path_agrees_with_read_feed(live):
     """The route serves the common case itself; recommender.feeds.read_feed is the authority it must match."""
-    from recommender.feeds import NOTICE, read_feed
-
-    from yiwang.api.feed_read import FeedVersions, ItemNames, personalised_feed_json
+    from recommender.feeds import FeedVersions, ItemNames, read_feed, read_feed_fast
     from yiwang.api.routes.feed import Feed
 
     client, db = live
@@ -174,7 +172,7 @@ def test_fast_path_agrees_with_read_feed(live):
     assert client.post(f"/v1/subjects/{subject}/feed/{second}/dismiss").status_code == 200
     names, versions = ItemNames(), FeedVersions()
     for who, limit in [(SUBJECTS[4], 20), (SUBJECTS[4], 3), (subject, 20), (subject, 1)]:
-        fast = json.loads(personalised_feed_json(db.conn, who, limit, NOTICE[True], names, versions))
+        fast = json.loads(read_feed_fast(db.conn, who, limit, names, versions))
         slow = Feed.model_validate(read_feed(db, settings, who, limit)).model_dump(mode="json")
         assert fast == slow
         assert fast == client.get(f"/v1/subjects/{who}/feed", params={"limit": limit}).json()
@@ -182,9 +180,9 @@ def test_fast_path_agrees_with_read_feed(live):
             assert second not in [i["item_id"] for i in fast["items"]]
     assert [i["rank"] for i in slow["items"]] == [1]
     # The cases the fast path leaves to read_feed.
-    assert personalised_feed_json(db.conn, "P_UNKNOWN", 20, NOTICE[True], names, versions) is None
+    assert read_feed_fast(db.conn, "P_UNKNOWN", 20, names, versions) is None
     client.put(f"/v1/subjects/{subject}/preferences", json={"personalisation": False})
-    assert personalised_feed_json(db.conn, subject, 20, NOTICE[True], names, versions) is None
+    assert read_feed_fast(db.conn, subject, 20, names, versions) is None
 
 
 def test_fast_lane_and_fastapi_route_answer_alike(live):
