@@ -167,26 +167,12 @@ class Inputs:
     def tags(self, codes: set[str]) -> pl.LazyFrame:
         """Tags in force with the given codes: subject_id, code, valid_from (Date)."""
         key = frozenset(codes)
-        if key not in self._tags and codes:
-            lazy = _tagger_scan(self.settings)
-            if lazy is not None:
-                self._tags[key] = (
-                    lazy.filter(pl.col("code").is_in(sorted(codes)))
-                    .select("subject_id", "code", pl.col("valid_from").cast(pl.Date))
-                    .collect()
-                    .lazy()
-                )
         if key not in self._tags:
-            schema = {"subject_id": pl.String, "code": pl.String, "valid_from": pl.String}
-            rows: list = []
-            if codes:
-                marks = ",".join("?" * len(codes))
-                rows = self.db.conn.execute(
-                    f"SELECT subject_id, code, valid_from FROM tags WHERE code IN ({marks})", sorted(codes)
-                ).fetchall()
-            df = pl.DataFrame(rows, schema=schema, orient="row")
-            self._tags[key] = df.lazy().with_columns(
-                pl.col("valid_from").str.to_date("%Y-%m-%d", strict=False)
+            from taggers import tags_in_force
+
+            self._tags[key] = (
+                tags_in_force(self.settings, self.db, codes=sorted(codes))
+                .select("subject_id", "code", "valid_from").lazy()
             )
         return self._tags[key]
 
@@ -254,18 +240,6 @@ class Inputs:
                 .collect()
             )
         return self._cache["licences"].lazy()
-
-
-def _tagger_scan(settings) -> pl.LazyFrame | None:
-    """The taggers' columnar copy of the tags in force (deletions applied), if the tagger has written one;
-    None means: read the ``tags`` table instead."""
-    try:
-        from taggers import scan_tags, tags_parquet_path
-    except ImportError:
-        return None
-    if not tags_parquet_path(settings).exists():
-        return None
-    return scan_tags(settings)
 
 
 # -- rule queries -----------------------------------------------------------------------------------------------

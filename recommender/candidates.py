@@ -18,7 +18,6 @@ All of it is Polars over integer keys; nothing loops over subjects in Python.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -157,65 +156,12 @@ def item_tag_frame(items: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(pl.col("iidx").cast(pl.UInt32)).join(items.select("iidx", "item_district"), on="iidx")
 
 
-def _read_sql(conn: sqlite3.Connection, query: str, schema: dict) -> pl.DataFrame:
-    try:
-        rows = conn.execute(query).fetchall()
-    except sqlite3.OperationalError:
-        # The table belongs to a later migration that this store does not have yet.
-        rows = []
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
 def read_tags(settings, db, as_of: date) -> pl.DataFrame:
-    """Tags in force on ``as_of``: the tagger's last batch, minus what citizens deleted since."""
-    try:
-        from taggers import scan_tags
+    """Tags in force on ``as_of`` (the taggers' last batch, minus what citizens deleted since): subject_id, code,
+    dimension, confidence, valid_from."""
+    from taggers import tags_in_force
 
-        lf = scan_tags(settings).select("subject_id", "code", "dimension", "confidence", "valid_from", "valid_until")
-        df = lf.collect()
-        if df.height == 0:
-            df = scan_tags(db).select("subject_id", "code", "dimension", "confidence", "valid_from",
-                                      "valid_until").collect()
-    except ImportError:
-        schema = {
-            "subject_id": pl.String, "code": pl.String, "dimension": pl.String, "confidence": pl.Float64,
-            "valid_from": pl.String, "valid_until": pl.String,
-        }
-        df = _read_sql(db.conn, "SELECT subject_id, code, dimension, confidence, valid_from, valid_until FROM tags",
-                       schema)
-    df = df.with_columns(
-        pl.col("valid_from").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
-        pl.col("valid_until").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
-    )
-    return df.filter(
-        (pl.col("valid_from").is_null() | (pl.col("valid_from") <= as_of))
-        & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= as_of))
-    ).drop("valid_until")
-
-
-def _derived_tags(subjects: pl.DataFrame, db) -> pl.DataFrame:
-    """Registry facts as tags, used only when no tagger has run: age crowds, non-local, occupation.
-
-    A tag the citizen deleted (``tag_suppressions``) is not derived back (algorithm rules Art. 17).
-    """
-    p = subjects.filter(pl.col("kind") == "person")
-    parts = [
-        p.filter(pl.col("age") >= 60).select("subject_id", pl.lit("crowd.elderly").alias("code")),
-        p.filter(pl.col("age") < 14).select("subject_id", pl.lit("crowd.child").alias("code")),
-        p.filter(pl.col("local_hukou") == False).select("subject_id", pl.lit("crowd.non_local").alias("code")),  # noqa: E712
-        p.filter(pl.col("occupation").is_not_null() & (pl.col("occupation") != "")).select(
-            "subject_id", pl.concat_str([pl.lit("occupation."), pl.col("occupation")]).alias("code")
-        ),
-    ]
-    out = pl.concat(parts).with_columns(
-        pl.col("code").str.split(".").list.first().alias("dimension"),
-        pl.lit(1.0).alias("confidence"),
-        pl.lit(None, dtype=pl.Date).alias("valid_from"),
-    )
-    supp = _read_sql(
-        db.conn, "SELECT subject_id, code FROM tag_suppressions", {"subject_id": pl.String, "code": pl.String}
-    )
-    return out.join(supp, on=["subject_id", "code"], how="anti")
+    return tags_in_force(settings, db, as_of).select("subject_id", "code", "dimension", "confidence", "valid_from")
 
 
 def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.LazyFrame | None = None) -> World:
@@ -279,8 +225,6 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     iid = items.select("item_id", "iidx")
 
     tags = read_tags(settings, db, as_of)
-    if tags.height == 0:
-        tags = _derived_tags(subjects, db)
     tags = tags.join(sid, on="subject_id").select("sidx", "code", "dimension", "confidence", "valid_from")
     # Industry is a registry attribute of every enterprise, matched against the catalogue's industries column.
     industry = subjects.filter(pl.col("industry").is_not_null()).select(

@@ -24,6 +24,7 @@ from yiwang.api.server import run_api
 from data.eventlog import append_events
 from data.reference import load_taxonomy
 from data.settings import load_settings
+from taggers.store import TAG_COLUMNS, replace_tags
 from yiwang.migrations import open_db
 
 SENSITIVE = ("crowd.hardship", "crowd.disabled")
@@ -62,14 +63,13 @@ def city(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reasons_privacy")
     s = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml")
     db = open_db(s.db_path)
-    c = mini_city(s, db, n_people=240, n_ent=20)
+    c = mini_city(s, db, n_people=240, n_ent=20, tagged=False)  # tagged below, with sensitive tags
     as_of = c["as_of"]
     rng = np.random.default_rng(11)
     rows, holders = _tag_rows(c["people"], as_of, rng)
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en,"
-            " valid_from, valid_until, sensitive, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    replace_tags(db, pl.DataFrame(rows, schema=list(TAG_COLUMNS), orient="row").with_columns(
+        [pl.col(c).cast(pl.String).str.to_date("%Y-%m-%d") for c in ("valid_from", "valid_until", "as_of")]
+        + [pl.col("sensitive").cast(pl.Boolean)]))
     # Tagged residents use the services declared for their crowd, and a few common ones more than others do:
     # popularity within their crowd then picks items for them too.
     cat = c["catalog"]
