@@ -193,3 +193,38 @@ def insert_rows(conn: sqlite3.Connection, table: str, rows: pl.DataFrame) -> int
         conn.executemany(
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows.rows())
     return rows.height
+
+
+def known_items(conn: sqlite3.Connection, item_ids) -> set[str]:
+    """Those of ``item_ids`` that are in the catalogue."""
+    ids = list(item_ids)
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        known.update(r[0] for r in conn.execute(f"SELECT item_id FROM catalog WHERE item_id IN ({marks})", chunk))
+    return known
+
+
+def has_ingested_data(conn: sqlite3.Connection) -> bool:
+    """True once an ingest finished or a registry holds a subject."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM ingests WHERE status = 'done') OR EXISTS (SELECT 1 FROM people) "
+        "OR EXISTS (SELECT 1 FROM enterprises)"
+    ).fetchone()[0] == 1
+
+
+def open_ingest(conn: sqlite3.Connection, source: str, started_at: str) -> int:
+    """Record a running ingest (e.g. events appended through the API); returns its id."""
+    with conn:
+        cur = conn.execute("INSERT INTO ingests (source, started_at, status) VALUES (?, ?, 'running')",
+                           (source, started_at))
+    return int(cur.lastrowid)
+
+
+def close_ingest(conn: sqlite3.Connection, ingest_id: int, finished_at: str, status: str, summary_json: str) -> None:
+    with conn:
+        conn.execute(
+            "UPDATE ingests SET finished_at = ?, status = ?, summary_json = ? WHERE ingest_id = ?",
+            (finished_at, status, summary_json, ingest_id),
+        )

@@ -48,8 +48,24 @@ def _now() -> str:
 
 
 def current_version(conn: sqlite3.Connection) -> int | None:
-    row = conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()
-    return int(row[0]) if row else None
+    value = read_pointer(conn, POINTER)
+    return int(value) if value is not None else None
+
+
+def read_pointer(conn: sqlite3.Connection, name: str) -> str | None:
+    """The value of a serving pointer (``feed_version`` here, ``model_version`` for the trainer), if set."""
+    row = conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def set_pointer(conn: sqlite3.Connection, name: str, value: str) -> None:
+    """Point ``name`` at ``value`` (committed at once)."""
+    conn.execute(
+        "INSERT INTO serving_pointers (name, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, value, _now()),
+    )
+    conn.commit()
 
 
 @dataclass
