@@ -1,4 +1,5 @@
-"""Loaders for the reference data shipped under ``data/``: service catalogue, licence types, tag taxonomy.
+"""Reference data: the districts, and loaders for the files shipped under ``data/`` (service catalogue, licence
+types, tag taxonomy). Nothing else reads these files.
 
 Each loader returns a typed ``pl.DataFrame`` (booleans as Boolean, ages and validities as Int64, empty cells as
 null) and raises :class:`data.errors.ContractError` naming the file, line (header = line 1) and column of the
@@ -20,6 +21,15 @@ import polars as pl
 
 from data.errors import ContractError
 from data.registry import SNAPSHOT_SCHEMAS
+
+# Shanghai's sixteen districts (zh as the registries and the catalogue's departments write them -> en).
+DISTRICT_NAMES_EN: dict[str, str] = {
+    "黄浦区": "Huangpu", "徐汇区": "Xuhui", "长宁区": "Changning", "静安区": "Jing'an", "普陀区": "Putuo",
+    "虹口区": "Hongkou", "杨浦区": "Yangpu", "闵行区": "Minhang", "宝山区": "Baoshan", "嘉定区": "Jiading",
+    "浦东新区": "Pudong New Area", "金山区": "Jinshan", "松江区": "Songjiang", "青浦区": "Qingpu",
+    "奉贤区": "Fengxian", "崇明区": "Chongming",
+}
+DISTRICTS: tuple[str, ...] = tuple(DISTRICT_NAMES_EN)
 
 CATALOG_FILE = "catalog.csv"
 LICENSE_TYPES_FILE = "license_types.csv"

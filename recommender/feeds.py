@@ -27,6 +27,7 @@ import polars as pl
 
 from data.citizen import dismissed_items, feed_state, personalisation_on
 from data.errors import NotFound, StateError
+from data.facts import age_on, district_of_department
 from data.registry import catalog_item_rules, catalog_names, registered_subject
 
 POINTER = "feed_version"
@@ -344,7 +345,6 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
     The subject's attributes and records are used here only to take out what they may not or need not use,
     never to order the list.
     """
-    from recommender.candidates import DISTRICTS_ZH
     from recommender.filters import eligibility_expr
     from data.eventlog import scan_events
 
@@ -362,10 +362,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
         "min_age": pl.Int64, "max_age": pl.Int64, "local_hukou_only": pl.Int64, "industries": pl.String,
         "department": pl.String, "once_per_subject": pl.Int64,
     })
-    age = None
-    if subject["birth_date"]:
-        b = date.fromisoformat(subject["birth_date"])
-        age = as_of.year - b.year - ((b.month, b.day) > (as_of.month, as_of.day))
+    age = age_on(date.fromisoformat(subject["birth_date"]), as_of) if subject["birth_date"] else None
     df = df.with_columns(
         pl.lit(subject["kind"]).alias("kind"), pl.lit(age, dtype=pl.Int32).alias("age"),
         pl.lit(subject["local_hukou"], dtype=pl.Boolean).alias("local_hukou"),
@@ -373,7 +370,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
         pl.lit(subject["district"], dtype=pl.String).alias("district"),
         (pl.col("local_hukou_only") == 1).alias("local_hukou_only"),
         pl.col("industries").fill_null("").str.split("|").list.filter(pl.element() != "").alias("industry_list"),
-        pl.col("department").str.extract("^(" + "|".join(DISTRICTS_ZH) + ")", 1).alias("item_district"),
+        district_of_department(pl.col("department")).alias("item_district"),
     ).filter(eligibility_expr() & ~pl.col("item_id").is_in(list(dismissed)))
     once = df.filter(pl.col("once_per_subject") == 1)["item_id"]
     if once.len():

@@ -53,7 +53,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from profiler.build import day_end_utc
+from data.facts import end_of_as_of_day_utc as day_end_utc
 from data.errors import RulesError
 
 COMPARE_OPS = {"==", "!=", "<", "<=", ">", ">="}
