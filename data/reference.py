@@ -34,6 +34,7 @@ DISTRICTS: tuple[str, ...] = tuple(DISTRICT_NAMES_EN)
 CATALOG_FILE = "catalog.csv"
 LICENSE_TYPES_FILE = "license_types.csv"
 TAXONOMY_FILE = "tag_taxonomy.csv"
+ITEM_NAMES_EN_FILE = "item_names_en.csv"  # item_id, name_zh, name_en: the catalogue's names are Chinese only
 
 # The catalogue file has exactly the columns of the registry snapshot, so ingest and batch jobs share one shape.
 CATALOG_SCHEMA: dict[str, pl.DataType] = dict(SNAPSHOT_SCHEMAS["catalog"])
@@ -136,6 +137,18 @@ class Reference:
     catalog: pl.DataFrame
     license_types: pl.DataFrame
     taxonomy: pl.DataFrame
+
+
+def read_reference_table(data_dir: Path | str, file_name: str) -> pl.DataFrame | None:
+    """A reference file as it is, every column text (empty cells null), or None if the file is absent.
+
+    For readers that treat each file as optional and take only a few columns (the alert engine's names, the
+    reminder rules' checks); the typed, checked loaders above are for everything else.
+    """
+    path = Path(data_dir) / file_name
+    if not path.exists():
+        return None
+    return pl.read_csv(path, infer_schema=False)
 
 
 def load_reference(data_dir: Path | str) -> Reference:

@@ -24,6 +24,9 @@ import polars as pl
 
 from notifier.rules import Rule, RuleSet, check_file, mark_in_force, rules_in_force
 from data.citizen import personalisation_off_subjects
+from data.reference import (
+    CATALOG_FILE, ITEM_NAMES_EN_FILE, LICENSE_TYPES_FILE, TAXONOMY_FILE, read_reference_table,
+)
 from data.registry import scan_table
 
 OUT_COLUMNS = [
@@ -99,11 +102,9 @@ class Inputs:
             cat = self.table("catalog").select("item_id", "name", "department", "renews_license").collect()
             if cat.height == 0:
                 # Before the first ingest the reference catalogue is the catalogue.
-                path = Path(self.settings.data_dir) / "catalog.csv"
-                if path.exists():
-                    cat = pl.read_csv(path, infer_schema=False).select(
-                        "item_id", "name", "department", "renews_license"
-                    )
+                ref = read_reference_table(self.settings.data_dir, CATALOG_FILE)
+                if ref is not None:
+                    cat = ref.select("item_id", "name", "department", "renews_license")
             self._cache["catalog"] = cat
         return self._cache["catalog"]
 
@@ -127,9 +128,9 @@ class Inputs:
     @property
     def licence_names(self) -> pl.DataFrame:
         if "lic_names" not in self._cache:
-            path = Path(self.settings.data_dir) / "license_types.csv"
-            if path.exists():
-                df = pl.read_csv(path, infer_schema=False).select(
+            df = read_reference_table(self.settings.data_dir, LICENSE_TYPES_FILE)
+            if df is not None:
+                df = df.select(
                     "license_type", pl.col("name_zh").alias("licence_name_zh"), pl.col("name_en").alias("licence_name_en")
                 )
             else:
@@ -142,9 +143,9 @@ class Inputs:
     def item_names_en(self) -> pl.DataFrame:
         """item_id -> English name (``data/item_names_en.csv``): the catalogue's names are Chinese only."""
         if "item_names_en" not in self._cache:
-            path = Path(self.settings.data_dir) / "item_names_en.csv"
-            if path.exists():
-                df = pl.read_csv(path, infer_schema=False).select("item_id", "name_en")
+            df = read_reference_table(self.settings.data_dir, ITEM_NAMES_EN_FILE)
+            if df is not None:
+                df = df.select("item_id", "name_en")
             else:
                 df = pl.DataFrame(schema={"item_id": pl.String, "name_en": pl.String})
             self._cache["item_names_en"] = df
@@ -153,9 +154,9 @@ class Inputs:
     @property
     def tag_names(self) -> pl.DataFrame:
         if "tag_names" not in self._cache:
-            path = Path(self.settings.data_dir) / "tag_taxonomy.csv"
-            if path.exists():
-                df = pl.read_csv(path, infer_schema=False).select(
+            df = read_reference_table(self.settings.data_dir, TAXONOMY_FILE)
+            if df is not None:
+                df = df.select(
                     pl.col("code").alias("tag_code"), pl.col("name_zh").alias("tag_name_zh"),
                     pl.col("name_en").alias("tag_name_en"),
                 )

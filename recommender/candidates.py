@@ -29,6 +29,7 @@ from data.facts import (
     DISTRICTS, age_years, district_of_department, end_of_as_of_day_utc, enterprise_size_band,
     latest_licence_per_type, popularity_age_band,
 )
+from data.reference import LICENSE_TYPES_FILE, read_reference_table
 from data.registry import scan_table
 
 from recommender.config import RecommenderConfig
@@ -259,13 +260,8 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
 
 def renewal_items(data_dir) -> dict[str, str]:
     """license_type -> the catalogue item that renews it, from the licence-type reference table."""
-    from pathlib import Path
-
-    path = Path(data_dir) / "license_types.csv"
-    if not path.exists():
-        return {}
-    df = pl.read_csv(path, infer_schema=False)
-    if "renewal_item_id" not in df.columns:
+    df = read_reference_table(data_dir, LICENSE_TYPES_FILE)
+    if df is None or "renewal_item_id" not in df.columns:
         return {}
     df = df.filter(pl.col("renewal_item_id").is_not_null() & (pl.col("renewal_item_id") != ""))
     return dict(zip(df["license_type"].to_list(), df["renewal_item_id"].to_list()))
