@@ -515,3 +515,14 @@ def in_served_feed(conn: sqlite3.Connection, subject_id: str) -> bool:
     return conn.execute(
         "SELECT 1 FROM feed_rows WHERE subject_id = ?1 AND version ="
         " (SELECT CAST(value AS INTEGER) FROM serving_pointers WHERE name = ?2)", (subject_id, POINTER)).fetchone() is not None
+
+
+def stored_versions(conn: sqlite3.Connection) -> dict[int, dict[str, int]]:
+    """version -> {"rows": subject rows, "reasons": distinct reason lists} of every version holding data (checks
+    and tools: what publish, prune and a failed run leave behind)."""
+    out: dict[int, dict[str, int]] = {}
+    for version, n in conn.execute("SELECT version, COUNT(*) FROM feed_rows GROUP BY version"):
+        out.setdefault(version, {"rows": 0, "reasons": 0})["rows"] = n
+    for version, n in conn.execute("SELECT version, COUNT(*) FROM feed_reasons GROUP BY version"):
+        out.setdefault(version, {"rows": 0, "reasons": 0})["reasons"] = n
+    return out
