@@ -14,6 +14,8 @@ import pytest
 from notifier.delivery import deliver
 from notifier.engine import evaluate_alerts
 from notifier.sample import put_rows
+from data.citizen import write_preferences
+from tagging import put_tags, tag_row
 
 AS_OF = date(2026, 12, 6)
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
@@ -72,11 +74,7 @@ def test_english_messages_hold_no_chinese(settings, db, permits):
                                          "issued_on": date(2020, 1, 1), "expires_on": AS_OF + timedelta(days=20)}
                                         for t in ("passport", "resident_id_card", "driving_licence",
                                                   "residence_permit")])
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en, valid_from,"
-            " valid_until, sensitive, as_of) VALUES ('P101', 'life_event.birth', 'life_event', 1.0, 'test', '证据',"
-            " 'evidence', ?, NULL, 0, ?)", ((AS_OF - timedelta(days=5)).isoformat(), AS_OF.isoformat()))
+    put_tags(db, [tag_row("P101", "life_event.birth", AS_OF - timedelta(days=5), as_of=AS_OF)])
     evaluate_alerts(settings, db, AS_OF)
     evaluate_alerts(settings, db, date(2027, 3, 1))  # the annual-report window
     rows = db.conn.execute("SELECT rule_id, message_en, message_zh, item_ids FROM outbox").fetchall()
@@ -114,9 +112,7 @@ def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
         put_rows(settings, db, "people", [{"person_id": "P1", "birth_date": date(1985, 1, 1)}])
         put_rows(settings, db, "licenses", [{"license_id": "L1", "holder_id": "P1", "license_type": "passport",
                                              "issued_on": date(2020, 1, 1), "expires_on": AS_OF + timedelta(days=20)}])
-        with db.conn:
-            db.conn.execute("INSERT INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-                            " VALUES ('P1', 1, '[\"webhook\"]', '2026-01-01T00:00:00+00:00')")
+        write_preferences(db.conn, "P1", True, ["webhook"])
         evaluate_alerts(settings, db, AS_OF)
         before = datetime.now(timezone.utc).replace(microsecond=0)
         noon_ahead = datetime.combine(before.date() + timedelta(days=3), datetime.min.time(), timezone.utc) \
