@@ -7,6 +7,7 @@ write to a temporary file, then rename) after every successful load of that tabl
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -228,3 +229,32 @@ def close_ingest(conn: sqlite3.Connection, ingest_id: int, finished_at: str, sta
             "UPDATE ingests SET finished_at = ?, status = ?, summary_json = ? WHERE ingest_id = ?",
             (finished_at, status, summary_json, ingest_id),
         )
+
+
+_KEYS = {"people": "person_id", "enterprises": "enterprise_id", "licenses": "license_id", "catalog": "item_id"}
+
+
+def stored_record(conn: sqlite3.Connection, table: str, key: str, columns: list[str]) -> tuple | None:
+    """``columns`` of one registry record exactly as SQLite stores it (checks and tools), or None if absent."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    bad = [c for c in columns if c not in (*SNAPSHOT_SCHEMAS[table], "ingest_id")]
+    if bad:
+        raise ValueError(f"{table} has no column {', '.join(bad)}")
+    return conn.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {_KEYS[table]} = ?", (key,)).fetchone()
+
+
+def ingest_record(conn: sqlite3.Connection, ingest_id: int) -> dict | None:
+    """The bookkeeping row of one ingest: source, status, as_of and its summary (parsed), or None."""
+    row = conn.execute("SELECT source, status, as_of, summary_json FROM ingests WHERE ingest_id = ?",
+                       (ingest_id,)).fetchone()
+    if row is None:
+        return None
+    return {"source": row[0], "status": row[1], "as_of": row[2], "summary": json.loads(row[3]) if row[3] else None}
+
+
+def count_records(conn: sqlite3.Connection, table: str) -> int:
+    """Rows of a registry table in SQLite."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
