@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from notifier.engine import evaluate_alerts  # noqa: E402
 from notifier.receiver import Receiver  # noqa: E402
 from notifier.sample import load_into_store, population  # noqa: E402
+from data.citizen import write_preferences  # noqa: E402
 from data.settings import load_settings  # noqa: E402
 from yiwang.migrations import open_db  # noqa: E402
 
@@ -67,12 +68,8 @@ def _build_city(home: Path, env: dict[str, str], people: int, seed: int) -> None
     frames = population(people, 3.0, START, seed=seed)
     load_into_store(settings, db, frames)
     subjects = frames["people"]["person_id"].to_list() + frames["enterprises"]["enterprise_id"].to_list()
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-            " VALUES (?, 1, '[\"in_app\", \"webhook\"]', '2026-01-01T00:00:00+00:00')",
-            [(s,) for s in subjects],
-        )
+    for s in subjects:
+        write_preferences(db.conn, s, True, ["in_app", "webhook"])
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()
 

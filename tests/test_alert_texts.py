@@ -16,6 +16,7 @@ from notifier.engine import evaluate_alerts
 from notifier.sample import put_rows
 from data.citizen import write_preferences
 from tagging import put_tags, tag_row
+from taggers.store import read_tags
 
 AS_OF = date(2026, 12, 6)
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
@@ -136,12 +137,13 @@ def test_registered_occupation_evidence_is_in_each_language(settings, db):
                                        "occupation": "it_professional"}])
     build_profiles(settings, db, AS_OF)
     run_taggers(settings, db, AS_OF)
-    rows = dict(((s, c), (zh, en)) for s, c, zh, en in db.conn.execute(
-        "SELECT subject_id, code, evidence_zh, evidence_en FROM tags WHERE code LIKE 'occupation.%'"))
+    tags = read_tags(db)
+    rows = {(s, c): (zh, en) for s, c, zh, en in tags.filter(pl.col("code").str.starts_with("occupation."))
+            .select("subject_id", "code", "evidence_zh", "evidence_en").iter_rows()}
     assert rows[("P200", "occupation.driver")] == ("登记职业：驾驶员", "registered occupation: Professional driver")
     assert rows[("P201", "occupation.it_professional")] == ("登记职业：信息技术从业人员",
                                                             "registered occupation: IT professional")
-    for zh, en in db.conn.execute("SELECT evidence_zh, evidence_en FROM tags").fetchall():
+    for zh, en in tags.select("evidence_zh", "evidence_en").iter_rows():
         assert not CJK.search(en), en
         assert not re.search(r"[a-z]{3,}", zh), zh
 

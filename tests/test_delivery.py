@@ -13,6 +13,7 @@ from notifier.engine import evaluate_alerts
 from notifier.outbox import dismiss, list_alerts, mark_read
 from notifier.receiver import Receiver
 from notifier.sample import put_rows
+from data.citizen import write_preferences
 from data.errors import NotFound
 from data.settings import load_settings
 from yiwang.migrations import open_db
@@ -46,12 +47,7 @@ def make_store(tmp_path, receiver):
 
 
 def set_prefs(db, subject_id, personalisation=1, channels=("in_app", "webhook")):
-    with db.conn:
-        db.conn.execute(
-            "INSERT OR REPLACE INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-            " VALUES (?, ?, ?, '2026-01-01T00:00:00+00:00')",
-            (subject_id, personalisation, json.dumps(list(channels))),
-        )
+    write_preferences(db.conn, subject_id, bool(personalisation), list(channels))
 
 
 def holder(settings, db, person_id, *licences):
