@@ -13,6 +13,7 @@ import pytest
 
 from notifier.delivery import deliver
 from notifier.engine import evaluate_alerts
+from notifier.outbox import stored_alerts, stored_deliveries
 from notifier.sample import put_rows
 from data.citizen import write_preferences
 from tagging import put_tags, tag_row
@@ -23,8 +24,8 @@ CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 
 
 def _messages(db, rule_id: str) -> dict[str, tuple[str, str]]:
-    return {o: (zh, en) for o, zh, en in db.conn.execute(
-        "SELECT object_id, message_zh, message_en FROM outbox WHERE rule_id = ?", (rule_id,))}
+    alerts = stored_alerts(db.conn).filter(pl.col("rule_id") == rule_id)
+    return {o: (zh, en) for o, zh, en in alerts.select("object_id", "message_zh", "message_en").iter_rows()}
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_english_messages_hold_no_chinese(settings, db, permits):
     put_tags(db, [tag_row("P101", "life_event.birth", AS_OF - timedelta(days=5), as_of=AS_OF)])
     evaluate_alerts(settings, db, AS_OF)
     evaluate_alerts(settings, db, date(2027, 3, 1))  # the annual-report window
-    rows = db.conn.execute("SELECT rule_id, message_en, message_zh, item_ids FROM outbox").fetchall()
+    rows = stored_alerts(db.conn).select("rule_id", "message_en", "message_zh", "item_ids").rows()
     assert {"newborn_bundle", "enterprise_annual_report", "primary_school_enrollment", "senior_card_at_60",
             "passport_expiry", "food_business_licence_expiry"} <= {r[0] for r in rows}
     for rule_id, en, zh, items in rows:
@@ -94,8 +95,8 @@ def test_delivered_at_is_the_real_time_of_delivery(settings, db, permits):
     summary = deliver(settings, db, ahead)
     after = datetime.now(timezone.utc)
     assert summary.released >= 1
-    stamps = [datetime.fromisoformat(r[0]) for r in db.conn.execute(
-        "SELECT delivered_at FROM deliveries WHERE status = 'delivered'")]
+    stamps = [datetime.fromisoformat(t) for t in
+              stored_deliveries(db.conn).filter(pl.col("status") == "delivered")["delivered_at"]]
     assert stamps
     for s in stamps:
         assert before <= s <= after, (s, before, after)
@@ -121,7 +122,7 @@ def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
         summary = deliver(settings, db, noon_ahead)
         after = datetime.now(timezone.utc)
         assert summary.webhook_delivered == 1, summary
-        [(stamp,)] = db.conn.execute("SELECT delivered_at FROM deliveries WHERE channel = 'webhook'").fetchall()
+        [stamp] = stored_deliveries(db.conn).filter(pl.col("channel") == "webhook")["delivered_at"].to_list()
         db.conn.close()
     assert before <= datetime.fromisoformat(stamp) <= after, (stamp, before, after)
 

@@ -8,11 +8,12 @@ import threading
 import textwrap
 from datetime import date, timedelta
 
+import polars as pl
 import pytest
 
 from notifier.delivery import deliver
 from notifier.engine import dry_run, evaluate_alerts
-from notifier.outbox import list_alerts
+from notifier.outbox import list_alerts, stored_alerts
 from notifier.rules import install_rules
 from notifier.sample import delete_rows, put_rows
 from data.citizen import write_preferences
@@ -24,11 +25,10 @@ AS_OF = date(2026, 3, 2)
 
 
 def alerts(db, rule_id=None):
-    sql = "SELECT rule_id, subject_id, object_id, stage, status, item_ids, message_zh FROM outbox"
-    rows = db.conn.execute(sql + (" WHERE rule_id = ?" if rule_id else "") + " ORDER BY alert_id",
-                           (rule_id,) if rule_id else ()).fetchall()
-    return [dict(zip(["rule_id", "subject_id", "object_id", "stage", "status", "item_ids", "message_zh"], r))
-            for r in rows]
+    rows = stored_alerts(db.conn)
+    if rule_id:
+        rows = rows.filter(pl.col("rule_id") == rule_id)
+    return rows.select("rule_id", "subject_id", "object_id", "stage", "status", "item_ids", "message_zh").to_dicts()
 
 
 def put_tag(db, subject_id, code, valid_from, sensitive=0):
