@@ -607,3 +607,10 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
     d = asdict(rule)
     d["priority"] = {v: k for k, v in PRIORITIES.items()}[rule.priority]
     return json.loads(json.dumps(d))
+
+
+def list_snapshots(db) -> list[dict]:
+    """Every rules text on record (oldest first): id, source, sha256, when loaded and the run it was in force by."""
+    rows = db.conn.execute(
+        "SELECT snapshot_id, source, sha256, loaded_at, in_force_by FROM rule_snapshots ORDER BY snapshot_id")
+    return [dict(zip(("snapshot_id", "source", "sha256", "loaded_at", "in_force_by"), r)) for r in rows]
