@@ -34,6 +34,12 @@ OWNERS: dict[str, set[str]] = {
     "yiwang.api.audit": {"audit_log"},
     "yiwang.scheduler": {"scheduler_jobs", "job_runs"},
 }
+# Known exceptions, each with its reason; the test fails when one is no longer needed, so the list only shrinks.
+ALLOWED: dict[tuple[str, str], str] = {
+    # A delivered in-app alert set up by hand: the notifier has no function that writes one outside a rule run.
+    ("tests.test_api_citizen", "outbox"): "fixture writes a delivered alert",
+    ("tests.test_api_citizen", "deliveries"): "fixture writes a delivered alert",
+}
 TABLES = sorted(set().union(*OWNERS.values()))
 _STATEMENT = re.compile(
     r"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+[\"`\[]?(" + "|".join(TABLES) + r")\b(?![\"`\]]?\.)", re.IGNORECASE
@@ -86,7 +92,10 @@ def project_modules() -> list[Path]:
 
 def test_no_sql_outside_the_owner_of_its_table():
     found = [v for p in project_modules() for v in violations(p.read_text(encoding="utf-8"), _module(p))]
-    assert not found, "SQL naming another owner's table:\n" + "\n".join(found)
+    allowed_hits = {pair for pair in ALLOWED for v in found if v.startswith(pair[0] + ":") and f" names {pair[1]}," in v}
+    unexplained = [v for v in found if not any(v.startswith(m + ":") and f" names {t}," in v for m, t in ALLOWED)]
+    assert not unexplained, "SQL naming another owner's table:\n" + "\n".join(unexplained)
+    assert allowed_hits == set(ALLOWED), f"no longer needed, remove from ALLOWED: {sorted(set(ALLOWED) - allowed_hits)}"
 
 
 def test_every_table_of_the_migrations_has_one_declared_owner():
