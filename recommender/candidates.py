@@ -26,7 +26,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from data.facts import (
-    DISTRICTS, age_years, district_of_department, end_of_as_of_day_utc, enterprise_size_band,
+    age_years, district_of_department, end_of_as_of_day_utc, enterprise_size_band,
     latest_licence_per_type, popularity_age_band,
 )
 from data.reference import LICENSE_TYPES_FILE, read_reference_table
@@ -34,8 +34,6 @@ from data.registry import scan_table
 
 from recommender.config import RecommenderConfig
 from recommender.reasons import sensitive_codes
-
-DISTRICTS_ZH = DISTRICTS  # the name the feed and experiments import
 
 KIND_CODE = {"person": 0, "enterprise": 1, "unknown": 2}
 
