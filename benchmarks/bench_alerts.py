@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_alerts.py [--sizes 10000,100000,1000000] [--licences-per-person 3]
 
-For each size: builds the registries column-wise (notifier.sample.population) straight into the Parquet
+For each size: builds the registries column-wise (testsupport.registries.population) straight into the Parquet
 snapshots of a fresh home, then times ``evaluate_alerts`` three ways: cold (empty outbox: every due alert is
 inserted), rerun (same day: nothing new, the dedup path) and next day (a few new stages, supersession,
 cancellation). Target: cold evaluation of 1M persons / ~3M licences in at most 30 s on 2 cores.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from notifier.engine import evaluate_alerts  # noqa: E402
-from notifier.sample import population, write_snapshots  # noqa: E402
+from testsupport.registries import population, write_snapshots  # noqa: E402
 from data.settings import load_settings  # noqa: E402
 from yiwang.migrations import open_db  # noqa: E402
 

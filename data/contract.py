@@ -12,8 +12,10 @@ single values (the HTTP API); the Polars versions are what ingest uses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -28,6 +30,14 @@ TRUE_WORDS = ("1", "true", "t", "yes", "y")
 FALSE_WORDS = ("0", "false", "f", "no", "n")
 # Before this a birth or founding date is a data-entry error, not history.
 EARLIEST_DATE = date(1880, 1, 1)
+# Before this an event time is a broken clock or a placeholder (0001-01-01), not an interaction.
+EARLIEST_TS = datetime(1900, 1, 1, tzinfo=ZoneInfo("UTC"))
+# The shapes the contract promises. The parsers underneath are lenient (chrono takes `2026-2-3`,
+# ` 2026-02-03`, `+2026-02-03`; `str.to_integer` takes `+7`), so the shape is checked as well.
+DATE_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+INTEGER_SHAPE = r"^-?[0-9]+$"
+TS_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?$"
+NAIVE_TS_BYTES = len("YYYY-MM-DD HH:MM:SS")
 
 # --- GB 11643 resident ID: 6-digit address code, 8-digit birth date, 3-digit sequence, check char ----
 ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))  # 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2
@@ -131,6 +141,80 @@ def mask_id_number(col: pl.Expr) -> pl.Expr:
     )
 
 
+# --- Resident ID numbers outside their column ------------------------------------------------------
+# A resident ID's shape: 6 address digits, a birth date YYYYMMDD (year 18xx-20xx, month 01-12, day 01-31),
+# 3 sequence digits and a check character, not part of a longer run of digits. The check character is
+# not tested (a mistyped number is still personal data); the date shape is what tells an ID from an
+# order number or a hash that happens to hold 18 digits. Written for Rust's regex engine (Polars) and
+# Python's alike, so without look-around: the neighbours are matched as groups 1 and 3.
+_ID_BODY = r"([0-9]{6})(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]"
+RESIDENT_ID_IN_TEXT = r"(^|[^0-9])" + _ID_BODY + r"($|[^0-9])"
+_ID_MASK = "*" * 12
+_RESIDENT_ID_IN_TEXT_RE = re.compile(RESIDENT_ID_IN_TEXT)
+
+# The one rule for subject ids (people, enterprises, events' subjects, licence holders), shared by
+# ingest and the HTTP API's paths and bodies: an id either side accepts, the other serves.
+SUBJECT_ID_MAX_LENGTH = 64
+SUBJECT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SUBJECT_ID_RULE = (
+    "1-64 characters from A-Z a-z 0-9 _ -, and not shaped like a resident ID number "
+    "(17 digits and a check character, with a birth date inside)"
+)
+_SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
+
+
+def contains_resident_id(col: pl.Expr) -> pl.Expr:
+    """Per row: does the text hold something shaped like a resident ID number (any check character)?"""
+    return col.str.contains(RESIDENT_ID_IN_TEXT)
+
+
+def mask_resident_ids(col: pl.Expr) -> pl.Expr:
+    """Every resident-ID-shaped number in the text cut to its 6-digit address code plus ``*``.
+
+    Twice, because a match consumes the character after the number, which may be the one before the
+    next number ("ID,ID"): the second pass finds those, and no third can be needed (two numbers the
+    first pass skipped cannot be neighbours).
+    """
+    replacement = "${1}${2}" + _ID_MASK + "${3}"
+    return col.str.replace_all(RESIDENT_ID_IN_TEXT, replacement).str.replace_all(RESIDENT_ID_IN_TEXT, replacement)
+
+
+def mask_resident_ids_text(text: str) -> str:
+    """:func:`mask_resident_ids` for one Python string (messages, single values)."""
+    def sub(t: str) -> str:
+        return _RESIDENT_ID_IN_TEXT_RE.sub(lambda m: m.group(1) + m.group(2) + _ID_MASK + m.group(3), t)
+
+    return sub(sub(text))
+
+
+def subject_id_problem(value: str) -> str | None:
+    """``None`` for a subject id the contract accepts, else the quarantine reason (``bad_id`` or
+    ``resident_id_shaped``). The scalar twin of the ingest rules, for the HTTP API."""
+    if not _SUBJECT_ID_RE.fullmatch(value):
+        return "bad_id"
+    if _RESIDENT_ID_IN_TEXT_RE.search(value):
+        return "resident_id_shaped"
+    return None
+
+
+def check_no_resident_id(value: str) -> str:
+    """``value`` unless it holds something shaped like a resident ID number (a pydantic validator for any
+    id the API stores or audits: item ids, tag codes)."""
+    if _RESIDENT_ID_IN_TEXT_RE.search(value):
+        raise ValueError("looks like a resident ID number: never use one as an id")
+    return value
+
+
+def check_subject_id(value: str) -> str:
+    """``value`` when it follows the subject-id rule, else ``ValueError`` (a pydantic validator)."""
+    problem = subject_id_problem(value)
+    if problem == "resident_id_shaped":
+        raise ValueError("looks like a resident ID number: never use one as an id")
+    if problem is not None:
+        raise ValueError(f"a subject id is {SUBJECT_ID_RULE}")
+    return value
+
+
 # ------------------------------------------------------------------------------------------------
 # Table specs
 # ------------------------------------------------------------------------------------------------
@@ -139,7 +223,7 @@ def mask_id_number(col: pl.Expr) -> pl.Expr:
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # id | text | date | bool | int | enum | ts | resident_id | uscc
+    kind: str  # id | subject_id | text | date | bool | int | enum | ts | resident_id | uscc
     required: bool
     values: tuple[str, ...] = ()
     doc: str = ""
@@ -192,14 +276,14 @@ PEOPLE = TableSpec(
     "people",
     "person_id",
     (
-        Column("person_id", "id", True),
+        Column("person_id", "subject_id", True),
         Column("birth_date", "date", True, doc="YYYY-MM-DD, not after as_of"),
         Column("gender", "enum", True, GENDERS),
         Column("district", "enum", True, DISTRICTS, doc="one of Shanghai's 16 districts"),
         Column("local_hukou", "bool", True),
         Column("id_number", "resident_id", False, doc="18-char resident ID; stored only as an HMAC"),
         Column("marital_status", "text", False),
-        Column("household_id", "text", False),
+        Column("household_id", "id", False),
         Column("occupation", "text", False, doc="bare occupation code, e.g. teacher"),
         Column("low_income", "bool", False),
         Column("disability", "bool", False),
@@ -211,14 +295,14 @@ ENTERPRISES = TableSpec(
     "enterprises",
     "enterprise_id",
     (
-        Column("enterprise_id", "id", True),
+        Column("enterprise_id", "subject_id", True),
         Column("name", "text", True),
         Column("industry", "enum", True, INDUSTRIES, doc="GB/T 4754 section letter A-T"),
         Column("district", "enum", True, DISTRICTS),
         Column("founded_on", "date", True, doc="YYYY-MM-DD, not after as_of"),
         Column("employees", "int", True, doc="integer >= 0"),
         Column("uscc", "uscc", False, doc="GB 32100 unified social credit code"),
-        Column("legal_rep_id", "text", False, doc="person_id of the legal representative"),
+        Column("legal_rep_id", "subject_id", False, doc="person_id of the legal representative"),
     ),
     "the legal-person registry",
 )
@@ -228,7 +312,7 @@ LICENSES = TableSpec(
     "license_id",
     (
         Column("license_id", "id", True),
-        Column("holder_id", "id", True, doc="a person_id or enterprise_id already registered"),
+        Column("holder_id", "subject_id", True, doc="a person_id or enterprise_id already registered"),
         Column("license_type", "id", True, doc="a code of data/license_types.csv (when that file exists)"),
         Column("issued_on", "date", True, doc="YYYY-MM-DD, not after as_of"),
         Column("expires_on", "date", False, doc="YYYY-MM-DD, not before issued_on; empty = no expiry"),
@@ -240,11 +324,11 @@ EVENTS = TableSpec(
     "events",
     "event_id",
     (
-        Column("subject_id", "id", True),
+        Column("subject_id", "subject_id", True),
         Column("item_id", "id", True, doc="an item of the catalogue"),
         Column("action", "enum", True, ACTIONS, enum_reason="unknown_action"),
         Column("ts", "ts", True, doc="ISO-8601; naive = Asia/Shanghai; not after as_of"),
-        Column("event_id", "text", False, doc="derived from the other fields when empty"),
+        Column("event_id", "id", False, doc="derived from the other fields when empty"),
         Column("channel", "enum", False, CHANNELS, enum_reason="unknown_channel"),
     ),
     "interactions of subjects with catalogue items",
@@ -256,6 +340,7 @@ INGEST_ORDER = ("catalog", "people", "enterprises", "licenses", "events")
 # Every reason a row can be quarantined for, with its meaning (docs/data-contract.md lists the same).
 REASONS: dict[str, str] = {
     "malformed_row": "the CSV row has a different number of fields than the header",
+    "broken_quote": "a CSV line opening (or closing) a quoted field that swallowed the lines after it",
     "nul_byte": "a field contains a NUL byte",
     "missing_value": "a required field is empty",
     "bad_integer": "not a whole number",
@@ -263,9 +348,12 @@ REASONS: dict[str, str] = {
     "bad_bool": "not one of 1/0/true/false/yes/no",
     "bad_date": "not a real date in YYYY-MM-DD form, or before 1880",
     "bad_timestamp": "not an ISO-8601 timestamp (YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+HH:MM])",
+    "ts_before_1900": "event time before 1900-01-01 00:00 UTC",
     "bad_value": "a value outside the allowed set (gender, district, industry, audience)",
     "unknown_action": "action is not one of " + "|".join(ACTIONS),
     "unknown_channel": "channel is not one of " + "|".join(CHANNELS),
+    "bad_id": "a subject id that is not 1-64 characters from A-Z a-z 0-9 _ -",
+    "resident_id_shaped": "an id, count or USCC field holds a resident ID number (the raw row keeps it masked)",
     "bad_format": "resident ID / USCC of the wrong length, alphabet or (ID) embedded birth date",
     "bad_checksum": "resident ID (GB 11643) or USCC (GB 32100) check character is wrong",
     "future_birth_date": "birth_date after as_of",
@@ -323,11 +411,16 @@ def parse_bool(col: pl.Expr) -> pl.Expr:
 
 def parse_date(col: pl.Expr) -> pl.Expr:
     d = col.str.to_date("%Y-%m-%d", strict=False)
-    return pl.when(d >= EARLIEST_DATE).then(d).otherwise(None)
+    return pl.when(col.str.contains(DATE_SHAPE) & (d >= EARLIEST_DATE)).then(d).otherwise(None)
+
+
+def parse_int(col: pl.Expr) -> pl.Expr:
+    return pl.when(col.str.contains(INTEGER_SHAPE)).then(col.str.to_integer(strict=False)).otherwise(None)
 
 
 def parse_ts(col: pl.Expr) -> pl.Expr:
     """ISO-8601 to UTC; a value without an offset is local Asia/Shanghai time (the portal's clock)."""
+    col = pl.when(col.str.contains(TS_SHAPE)).then(col).otherwise(None)
     s = col.str.replace(" ", "T", literal=True).str.replace(r"Z$", "+00:00")
     s = pl.when(s.str.contains(r"[+-]\d\d:\d\d$")).then(s).otherwise(s + pl.lit("+08:00"))
     # +08:00 is Asia/Shanghai's offset for every date since 1992 (no DST), so appending it is exact.
@@ -346,6 +439,12 @@ def parse_ts_series(values: pl.Series) -> pl.Series:
 
     def naive_utc(v: pl.Series, fmt: str) -> pl.Series:
         naive = v.str.strptime(pl.Datetime("us"), fmt, strict=False, cache=False)
+        # chrono also takes unpadded, space-padded or signed fields (`2025-6-1 9:00:00`), which make the
+        # value shorter or longer than the contract's shape: a length is read from the offsets, far cheaper
+        # than a regex over 30M values. Rows failing it go on to the full parser, which checks the shape.
+        lengths = v.str.len_bytes()
+        if lengths.min() != NAIVE_TS_BYTES or lengths.max() != NAIVE_TS_BYTES:
+            naive = pl.select(pl.when(lengths == NAIVE_TS_BYTES).then(naive)).to_series()
         # Asia/Shanghai is UTC+8 with no DST since 1992, so a fixed shift is exact for portal-era times.
         return (naive - timedelta(hours=8)).dt.replace_time_zone("UTC")
 
@@ -377,7 +476,7 @@ def parsed_columns(spec: TableSpec, present: set[str]) -> list[pl.Expr]:
         elif c.kind == "bool":
             out.append(parse_bool(col).alias(f"_p_{c.name}"))
         elif c.kind == "int":
-            out.append(col.str.to_integer(strict=False).alias(f"_p_{c.name}"))
+            out.append(parse_int(col).alias(f"_p_{c.name}"))
     return out
 
 
@@ -387,11 +486,17 @@ def _parse_ts_columns(df: pl.DataFrame, spec: TableSpec, present: set[str]) -> p
 
 
 def row_rules(
-    spec: TableSpec, present: set[str], ctx: Context, nul_columns: set[str] | None = None
+    spec: TableSpec,
+    present: set[str],
+    ctx: Context,
+    nul_columns: set[str] | None = None,
+    long_columns: set[str] | None = None,
 ) -> list[tuple[str, str, pl.Expr]]:
     """``(field, reason, broken)`` for every rule of ``spec``, in checking order.
 
     ``nul_columns``: the columns known to contain a NUL byte somewhere (None = not known, check all).
+    ``long_columns``: the columns holding a value long enough to carry a resident ID, whose per-row answer
+    is precomputed as ``_idshape_<column>`` (None = nothing precomputed, check every such column here).
     """
     rules: list[tuple[str, str, pl.Expr]] = []
     cols = [c for c in spec.columns if c.name in present]
@@ -404,6 +509,24 @@ def row_rules(
     for c in cols:
         col, parsed = pl.col(c.name), pl.col(f"_p_{c.name}")
         given = col.is_not_null()
+        if long_columns is None:
+            may_hold_id, id_shaped = True, contains_resident_id(col)
+        else:
+            may_hold_id, id_shaped = c.name in long_columns, pl.col(f"_idshape_{c.name}")
+        registered_only = spec is EVENTS and ctx.known_subjects is not None and not ctx.keep_unknown_subjects
+        if c.kind == "subject_id" and not registered_only:
+            # (An event's subject must be registered, so unknown_subject covers this rule there: one regex
+            # less over 30M rows.)
+            rules.append((c.name, "bad_id", given & ~col.str.contains(SUBJECT_ID_PATTERN)))
+        if c.kind in ("id", "subject_id", "int") and may_hold_id:
+            # Ids are keys: masking them would merge different subjects, so the row is refused instead.
+            rules.append((c.name, "resident_id_shaped", id_shaped))
+        if c.kind == "uscc" and may_hold_id:
+            # All-digit USCCs exist: a valid one is kept unless it is also a valid resident ID.
+            rules.append(
+                (c.name, "resident_id_shaped",
+                 id_shaped & (resident_id_problem(col).is_null() | uscc_problem(col).is_not_null()))
+            )
         if c.kind == "date":
             rules.append((c.name, "bad_date", given & parsed.is_null()))
         elif c.kind == "bool":
@@ -443,6 +566,7 @@ def row_rules(
         if ctx.known_subjects is not None:
             rules.append(("holder_id", "unknown_subject", ~ctx.is_known_subject(pl.col("holder_id"))))
     if spec is EVENTS:
+        rules.append(("ts", "ts_before_1900", pl.col("_p_ts") < EARLIEST_TS))
         rules.append(("ts", "ts_after_as_of", pl.col("_p_ts") >= ctx.end_of_as_of_utc))
         if ctx.known_items is not None:
             rules.append(("item_id", "unknown_item", ~pl.col("item_id").is_in(ctx.known_items.implode())))
@@ -451,10 +575,35 @@ def row_rules(
     return rules
 
 
+def _with_resident_id_flags(
+    spec: TableSpec, df: pl.DataFrame, present: set[str], ctx: Context
+) -> tuple[pl.DataFrame, set[str]]:
+    """``df`` with ``_idshape_<column>`` (does the value hold a resident ID?) for the id, count and USCC
+    columns that have a value of 18 bytes or more, and the names of those columns. Only such values can
+    hold one, so the regex runs on them alone: a length is read from the offsets, a regex reads every byte
+    (the event stream's ids are mostly short). An event's item_id checked against the catalogue is left out:
+    the catalogue's own ingest refused such ids, so unknown_item catches one (its raw row is masked)."""
+    names = [
+        c.name for c in spec.columns
+        if c.name in present and c.kind in ("id", "subject_id", "int", "uscc")
+        and not (spec is EVENTS and c.name == "item_id" and ctx.known_items is not None)
+    ]
+    flags = []
+    for name in names:
+        long = df.select(pl.col(name).str.len_bytes().fill_null(0) >= 18).to_series()
+        if not long.any():
+            continue
+        idx = long.arg_true()
+        shaped = df[name].gather(idx).to_frame().select(contains_resident_id(pl.col(name))).to_series()
+        flags.append(pl.repeat(False, df.height, eager=True).scatter(idx, shaped).alias(f"_idshape_{name}"))
+    return (df.with_columns(flags) if flags else df), {f.name.removeprefix("_idshape_") for f in flags}
+
+
 def validate(
     spec: TableSpec, frame: pl.DataFrame, ctx: Context, *, trim: bool = True, nul_columns: set[str] | None = None
 ) -> pl.DataFrame:
-    """Add ``_p_*`` typed columns and ``_field`` / ``_reason`` (null on rows that pass every rule).
+    """Add ``_p_*`` typed columns and ``_field`` / ``_reason`` (null on rows that pass every rule), and
+    ``_idshape_*`` flags for the id columns long enough to hold a resident ID.
 
     ``frame`` holds the file's columns as strings. Contract columns are normalised in place (trimmed,
     empty = null) unless ``trim`` is false (the event stream: its reader already turns empty fields into
@@ -469,7 +618,8 @@ def validate(
     if trim:
         df = df.with_columns(normalise([c for c in spec.names if c in present]))
     df = _parse_ts_columns(df.with_columns(parsed_columns(spec, present)).collect(), spec, present)
-    rules = row_rules(spec, present, ctx, nul_columns)
+    df, long_columns = _with_resident_id_flags(spec, df, present, ctx)
+    rules = row_rules(spec, present, ctx, nul_columns, long_columns)
     none = pl.lit(None, dtype=pl.String)
     if not rules:
         return df.with_columns(none.alias("_field"), none.alias("_reason"))
@@ -512,6 +662,15 @@ def mark_duplicates(df: pl.DataFrame, key: str) -> pl.DataFrame:
 
 
 def raw_json(columns: list[str]) -> pl.Expr:
-    """The row as JSON for the quarantine, with the resident ID number masked."""
-    fields = [mask_id_number(pl.col(c)).alias(c) if c == "id_number" else pl.col(c) for c in columns]
+    """The row as JSON for the quarantine, with the resident ID number masked, and so is anything shaped
+    like one in any other column (extra columns included)."""
+    fields = [
+        mask_id_number(pl.col(c)).alias(c) if c == "id_number" else mask_resident_ids(pl.col(c)).alias(c)
+        for c in columns
+    ]
     return pl.struct(fields).struct.json_encode()
+
+
+def stored_text(spec: TableSpec, name: str, col: pl.Expr) -> pl.Expr:
+    """A column's value as stored: free text keeps its content with any resident ID in it masked."""
+    return mask_resident_ids(col) if spec.column(name).kind == "text" else col

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -47,12 +46,18 @@ from data.eventlog import (
     EVENT_SCHEMA,
     PENDING_SUFFIX,
     derived_event_id,
+    event_id_hash,
+    id_index_path,
+    ingest_lock,
+    live_files,
     month_dir,
     write_event_file,
+    write_id_index,
     writer_lock,
 )
-from data.registry import write_snapshot, write_snapshot_frame
+from data.registry import next_generation, write_snapshot, write_snapshot_frame
 from data.settings import TIMEZONE, Settings
+from data.store import RunLock, bind_id_hash_key
 
 # Columns of each SQLite registry table (besides ingest_id), in table order.
 DB_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -74,8 +79,6 @@ DEFAULT_FALSE = {"once_per_subject", "local_hukou_only"}
 
 ENCODING_SAMPLE_BYTES = 4 << 20
 CSV_BLOCK_BYTES = 32 << 20
-# Anything shaped like an 18-character resident ID inside free text (malformed rows) is masked too.
-_ID_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{6})[0-9]{11}[0-9Xx](?![0-9])")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,6 +126,7 @@ class IngestSummary:
     started_at: str = ""
     finished_at: str | None = None
     tables: dict[str, TableSummary] = field(default_factory=dict)
+    rekeyed: bool = False  # the store's ID-hash key was replaced by this ingest (--rekey)
 
     @property
     def rejected_files(self) -> list[str]:
@@ -147,6 +151,7 @@ class IngestSummary:
             "rows_in": self.rows_in,
             "quarantined": self.quarantined,
             "rejected_files": self.rejected_files,
+            "rekeyed": self.rekeyed,
             "tables": {
                 name: {**asdict(t), "stored": t.stored, "rows_per_s": round(t.rows_per_s, 1)}
                 for name, t in self.tables.items()
@@ -215,7 +220,8 @@ def open_source(table: str, path: Path) -> Source:
         try:
             columns = pq.ParquetFile(path).schema_arrow.names
         except (pa.ArrowException, OSError) as exc:
-            raise ContractError(f"{path}: not a readable Parquet file ({exc})") from None
+            # (The library's words, e.g. "Couldn't deserialize thrift", say nothing to whoever made the export.)
+            raise ContractError(f"{path}: not a readable Parquet file (no valid Parquet footer)") from None
         return Source(table, path, "parquet", list(columns))
     encoding = detect_encoding(path)
     with open(path, encoding=encoding, newline="") as f:
@@ -245,7 +251,7 @@ def check_columns(spec: TableSpec, src: Source) -> None:
 @dataclass
 class Batch:
     frame: pl.DataFrame  # the file's columns as strings (empty = null), plus _line
-    malformed: list[tuple[int | None, str]]  # (line, text) of CSV rows with the wrong number of fields
+    malformed: list[tuple[int | None, str, str]]  # (line, text, reason) of CSV lines that are no record
     nul_columns: set[str] | None = None  # columns holding a NUL byte in this batch (None = not checked)
 
 
@@ -260,7 +266,14 @@ def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
             yield from _parquet_batches(src, batch_rows)
         else:
             yield from _csv_batches(src, batch_rows)
-    except pa.ArrowInvalid as exc:
+    except (OSError, pa.ArrowInvalid) as exc:
+        if src.format == "parquet":  # pyarrow says OSError or ArrowInvalid for a damaged page, in its own words
+            raise ContractError(
+                f"{src.path}: the file is damaged (a data page cannot be read although its footer can): "
+                "file not loaded"
+            ) from None
+        if not isinstance(exc, pa.ArrowInvalid):
+            raise ContractError(f"{src.path}: cannot be read ({exc.strerror or 'I/O error'})") from None
         text = str(exc)
         if "UTF8" in text or "utf8" in text.lower():
             raise ContractError(f"{src.path}: invalid UTF-8 past the first {ENCODING_SAMPLE_BYTES >> 20} MB ({text})") from None
@@ -269,8 +282,32 @@ def read_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         raise ContractError(f"{src.path}: not valid {src.encoding} ({exc.reason} at byte {exc.start} of a block)") from None
 
 
+class _QuoteTooLong(ContractError):
+    """A quoted field runs past the parser's block: a stray quote swallowing more than a block."""
+
+
+# A file whose stray quote swallows more than a block is read again as one block when nothing of it has
+# been handed out yet (a registry is read whole) and it is at most this big.
+CSV_RETRY_MAX_BYTES = 512 << 20
+
+
 def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
-    malformed: list[tuple[int | None, str]] = []
+    yielded = False
+    try:
+        for batch in _csv_read(src, batch_rows, CSV_BLOCK_BYTES):
+            yielded = True
+            yield batch
+    except _QuoteTooLong as exc:
+        size = src.path.stat().st_size
+        if yielded or size > CSV_RETRY_MAX_BYTES:
+            raise ContractError(str(exc)) from None
+        # One block the size of the file: the swallowed region then parses as one record, found and split
+        # like any other broken quote.
+        yield from _csv_read(src, batch_rows, size + 1)
+
+
+def _csv_read(src: Source, batch_rows: int, block_bytes: int) -> Iterator[Batch]:
+    malformed: list[tuple[int | None, str]] = []  # pyarrow's records of the wrong width: (record number, text)
 
     def on_bad_row(row) -> str:
         malformed.append((row.number, row.text))
@@ -278,29 +315,17 @@ def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
 
     with open(src.path, encoding=src.encoding, newline="") as f:
         names_in_file = next(csv.reader([f.readline().lstrip("\ufeff")]))
-    reader = pacsv.open_csv(
-        src.path,
-        # Single-threaded parsing is as fast here and is what gives malformed rows their numbers.
-        read_options=pacsv.ReadOptions(
-            use_threads=False, block_size=CSV_BLOCK_BYTES, encoding=src.encoding or "utf8"
-        ),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names_in_file},
-            null_values=[""],
-            strings_can_be_null=True,
-        ),
-    )
-    kept = 0  # data rows yielded so far
+    kept = 0  # data rows read so far
     seen_bad = 0
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
+    broken = _BrokenQuotes(len(src.columns))
 
     def flush() -> Batch:
         nonlocal kept, seen_bad, pending, pending_rows
         table = pa.Table.from_batches(pending) if pending else None
         n = pending_rows
-        nul_columns = _nul_columns(table, src.columns) if table is not None else set()
+        nul_columns, newline_columns = _control_columns(table, src.columns) if table is not None else (set(), set())
         if table is not None:
             frame = pl.from_arrow(table)
             frame.columns = src.columns
@@ -311,27 +336,172 @@ def _csv_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         seen_bad = len(malformed)
         kept += n
         pending, pending_rows = [], 0
-        return Batch(frame, new_bad, nul_columns)
+        frame, bad, extra = broken.split(frame, new_bad, newline_columns)
+        if extra:
+            nul_columns = None  # the re-read lines were not scanned
+        return Batch(frame, bad, nul_columns)
 
-    for rb in reader:
-        pending.append(rb)
-        pending_rows += rb.num_rows
-        if pending_rows >= batch_rows:
-            yield flush()
+    def parse_error(exc: pa.ArrowInvalid) -> Exception:
+        if "straddl" not in str(exc):
+            return exc
+        near = kept + pending_rows + len(malformed) + 2
+        return _QuoteTooLong(
+            f"{src.path}: a quoted field opened at or after record {near} is not closed within "
+            f"{block_bytes >> 20} MB: a stray '\"'? Fix the quoting and ingest again; file not loaded"
+        )
+
+    try:
+        reader = pacsv.open_csv(
+            src.path,
+            # Single-threaded parsing is as fast here and is what gives malformed rows their numbers.
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=block_bytes, encoding=src.encoding or "utf8"
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names_in_file},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+        for rb in reader:
+            pending.append(rb)
+            pending_rows += rb.num_rows
+            if pending_rows >= batch_rows:
+                yield flush()
+    except pa.ArrowInvalid as exc:
+        raise parse_error(exc) from None
     yield flush()
 
 
-def _nul_columns(table: pa.Table, names: list[str]) -> set[str]:
-    """Columns with a NUL byte anywhere: one vectorised scan of each column's character buffer, so the
-    per-row NUL rule runs only where it can fire."""
-    out = set()
+# A quoted field may hold line breaks. One that spans this many lines or bytes, or whose later lines hold a
+# whole record's worth of delimiters, is a `"` opened by mistake that swallowed the records after it.
+BROKEN_QUOTE_LINES = 100
+BROKEN_QUOTE_BYTES = 1 << 20
+
+
+class _BrokenQuotes:
+    """Finds records that are really a stray quote and the lines it swallowed, after pyarrow has parsed the
+    batch (so a valid file pays for nothing but a scan of each column's bytes it already had), and re-reads
+    their lines one by one. Keeps the line numbers right from there on: a record number counts each re-read
+    line, so the rows after a broken quote keep their physical line numbers."""
+
+    def __init__(self, ncols: int) -> None:
+        self.ncols = ncols
+        self.starts: list[int] = []  # pyarrow record number of each broken record, in order
+        self.extra: list[int] = []  # lines each of them held beyond its first
+
+    def shift(self, numbers: np.ndarray) -> np.ndarray:
+        """Lines of pyarrow record numbers: each earlier broken record adds the lines it swallowed."""
+        if not self.starts:
+            return numbers
+        cum = np.concatenate([[0], np.cumsum(self.extra)])
+        return numbers + cum[np.searchsorted(np.array(self.starts), numbers, side="left")]
+
+    def split(
+        self, frame: pl.DataFrame, bad: list[tuple[int | None, str]], newline_columns: set[str]
+    ) -> tuple[pl.DataFrame, list[tuple[int | None, str, str]], bool]:
+        """``frame`` without the broken records plus the rows re-read from them, every malformed or broken
+        line as ``(line, text, reason)``, and whether anything was re-read."""
+        found: list[tuple[int, int | None, list[tuple[str, str | None]]]] = []  # (record, frame row, lines)
+        for column in sorted(newline_columns, key=list(frame.columns).index):
+            spans = frame.select(pl.col(column).str.contains("\n", literal=True).fill_null(False))
+            for pos in spans.to_series().arg_true().to_list():
+                if any(f[1] == pos for f in found):
+                    continue
+                row = frame.row(pos)
+                if self._swallowed(row[frame.columns.index(column)]):
+                    found.append((row[-1], pos, self._lines_of_fields(row[:-1], frame.columns.index(column))))
+        kept_bad = []
+        for number, text in bad:
+            if number is not None and "\n" in text:
+                found.append((number, None, [(line.removesuffix("\r"), None) for line in text.split("\n")]))
+            else:
+                kept_bad.append((number, text))
+        if not found:
+            lines = frame["_line"].to_numpy()
+            if self.starts:
+                frame = frame.with_columns(pl.Series("_line", self.shift(lines), dtype=pl.Int64))
+            return frame, [(self._line(n), t, "malformed_row") for n, t in bad], False
+        found.sort(key=lambda f: f[0])
+        out_bad: list[tuple[int | None, str, str]] = []
+        rows: list[list[str | None]] = []
+        for number, _, lines in found:
+            first = int(self.shift(np.array([number]))[0])
+            self.starts.append(number)
+            self.extra.append(len(lines) - 1)
+            for j, (text, reason) in enumerate(lines):
+                if reason is None and text.count('"') % 2:
+                    reason = "broken_quote"
+                if reason is None:
+                    if not text.strip():
+                        continue  # a blank line is no record, as everywhere in the file
+                    fields = next(csv.reader([text]))
+                    if len(fields) == self.ncols:
+                        rows.append([v if v != "" else None for v in fields] + [first + j])
+                        continue
+                    reason = "malformed_row"
+                out_bad.append((first + j, text, reason))
+        drop = [f[1] for f in found if f[1] is not None]
+        if drop:
+            frame = frame.filter(~pl.int_range(pl.len()).is_in(drop))
+        # Shifts apply only to records after each broken one: recompute from pyarrow's numbers.
+        frame = frame.with_columns(pl.Series("_line", self.shift(frame["_line"].to_numpy()), dtype=pl.Int64))
+        out_bad += [(self._line(n), t, "malformed_row") for n, t in kept_bad]
+        if rows:
+            reread = pl.DataFrame(rows, schema={**{c: pl.String for c in frame.columns[:-1]}, "_line": pl.Int64},
+                                  orient="row")
+            frame = pl.concat([frame, reread]).sort("_line", maintain_order=True)
+        return frame, sorted(out_bad, key=lambda b: b[0] or 0), True
+
+    def _line(self, number: int | None) -> int | None:
+        return None if number is None else int(self.shift(np.array([number]))[0])
+
+    def _swallowed(self, value: str) -> bool:
+        if len(value) >= BROKEN_QUOTE_BYTES // 4 and len(value.encode()) >= BROKEN_QUOTE_BYTES:
+            return True
+        lines = value.split("\n")
+        return len(lines) > BROKEN_QUOTE_LINES or any(line.count(",") >= self.ncols - 1 for line in lines[1:])
+
+    @staticmethod
+    def _lines_of_fields(fields: tuple, k: int) -> list[tuple[str, str | None]]:
+        """The lines a record with a stray quote opening field ``k`` came from, rebuilt from its fields: the
+        first and (when the quote was closed) the last line are broken; the ones between are as they were
+        in the file (a quote inside them was doubled, so the parser halved it)."""
+
+        def text(v: str | None) -> str:
+            if v is None:
+                return ""
+            return '"' + v.replace('"', '""') + '"' if any(ch in v for ch in ',"\r\n') else v
+
+        segments = [s.removesuffix("\r") for s in fields[k].split("\n")]
+        head = ",".join(text(v) for v in fields[:k]) + ("," if k else "")
+        lines: list[tuple[str, str | None]] = [(head + '"' + segments[0].replace('"', '""'), "broken_quote")]
+        lines += [(s.replace('"', '""'), None) for s in segments[1:-1]]
+        if segments[-1] != "":
+            tail = "".join("," + text(v) for v in fields[k + 1 :])
+            lines.append((segments[-1].replace('"', '""') + '"' + tail, "broken_quote"))
+        return lines
+
+
+def _control_columns(table: pa.Table, names: list[str]) -> tuple[set[str], set[str]]:
+    """Columns with a NUL byte, and columns with a line break, anywhere: one vectorised minimum over each
+    column's character buffer (both are control characters, below the space), and only where that finds
+    one a closer look; so the per-row NUL rule, and the broken-quote check, run only where they can fire."""
+    nul, newline = set(), set()
     for name, column in zip(names, table.columns):
         for chunk in column.chunks:
             data = chunk.buffers()[2]
-            if data is not None and data.size and not np.frombuffer(data, dtype=np.uint8).all():
-                out.add(name)
-                break
-    return out
+            if data is None or not data.size:
+                continue
+            chars = np.frombuffer(data, dtype=np.uint8)
+            if chars.min() >= 0x20:
+                continue
+            if not chars.all():
+                nul.add(name)
+            if (chars == 0x0A).any():
+                newline.add(name)
+    return nul, newline
 
 
 def _record_numbers(start: int, n: int, malformed: list[tuple[int | None, str]]) -> np.ndarray:
@@ -350,7 +520,7 @@ def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
     done = 0
     for rb in pf.iter_batches(batch_size=batch_rows):
         frame = pl.from_arrow(pa.Table.from_batches([rb]))
-        frame = frame.with_columns([_as_string(c, frame.schema[c]) for c in frame.columns])
+        frame = frame.with_columns([_as_string(frame, c) for c in frame.columns])
         frame = frame.with_columns(pl.int_range(done + 1, done + 1 + frame.height, dtype=pl.Int64).alias("_line"))
         done += frame.height
         yield Batch(frame, [])
@@ -358,8 +528,34 @@ def _parquet_batches(src: Source, batch_rows: int) -> Iterator[Batch]:
         yield Batch(pl.DataFrame(schema={**{c: pl.String for c in src.columns}, "_line": pl.Int64}), [])
 
 
-def _as_string(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator)."""
+def _as_string(frame: pl.DataFrame, name: str) -> pl.Series:
+    """Typed Parquet values as the strings the contract parses (so CSV and Parquet share one validator).
+
+    Whole numbers stored as floats (pandas writes an integer column with nulls as float64) read as
+    integers; NaN is missing. Nested values (lists, structs) are written as JSON and binary values
+    that are not UTF-8 as hex: in an extra column they only ever reach the quarantine's raw row.
+    """
+    dtype = frame.schema[name]
+    col = pl.col(name)
+    if dtype.is_float():
+        whole = col.is_finite() & (col == col.floor()) & (col.abs() < 2.0**63)
+        text = pl.when(whole).then(col.cast(pl.Int64, strict=False).cast(pl.String)).otherwise(col.cast(pl.String))
+        return frame.select(pl.when(col.is_nan()).then(None).otherwise(text).alias(name)).to_series()
+    if dtype.is_nested():
+        text = pl.struct(col.alias("v")).struct.json_encode().str.slice(len('{"v":')).str.strip_suffix("}")
+        return frame.select(pl.when(col.is_null()).then(None).otherwise(text).alias(name)).to_series()
+    if dtype == pl.Binary:
+        try:
+            return frame.select(_string_expr(name, pl.String)).to_series()
+        except pl.exceptions.PolarsError:
+            return frame.select(col.bin.encode("hex").alias(name)).to_series()
+    try:
+        return frame.select(_string_expr(name, dtype)).to_series()
+    except pl.exceptions.PolarsError:  # a type with no text form (e.g. an extension type): nothing to check
+        return pl.Series(name, [None] * frame.height, dtype=pl.String)
+
+
+def _string_expr(name: str, dtype: pl.DataType) -> pl.Expr:
     col = pl.col(name)
     if dtype == pl.Date:
         return col.dt.strftime("%Y-%m-%d").alias(name)
@@ -408,15 +604,15 @@ def _tuples(df: pl.DataFrame, chunk_rows: int = 100_000) -> Iterator[tuple]:
         yield from zip(*(s.to_list() for s in chunk.iter_columns()))
 
 
-def _malformed_frame(bad: list[tuple[int | None, str]]) -> pl.DataFrame:
+def _malformed_frame(bad: list[tuple[int | None, str, str]]) -> pl.DataFrame:
+    """Quarantine rows for CSV lines that could not be read as a record (``malformed_row``,
+    ``broken_quote``): their text as it came, with anything shaped like a resident ID masked."""
+    text = pl.Series("text", [t for _, t, _ in bad], dtype=pl.String)
     return pl.DataFrame(
-        {
-            "_line": [n for n, _ in bad],
-            "_field": [None] * len(bad),
-            "_reason": ["malformed_row"] * len(bad),
-            "_raw": [json.dumps({"text": _ID_IN_TEXT.sub(r"\1" + "*" * 12, t)}, ensure_ascii=False) for _, t in bad],
-        },
-        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String, "_raw": pl.String},
+        {"_line": [n for n, _, _ in bad], "_field": [None] * len(bad), "_reason": [r for _, _, r in bad]},
+        schema={"_line": pl.Int64, "_field": pl.String, "_reason": pl.String},
+    ).with_columns(
+        pl.struct(contract.mask_resident_ids(pl.lit(text))).struct.json_encode().alias("_raw")
     )
 
 
@@ -466,7 +662,7 @@ def _db_frame(spec: TableSpec, ok: pl.DataFrame, key: bytes) -> pl.DataFrame:
         elif col.kind == "int":
             exprs.append(pl.col(f"_p_{name}").alias(name))
         else:
-            exprs.append(pl.col(name).alias(name))
+            exprs.append(contract.stored_text(spec, name, pl.col(name)).alias(name))
     out = ok.select(exprs)
     if spec.name == "people" and "id_number" in present:
         # HMAC has no Polars kernel: one C call chain per id, from precomputed keyed states.
@@ -580,13 +776,14 @@ def _load_registry(
     try:
         ts.inserted, ts.updated, ts.unchanged = _upsert(conn, spec.name, rows, ingest_id)
         ts.add_reasons(_quarantine_rows(conn, ingest_id, spec.name, src.path, rejected))
+        generation = next_generation(conn, spec.name)  # the snapshot lags SQLite until written from this
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     if ts.inserted == rows.height and ts.inserted == conn.execute(f"SELECT count(*) FROM {spec.name}").fetchone()[0]:
         # The table holds exactly these rows: snapshot them from memory instead of reading SQLite back.
-        write_snapshot_frame(settings.home, spec.name, rows)
+        write_snapshot_frame(settings.home, spec.name, rows, generation)
     else:
         write_snapshot(settings.home, spec.name, conn)
     bar.update(src.table, ts.rows_in, ts.rows_in)
@@ -650,15 +847,21 @@ _STORED_CACHE_MONTHS = 4
 
 class _StoredIds:
     """The event_ids already in the log, per month partition, read once per month when first needed
-    (only a re-ingest pays for it: a month with no stored file costs a directory listing)."""
+    (only a re-ingest pays for it: a month with no stored file costs a directory listing).
+
+    The files a month held when first looked at are remembered: at commit, :meth:`stored_since` gives
+    the ids published there since (by the API, while this ingest read its file), which are then checked
+    under the writer lock."""
 
     def __init__(self, events_dir: Path) -> None:
         self.events_dir = events_dir
         self._cache: dict[int, tuple[pl.Series, pl.Series] | None] = {}
+        self._seen: dict[int, set[str]] = {}
 
     def _load(self, month: int) -> tuple[pl.Series, pl.Series] | None:
         if month not in self._cache:
-            files = sorted(month_dir(self.events_dir, month).glob("*.parquet"))
+            files = live_files(month_dir(self.events_dir, month))
+            self._seen.setdefault(month, {f.name for f in files})
             if not files:
                 self._cache[month] = None
                 return None
@@ -683,15 +886,32 @@ class _StoredIds:
         exact = part["event_id"].gather(idx).is_in(ids)
         return pl.Series("_already", [False], dtype=pl.Boolean).new_from_index(0, part.height).scatter(idx, exact)
 
+    def stored_since(self, month: int) -> pl.Series | None:
+        """Event ids in files of ``month`` published after it was first looked at (call under the
+        writer lock, so none can appear meanwhile); None when there are none. A merge of files already
+        seen counts as new: re-reading a few ids already checked is harmless."""
+        new = [f for f in live_files(month_dir(self.events_dir, month)) if f.name not in self._seen.get(month, set())]
+        if not new:
+            return None
+        return pl.scan_parquet(new).select("event_id").collect()["event_id"]
+
 
 @dataclass
 class _Pending:
     """One event file this ingest wrote under a ``.pending`` name; ``meta`` has _h and _line per row."""
 
     path: Path
+    month: int
     already: bool  # rows whose event_id was already stored: counted unchanged, the file is then deleted
     meta: pl.DataFrame
-    drop: list[int] = field(default_factory=list)  # row positions found to be in-file duplicates
+    drop: list[int] = field(default_factory=list)  # row positions of ``meta`` to leave out (see _drop_rows)
+    late: int = 0  # rows left out because another writer published their event_id while this ingest ran
+
+    @property
+    def index_path(self) -> Path:
+        """Its id index, pending like the file (written for new rows only: ``already`` files go)."""
+        final = id_index_path(self.path.with_name(self.path.name.removesuffix(PENDING_SUFFIX)))
+        return final.with_name(final.name + PENDING_SUFFIX)
 
 
 class _Writer:
@@ -711,8 +931,9 @@ class _Writer:
         tag = "a" if already else "n"
         path = d / f"part-{self.ingest_id:06d}-{k:05d}{tag}-{uuid.uuid4().hex[:8]}.parquet{PENDING_SUFFIX}"
         out = rows.select([*_EVENT_COLS, pl.lit(self.ingest_id, dtype=pl.Int64).alias("ingest_id")])
-        self.written.append(_Pending(path, already, rows.select("_h", "_line")))
-        self._queue.append(self._pool.submit(write_event_file, out, path))
+        pending = _Pending(path, month, already, rows.select("_h", "_line"))
+        self.written.append(pending)
+        self._queue.append(self._pool.submit(_write_pending, out, pending))
         while len(self._queue) > self.depth:
             self._queue.popleft().result()
 
@@ -724,6 +945,51 @@ class _Writer:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._queue.clear()
+
+
+def _write_pending(out: pl.DataFrame, p: _Pending) -> None:
+    write_event_file(out, p.path)
+    if not p.already:
+        write_id_index(p.meta["_h"].to_numpy(), p.index_path)
+
+
+def _drop_stored_since(stored: _StoredIds, written: list[_Pending]) -> int:
+    """Mark (in ``drop``) the rows to be published whose event_id another writer published while this
+    ingest was reading its file; returns how many. Exact: hash candidates are confirmed as strings."""
+    late = 0
+    for month in sorted({p.month for p in written if not p.already}):
+        ids = stored.stored_since(month)
+        if ids is None:
+            continue
+        hashes = event_id_hash(ids).implode()
+        for p in written:
+            if p.already or p.month != month or p.meta.height == 0:
+                continue
+            pos = p.meta["_h"].is_in(hashes).arg_true()
+            if not pos.len():
+                continue
+            cand = pl.read_parquet(p.path, columns=["event_id"])["event_id"].gather(pos)
+            hit = set(pos.filter(cand.is_in(ids.implode())).to_list()) - set(p.drop)
+            p.drop.extend(sorted(hit))
+            p.late += len(hit)
+            late += len(hit)
+    return late
+
+
+def _drop_rows(written: list[_Pending]) -> None:
+    """Rewrite the files to be published without their ``drop`` rows (``meta`` follows; ``drop`` empties).
+    Their id indexes stay: a superset is harmless."""
+    for p in written:
+        if not p.drop or p.already:
+            continue
+        mask = pl.Series([True]).new_from_index(0, p.meta.height).scatter(p.drop, False)
+        if mask.any():
+            write_event_file(pl.read_parquet(p.path).filter(mask), p.path)
+        else:
+            p.path.unlink()
+            p.index_path.unlink()
+        p.meta = p.meta.filter(mask)
+        p.drop = []
 
 
 def _duplicate_hashes(written: list[_Pending]) -> np.ndarray:
@@ -775,17 +1041,23 @@ def _month_parts(ok: pl.DataFrame) -> list[tuple[int, pl.DataFrame]]:
 def _load_events(
     settings: Settings, conn: sqlite3.Connection, ingest_id: int, src: Source, ctx: Context, ts: TableSummary, bar: _Progress
 ) -> None:
-    """Stream the file: each batch is validated, its bad rows quarantined (in a transaction still open),
-    its good rows written straight into their month partitions under ``.pending`` names. Once the whole
-    file has been read, in-file duplicate event_ids are found (64-bit hashes, confirmed exactly), the
-    quarantine commits, and the files are renamed into place. Anything going wrong before that deletes
-    the pending files and rolls back, so a file that breaks half-way stores nothing."""
+    """Stream the file: each batch is validated, its bad rows set aside in a ``.pending`` Parquet file and
+    its good rows written straight into their month partitions under ``.pending`` names (with their id
+    indexes). Once the whole file has been read, in-file duplicate event_ids are found (64-bit hashes,
+    confirmed exactly); then, under the writer lock and in one transaction, the quarantine is stored,
+    rows whose id another writer (the API) published meanwhile are dropped, and the files are renamed
+    into place. Anything going wrong before that deletes the pending files and rolls back, so a file
+    that breaks half-way stores nothing.
+
+    While the file is read, this holds :func:`~yiwang.eventlog.ingest_lock` only, and no SQLite
+    transaction: API posts go on meanwhile (each waits at most for the commit: a re-check against what
+    the API published, the quarantine insert, and renames)."""
     events_dir = Path(settings.events_dir)
-    with writer_lock(events_dir):
+    with ingest_lock(events_dir):
         stored = _StoredIds(events_dir)
         writer = _Writer(events_dir, ingest_id)
         written = writer.written
-        conn.execute("BEGIN IMMEDIATE")  # quarantine rows become visible only if the whole file reads cleanly
+        set_aside: list[Path] = []  # bad rows per batch, stored only if the whole file reads cleanly
         try:
             for k, batch in enumerate(_prefetch(read_batches(src, settings.ingest_batch_rows))):
                 ts.rows_in += batch.frame.height + len(batch.malformed)
@@ -793,7 +1065,9 @@ def _load_events(
                 rejected = pl.concat(
                     [_rejected_rows(batch.frame, checked), _malformed_frame(batch.malformed)], how="vertical"
                 )
-                ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, rejected))
+                if rejected.height:
+                    set_aside.append(events_dir / f".quarantine-{ingest_id:06d}-{k:05d}.parquet{PENDING_SUFFIX}")
+                    rejected.write_parquet(set_aside[-1])
                 ok = checked if rejected.height == 0 else checked.filter(pl.col("_reason").is_null())
                 given_id = pl.col("event_id") if "event_id" in ok.columns else pl.lit(None, dtype=pl.String)
                 channel = pl.col("channel") if "channel" in ok.columns else pl.lit(None, dtype=pl.String)
@@ -818,37 +1092,40 @@ def _load_events(
             writer.finish()
 
             cand = _duplicate_hashes(written)
-            if cand.size:
-                ts.add_reasons(
-                    _quarantine_rows(conn, ingest_id, "events", src.path, _in_file_duplicates(written, cand))
-                )
-            for p in written:
-                if p.drop and not p.already:
-                    keep = p.meta.height - len(p.drop)
-                    if keep:
-                        data = pl.read_parquet(p.path)
-                        mask = pl.Series([True]).new_from_index(0, data.height).scatter(p.drop, False)
-                        write_event_file(data.filter(mask), p.path)
+            in_file_duplicates = _in_file_duplicates(written, cand) if cand.size else None
+            _drop_rows(written)  # before the writer lock: a file with duplicates spread through it is long to rewrite
+            with writer_lock(events_dir):
+                conn.execute("BEGIN IMMEDIATE")
+                for path in set_aside:
+                    ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, pl.read_parquet(path)))
+                if in_file_duplicates is not None:
+                    ts.add_reasons(_quarantine_rows(conn, ingest_id, "events", src.path, in_file_duplicates))
+                if _drop_stored_since(stored, written):
+                    _drop_rows(written)
+                conn.execute("COMMIT")
+                for p in written:
+                    n = p.meta.height - len(p.drop)
+                    if p.already:
+                        ts.unchanged += n
+                        p.path.unlink(missing_ok=True)
                     else:
-                        p.path.unlink()
-            conn.execute("COMMIT")
+                        ts.inserted += n
+                        ts.unchanged += p.late
+                        if n:  # the id index first: a visible file always has one
+                            for path in (p.index_path, p.path):
+                                os.replace(path, path.with_name(path.name.removesuffix(PENDING_SUFFIX)))
         except BaseException:
             writer.close()  # no write may still be running when its file is deleted
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             for p in written:
                 p.path.unlink(missing_ok=True)
+                p.index_path.unlink(missing_ok=True)
             raise
         finally:
             writer.close()
-        for p in written:
-            n = p.meta.height - len(p.drop)
-            if p.already:
-                ts.unchanged += n
-                p.path.unlink(missing_ok=True)
-            else:
-                ts.inserted += n
-                if n:
-                    os.replace(p.path, p.path.with_name(p.path.name.removesuffix(PENDING_SUFFIX)))
+            for path in set_aside:
+                path.unlink(missing_ok=True)
     bar.update("events", ts.rows_in, ts.rows_in)
 
 
@@ -881,18 +1158,23 @@ def ingest_export(
     export_dir: Path,
     as_of: date | None = None,
     progress=None,
+    *,
+    rekey: bool = False,
 ) -> IngestSummary:
     """Validate and load every table file of ``export_dir``; returns (and stores) the summary.
 
     A file the contract refuses as a whole is reported in ``summary.tables[t].rejected`` (its rows are
     not read or counted) and the other files are still loaded. Raises :class:`ContractError` only when
-    the directory itself is unusable (missing, or holding no table file at all).
+    the directory itself is unusable (missing, or holding no table file at all), and
+    :class:`ConfigError` when the ID-hash key is not the store's (see :func:`data.store.bind_id_hash_key`;
+    ``rekey`` replaces it).
     """
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
         raise ContractError(f"{export_dir}: no such export directory")
     as_of = as_of or _today_shanghai()
     conn = db.conn
+    _, rekeyed = bind_id_hash_key(conn, settings, rekey=rekey)
     # A 256 MB page cache for the bulk upserts (the 2 MB default thrashes on million-row B-tree inserts),
     # and the staging table in memory; restored when done, the connection may be shared.
     saved_pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "temp_store")}
@@ -903,8 +1185,10 @@ def ingest_export(
         (str(export_dir), _now(), as_of.isoformat()),
     )
     ingest_id = cur.lastrowid
+    # Held until the outcome is recorded: a 'running' row whose lock is free is a dead run (data.store).
+    run_lock = RunLock(settings.home, f"ingest-{ingest_id}").acquire()
     conn.commit()
-    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now())
+    summary = IngestSummary(ingest_id, str(export_dir), as_of.isoformat(), started_at=_now(), rekeyed=rekeyed)
     bar = _Progress(progress)
     try:
         license_types = _license_types(settings)
@@ -950,8 +1234,9 @@ def ingest_export(
                 else:
                     _load_registry(settings, conn, ingest_id, src, ctx, ts, bar)
             except ContractError as exc:
-                # The file is refused as a whole: nothing of it was kept, so no row is counted.
-                ts.rejected = str(exc)
+                # The file is refused as a whole: nothing of it was kept, so no row is counted. (A parser's
+                # message may quote the row it choked on.)
+                ts.rejected = contract.mask_resident_ids_text(str(exc))
                 ts.rows_in = ts.inserted = ts.updated = ts.unchanged = ts.quarantined = 0
                 ts.reasons = {}
             ts.seconds = round(time.perf_counter() - t0, 3)
@@ -973,6 +1258,7 @@ def ingest_export(
             (summary.finished_at, summary.status, json.dumps(summary.to_dict(), ensure_ascii=False), ingest_id),
         )
         conn.commit()
+        run_lock.release()
         for pragma, value in saved_pragmas.items():
             conn.execute(f"PRAGMA {pragma} = {int(value)}")
     return summary

@@ -55,6 +55,9 @@ TAXONOMY_SCHEMA: dict[str, pl.DataType] = {
     "default_validity_days": pl.Int64(),
     "sensitive": pl.Boolean(),
     "description": pl.String(),
+    # How a feed reason names the tag ("因为您近期登记结婚"); empty for sensitive tags, which reasons never name.
+    "reason_zh": pl.String(),
+    "reason_en": pl.String(),
 }
 
 SUBJECT_TYPES = ("person", "enterprise")
@@ -118,7 +121,8 @@ def load_license_types(data_dir: Path | str) -> pl.DataFrame:
 
 
 def load_taxonomy(data_dir: Path | str) -> pl.DataFrame:
-    """The tag taxonomy (``data/tag_taxonomy.csv``); ``default_validity_days`` null means open-ended."""
+    """The tag taxonomy (``data/tag_taxonomy.csv``); ``default_validity_days`` null means open-ended, ``reason_zh`` /
+    ``reason_en`` are the feed-reason phrases (null for sensitive tags)."""
     path = Path(data_dir) / TAXONOMY_FILE
     raw = _read_csv(path, TAXONOMY_SCHEMA)
     _check_common(path, raw, _TAXONOMY_RULES)
@@ -127,6 +131,9 @@ def load_taxonomy(data_dir: Path | str) -> pl.DataFrame:
     df = _typed(path, raw, TAXONOMY_SCHEMA)
     _fail_first(path, df, "default_validity_days", pl.col("default_validity_days") <= 0,
                 "validity must be positive or empty")
+    for col in ("reason_zh", "reason_en"):
+        _fail_first(path, df, col, pl.col("sensitive") & pl.col(col).is_not_null(),
+                    "a sensitive tag never gives a reason: leave it empty")
     return df.drop(_LINE)
 
 

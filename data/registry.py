@@ -3,16 +3,27 @@
 SQLite serves single-subject reads; batch jobs (profiles, taggers, recommender, alerts) scan the same
 tables as Parquet snapshots under ``HOME/snapshots/<table>.parquet``, which ingest rewrites (atomically:
 write to a temporary file, then rename) after every successful load of that table.
+
+A process killed between a load's COMMIT and that rewrite leaves the snapshot older than SQLite, so the two
+are tied by a number: the load raises the table's generation (``registry_generations``) in its transaction,
+and the snapshot carries the generation it was written from (Parquet metadata). :func:`scan_table` compares
+them and rewrites a snapshot that lags from the committed rows before handing it out. Writers hold
+``snapshots/.<table>.lock`` while they write ``<table>.parquet.tmp``, so a ``.tmp`` found with the lock free
+is a dead writer's and is deleted (:func:`remove_dead_snapshot_temps`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 # Column types of each snapshot; the SQLite tables hold the same columns (booleans as 0/1 there).
 SNAPSHOT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
@@ -65,23 +76,148 @@ SNAPSHOT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }
 
 
+# Parquet key-value metadata: the registry generation the snapshot was written from.
+GENERATION_KEY = b"yiwang.registry_generation"
+
+
 def snapshot_path(home: Path, table: str) -> Path:
     return Path(home) / "snapshots" / f"{table}.parquet"
 
 
 def scan_table(home: Path, table: str) -> pl.LazyFrame:
-    """A registry table as a LazyFrame with its snapshot schema (empty and typed if never ingested)."""
+    """A registry table as a LazyFrame with its snapshot schema (empty and typed if never ingested); a snapshot
+    older than the committed table (a killed ingest) is rewritten from SQLite first."""
     schema = SNAPSHOT_SCHEMAS[table]
+    refresh_stale_snapshot(home, table)
     path = snapshot_path(home, table)
     if not path.exists():
         return pl.LazyFrame(schema=schema)
     return pl.scan_parquet(path).select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
+def registry_generation(conn: sqlite3.Connection, table: str) -> int:
+    """The table's generation in SQLite: 0 until an ingest has loaded it (or in a store not yet migrated)."""
+    try:
+        row = conn.execute("SELECT generation FROM registry_generations WHERE table_name = ?", (table,)).fetchone()
+    except sqlite3.OperationalError:  # no such table: a store older than the migration, opened read-only
+        return 0
+    return row[0] if row else 0
+
+
+def next_generation(conn: sqlite3.Connection, table: str) -> int:
+    """Within the caller's write transaction (the one loading ``table``): raise and return its generation."""
+    conn.execute(
+        "INSERT INTO registry_generations (table_name, generation) VALUES (?, 1) "
+        "ON CONFLICT(table_name) DO UPDATE SET generation = generation + 1",
+        (table,),
+    )
+    return registry_generation(conn, table)
+
+
+def snapshot_generation(path: Path) -> int | None:
+    """The generation a snapshot file was written from; None if it has none recorded (or is unreadable)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    value = meta.get(GENERATION_KEY)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _is_stale(home: Path, table: str, generation: int) -> bool:
+    written_from = snapshot_generation(snapshot_path(home, table))
+    if generation == 0 and written_from is None:
+        # Never loaded by an ingest that counts generations (a store from before them, or a snapshot written
+        # straight by a benchmark): whatever snapshot exists is all there is.
+        return False
+    return written_from != generation
+
+
+def refresh_stale_snapshot(home: Path, table: str) -> bool:
+    """Rewrite ``table``'s snapshot from the committed rows if it lags SQLite; returns whether it did."""
+    db_path = Path(home) / "yiwang.db"
+    if not db_path.exists():
+        return False
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        if not _is_stale(home, table, registry_generation(conn, table)):
+            return False
+        with _snapshot_lock(home, table):
+            # Another process may have rewritten it while this one waited for the lock.
+            if not _is_stale(home, table, registry_generation(conn, table)):
+                return False
+            _write_snapshot_locked(home, table, conn)
+        return True
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _snapshot_lock(home: Path, table: str):
+    """Exclusive right to write ``table``'s snapshot (released by the kernel if the holder dies)."""
+    directory = Path(home) / "snapshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / f".{table}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_dead_snapshot_temps(home: Path) -> list[Path]:
+    """Delete ``snapshots/*.tmp`` files left by killed writers (those whose table lock nobody holds)."""
+    removed = []
+    for tmp in sorted((Path(home) / "snapshots").glob("*.parquet.tmp")):
+        table = tmp.name.removesuffix(".parquet.tmp")
+        fd = os.open(tmp.parent / f".{table}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a live writer is on it
+        try:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def remove_dead_snapshot_temps_at_open(conn: sqlite3.Connection, home: Path) -> None:
+    remove_dead_snapshot_temps(home)
+
+
 def write_snapshot(home: Path, table: str, conn: sqlite3.Connection) -> int:
-    """Rewrite ``table``'s snapshot from SQLite; returns its row count."""
+    """Rewrite ``table``'s snapshot from SQLite (committed rows and generation, read together); returns its
+    row count. ``conn`` must not be inside a write transaction of its own."""
+    with _snapshot_lock(home, table):
+        return _write_snapshot_locked(home, table, conn)
+
+
+def _write_snapshot_locked(home: Path, table: str, conn: sqlite3.Connection) -> int:
     schema = SNAPSHOT_SCHEMAS[table]
     cols = ", ".join(schema)
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")  # one read snapshot of the store: the rows are those of the generation read
+    try:
+        generation = registry_generation(conn, table)
+        frames = _read_rows(conn, table, schema, cols)
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    raw = (
+        pl.concat(frames, how="vertical_relaxed")
+        if frames
+        else pl.DataFrame(schema={c: _sqlite_type(t) for c, t in schema.items()})
+    )
+    df = raw.select([_to_type(c, t) for c, t in schema.items()])
+    _replace_snapshot(home, table, df, generation)
+    return df.height
+
+
+def _read_rows(conn: sqlite3.Connection, table: str, schema: dict[str, pl.DataType], cols: str) -> list[pl.DataFrame]:
     cur = conn.execute(f"SELECT {cols} FROM {table}")
     frames = []
     while True:
@@ -96,31 +232,26 @@ def write_snapshot(home: Path, table: str, conn: sqlite3.Connection) -> int:
                 {c: pl.Series(c, vals, dtype=_sqlite_type(t), strict=False) for (c, t), vals in zip(schema.items(), columns)}
             )
         )
-    raw = (
-        pl.concat(frames, how="vertical_relaxed")
-        if frames
-        else pl.DataFrame(schema={c: _sqlite_type(t) for c, t in schema.items()})
-    )
-    df = raw.select([_to_type(c, t) for c, t in schema.items()])
-    path = snapshot_path(home, table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
-    return df.height
+    return frames
 
 
-def write_snapshot_frame(home: Path, table: str, rows: pl.DataFrame) -> int:
+def write_snapshot_frame(home: Path, table: str, rows: pl.DataFrame, generation: int) -> int:
     """Write ``table``'s snapshot from a frame holding the whole table in SQLite form (dates as ISO text,
-    booleans 0/1): what ingest uses after a first load, instead of reading a million rows back."""
+    booleans 0/1) as committed at ``generation``: what ingest uses after a first load, instead of reading a
+    million rows back."""
     schema = SNAPSHOT_SCHEMAS[table]
     df = rows.select([_to_type(c, t) for c, t in schema.items()])
-    path = snapshot_path(home, table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, path)
+    with _snapshot_lock(home, table):
+        _replace_snapshot(home, table, df, generation)
     return df.height
+
+
+def _replace_snapshot(home: Path, table: str, df: pl.DataFrame, generation: int) -> None:
+    """Under the table's snapshot lock: write the temporary file, then rename it over the snapshot."""
+    path = snapshot_path(home, table)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.write_parquet(tmp, metadata={GENERATION_KEY.decode(): str(generation)})
+    os.replace(tmp, path)
 
 
 def _sqlite_type(dtype: pl.DataType) -> pl.DataType:

@@ -92,3 +92,29 @@ MIGRATIONS = [
         """,
     ),
 ]
+
+MIGRATIONS += [
+    (
+        # Facts about the store itself; first: the fingerprint of the key resident IDs are hashed with
+        # (HMAC(key, "yiwang-key-fingerprint")), so ingest can refuse a different key instead of re-hashing.
+        "0002_store_meta_id_hash_key_fingerprint",
+        """
+        CREATE TABLE store_meta (
+            name TEXT PRIMARY KEY,              -- e.g. id_hash_key_fingerprint
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        # A registry table's generation goes up in the transaction that loads it; its Parquet snapshot
+        # records the generation it was written from, so a snapshot older than SQLite is detected and redone.
+        "0003_store_registry_generations",
+        """
+        CREATE TABLE registry_generations (
+            table_name TEXT PRIMARY KEY,
+            generation INTEGER NOT NULL
+        );
+        """,
+    ),
+]

@@ -5,8 +5,11 @@ A bad value raises :class:`data.errors.ConfigError` naming the environment key a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
+import sqlite3
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -95,17 +98,58 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         return self.home / "models"
 
-    def hash_key(self) -> bytes:
-        """The HMAC key for resident IDs: from settings, else a random key kept (0600) in HOME."""
+    @property
+    def hash_key_file(self) -> Path:
+        return self.home / "secrets" / "id_hash.key"
+
+    def hash_key_source(self) -> str:
+        """Where :meth:`hash_key` takes the key from, as a person would name it in a message."""
+        return "setting YIWANG_ID_HASH_KEY" if self.id_hash_key else f"key file {self.hash_key_file}"
+
+    def hash_key(self, *, new_key_allowed: bool = False) -> bytes:
+        """The HMAC key for resident IDs: from settings, else a random key kept (0600) in HOME.
+
+        A new random key is made only for a home whose store holds no hashed ID yet (or when
+        ``new_key_allowed``: ``yiwang ingest --rekey``): a replaced key would silently re-hash every ID."""
         if self.id_hash_key:
             return self.id_hash_key.encode()
-        path = self.home / "secrets" / "id_hash.key"
+        path = self.hash_key_file
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not new_key_allowed and store_holds_hashed_ids(self.db_path):
+                raise ConfigError(
+                    f"the ID-hash key file {path} is missing, but the store {self.db_path} holds resident IDs "
+                    "hashed with a key: restore that file or set YIWANG_ID_HASH_KEY to the original key (a new key "
+                    "would re-hash every ID); to re-hash them with a new key on purpose, run `yiwang ingest --rekey`"
+                )
+            os.umask(0o077)  # the home and secrets/ are created private, like the store (data.store)
+            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """What the store keeps of the ID-hash key: enough to recognise it, nothing to recover it."""
+    return hmac.new(key, b"yiwang-key-fingerprint", hashlib.sha256).hexdigest()
+
+
+def store_holds_hashed_ids(db_path: Path) -> bool:
+    """Whether the store has a key fingerprint recorded or any hashed resident ID (read-only look)."""
+    if not Path(db_path).exists():
+        return False
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "store_meta" in tables and conn.execute(
+            "SELECT 1 FROM store_meta WHERE name = 'id_hash_key_fingerprint'"
+        ).fetchone():
+            return True
+        return "people" in tables and bool(
+            conn.execute("SELECT 1 FROM people WHERE id_hash IS NOT NULL LIMIT 1").fetchone()
+        )
+    finally:
+        conn.close()
 
 
 def load_settings(**overrides) -> Settings:

@@ -3,19 +3,30 @@
 Each area owns its migrations (``<area>/schema.py`` exposes ``MIGRATIONS``: a list of ``(name, sql)``). The store
 names no area: the app shell gathers them (``yiwang.migrations``) and hands them to :func:`open_db`, which applies
 each pending one once, in the order given, recording it in ``_migrations``.
+
+sqlite-utils wraps the connection (:class:`sqlite_utils.Database`) for what it does well at small volume: an
+owner's row-at-a-time writes and lookups by key (``db[table].insert/upsert/get/update/rows_where``, e.g. API keys
+and registry rows loaded by tests). Tables are created only by the named migrations, never by an insert, and
+the bulk and per-request paths (ingest batches, snapshots, feeds, the audit write, key checks) use prepared
+statements on ``db.conn``, where sqlite-utils' per-call table look-ups would cost more than the write.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import re
 import sqlite3
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import sqlite_utils
 
-from data.errors import StateError
+from data.errors import ConfigError, StateError
 
 Migration = tuple[str, str]
 
@@ -41,27 +52,161 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             raise StateError(f"no store at {db_path}: run `yiwang ingest` first")
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
     else:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_home(db_path.parent)
         conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn, db_path)
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
 
-def open_db(db_path: Path, migrations: Sequence[Migration] = ()) -> sqlite_utils.Database:
-    """Open (creating if needed) the store and apply the pending ones of ``migrations``."""
+def make_private_home(home: Path) -> None:
+    """The store is its user's alone: everything this process creates from now on (database, WAL and SHM,
+    snapshots, event log, profiles, models, secrets) is 0600 / 0700, and a home created here is 0700.
+    An existing directory's mode is left as its owner set it."""
+    os.umask(0o077)
+    home = Path(home)
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700, exist_ok=True)
+
+
+def _use_wal(conn: sqlite3.Connection, db_path: Path, wait_s: float = 30.0) -> None:
+    """Switch the file to WAL (a no-op once it is). The first switch of a fresh file needs an exclusive lock,
+    and SQLite answers "database is locked" to a concurrent opener without calling the busy handler: retry."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.002
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        if time.monotonic() > deadline:
+            conn.close()
+            raise StateError(
+                f"{db_path}: could not switch the store to WAL mode (locked by another process for {wait_s:.0f} s)"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+Recovery = Callable[[sqlite3.Connection, Path], object]
+
+
+def open_db(
+    db_path: Path, migrations: Sequence[Migration] = (), recovery: Sequence[Recovery] = ()
+) -> sqlite_utils.Database:
+    """Open (creating if needed) the store, apply the pending ones of ``migrations``, then run each of
+    ``recovery`` (``(conn, home)``: the areas' clean-up after runs that died, see below)."""
     db = sqlite_utils.Database(connect(db_path))
     if migrations:
         apply_migrations(db, migrations)
+    for recover in recovery:
+        recover(db.conn, Path(db_path).parent)
     return db
+
+
+# -- runs that die half-way ---------------------------------------------------------------------------------------
+# A long run (an ingest, a feed build) records itself in the store as in progress and holds an exclusive flock on
+# ``HOME/run/<name>.lock`` until its outcome is recorded. The kernel drops the lock when the process dies however
+# it dies (kill -9 included), so an "in progress" record whose lock is free belongs to a dead run.
+# Each area cleans up after its own dead runs with a function ``(conn, home)``; the shell gathers them
+# (``yiwang.migrations.recovery()``) and :func:`open_db` runs them on every open of the store.
+
+
+class RunLock:
+    """The lock a live run holds (see above); take it before committing the run's "in progress" record."""
+
+    def __init__(self, home: Path, name: str) -> None:
+        self.path = run_lock_path(home, name)
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError(f"{self.path} is held by another live process: the same run is already going on") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """After the run's outcome is committed: a prober that still finds the file sees the final status."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def run_lock_path(home: Path, name: str) -> Path:
+    return Path(home) / "run" / f"{name}.lock"
+
+
+@contextmanager
+def dead_run(home: Path, name: str):
+    """Yields True, holding the run's lock, if the run ``name`` is dead (its lock file absent or free), else
+    False. Record the run's failure inside, conditionally on it still being "in progress"; the lock file is
+    removed on the way out."""
+    path = run_lock_path(home, name)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
+    """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
+    (named after the ingest, so no live writer's); returns their ids."""
+    from data.eventlog import PENDING_SUFFIX
+
+    failed = []
+    for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
+        with dead_run(home, f"ingest-{ingest_id}") as dead:
+            if not dead:
+                continue
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            note = json.dumps({"ingest_id": ingest_id, "status": "failed", "error": (
+                "the ingest process died before finishing (killed or crashed); found by a later open of the store. "
+                "Tables whose load had committed are kept; re-run the ingest to load the rest"
+            )})
+            cur = conn.execute(
+                "UPDATE ingests SET status = 'failed', finished_at = ?, summary_json = COALESCE(summary_json, ?) "
+                "WHERE ingest_id = ? AND status = 'running'",
+                (now, note, ingest_id),
+            )
+            conn.commit()
+            if cur.rowcount:
+                failed.append(ingest_id)
+                for pending in Path(home).glob(f"events/month=*/part-{ingest_id:06d}-*{PENDING_SUFFIX}"):
+                    pending.unlink(missing_ok=True)
+    return failed
 
 
 def apply_migrations(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> list[str]:
     """Apply every pending migration of ``migrations`` in order; returns the names applied now."""
     conn = db.conn
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
     applied = []
     for name, sql in migrations:
@@ -125,3 +270,44 @@ def swap_in_build_table(conn: sqlite3.Connection, table: str) -> None:
 def drop_old_table(conn: sqlite3.Connection, table: str) -> None:
     conn.execute(f"DROP TABLE IF EXISTS {table}_old")
     conn.commit()
+
+
+# -- the ID-hash key the store's resident IDs are hashed with ----------------------------------------------------
+
+KEY_FINGERPRINT = "id_hash_key_fingerprint"
+
+
+def bind_id_hash_key(conn: sqlite3.Connection, settings, *, rekey: bool = False) -> tuple[bytes, bool]:
+    """The ID-hash key to ingest with, checked against the fingerprint the store recorded (the first key
+    used is recorded). A different key raises :class:`ConfigError`, unless ``rekey``: then it becomes the
+    store's key and every stored ``id_hash`` is cleared (ingest recomputes those of the people it loads), so
+    no hash made with another key remains. Returns (key, whether the key was replaced)."""
+    from data.settings import key_fingerprint
+
+    key = settings.hash_key(new_key_allowed=rekey)
+    fingerprint = key_fingerprint(key)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT value FROM store_meta WHERE name = ?", (KEY_FINGERPRINT,)).fetchone()
+        replaced = row is not None and row[0] != fingerprint
+        if replaced and not rekey:
+            raise ConfigError(
+                f"the ID-hash key ({settings.hash_key_source()}) is not the key this store's resident IDs were "
+                f"hashed with (fingerprint {row[0][:12]}, this key {fingerprint[:12]}): ingesting would re-hash "
+                f"every ID. Set YIWANG_ID_HASH_KEY to the original key or restore {settings.hash_key_file}; to "
+                "re-hash all IDs with this key on purpose, run `yiwang ingest --rekey`"
+            )
+        if row is None or replaced:
+            conn.execute(
+                "INSERT INTO store_meta (name, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (KEY_FINGERPRINT, fingerprint, now),
+            )
+        if replaced:
+            conn.execute("UPDATE people SET id_hash = NULL WHERE id_hash IS NOT NULL")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return key, replaced

@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import polars as pl  # noqa: E402
-import yaml  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator  # noqa: E402
 
 from recommender import candidates as C  # noqa: E402
 from recommender.config import load_config  # noqa: E402
@@ -37,6 +37,7 @@ from recommender.evaluation import EvalReport, SystemResult, group_breakdown, wr
 from recommender.filters import blocked_pairs  # noqa: E402
 from recommender.metrics import USER_METRICS, coverage, parse_metrics, per_user  # noqa: E402
 from recommender.training import Scorer, fit_implicit, train_models  # noqa: E402
+from data import yamlfile  # noqa: E402
 from data.errors import ConfigFileError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,13 +47,62 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class City(_Section):
+    people: int = Field(ge=1)
+    enterprises: int = Field(ge=0)
+    seed: int
+    as_of: str  # an ISO date, quoted
+
+    @field_validator("as_of")
+    @classmethod
+    def _iso(cls, v: str) -> str:
+        date.fromisoformat(v)  # ValueError names the bad date
+        return v
+
+
+class GroupRule(_Section):
+    """How a group's membership is read from the city's ground truth: exactly one of these."""
+
+    crowd: str | None = None
+    occupation: str | None = None
+    kind: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if len(self.model_fields_set) != 1:
+            raise ValueError("give exactly one of crowd: CODE, occupation: CODE, kind: person|enterprise")
+        return self
+
+
+class Experiment(_Section):
+    city: City
+    workdir: str
+    out: str
+    test_days: int = Field(gt=0)
+    k: int = Field(gt=0)
+    metrics: list[str] | str
+    groups: dict[str, GroupRule]
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v):
+        try:
+            parse_metrics(v, source="")
+        except ConfigFileError as exc:
+            raise ValueError(str(exc).removeprefix(": ")) from None
+        return v
+
+
 def load_experiment(path: Path, overrides: dict) -> dict:
     if not path.exists():
         raise ConfigFileError(f"experiment config {path} does not exist")
-    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for key in ("city", "workdir", "out", "test_days", "k", "metrics", "groups"):
-        if key not in cfg:
-            raise ConfigFileError(f"{path}: missing key {key!r}")
+    doc = yamlfile.read(path, error=ConfigFileError, style=yamlfile.key_style)
+    yamlfile.validate(Experiment, doc, error=ConfigFileError, style=yamlfile.key_style)
+    cfg = doc.data
     for key, value in overrides.items():
         if value is not None:
             if key in ("people", "enterprises", "seed"):
@@ -60,9 +110,6 @@ def load_experiment(path: Path, overrides: dict) -> dict:
             else:
                 cfg[key] = value
     cfg["metrics"] = parse_metrics(cfg["metrics"], source=f"{path}: metrics")
-    for name, rule in cfg["groups"].items():
-        if not isinstance(rule, dict) or len(rule) != 1 or next(iter(rule)) not in ("crowd", "occupation", "kind"):
-            raise ConfigFileError(f"{path}: group {name!r} must be one of {{crowd: CODE}}, {{occupation: CODE}}, {{kind: ...}}")
     return cfg
 
 

@@ -4,7 +4,11 @@
 exist once across reruns, crashes and overlapping runs: evaluation only ever does INSERT OR IGNORE on it.
 ``deliveries`` holds one row per alert and channel; its idempotency key is derived from the dedup key, so every
 retry of a webhook send carries the same key. ``rule_snapshots`` keeps every good rules file that was put in force,
-so a broken file on disk never replaces the rules in force. ``scheduler_jobs`` is APScheduler's job store.
+so a broken file on disk never replaces the rules in force.
+
+The scheduler's tables (``scheduler_jobs``, ``job_runs``), which this area's first migration also created while
+the scheduler was the notifier's, are the app shell's now (yiwang/schema.py, same definitions): a store made
+before keeps them, a new store gets them from the shell's migration.
 """
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -80,21 +84,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             text TEXT NOT NULL,                 -- the YAML exactly as validated
             loaded_at TEXT NOT NULL
         );
-        CREATE TABLE scheduler_jobs (
-            id TEXT PRIMARY KEY,
-            next_run_time REAL,                 -- UTC epoch seconds; NULL = paused
-            job_state BLOB NOT NULL
-        );
-        CREATE INDEX scheduler_jobs_next ON scheduler_jobs(next_run_time);
-        CREATE TABLE job_runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            job_id TEXT NOT NULL,
-            started_at TEXT NOT NULL,
-            finished_at TEXT,
-            status TEXT NOT NULL,               -- running / ok / failed
-            summary TEXT
-        );
-        CREATE INDEX job_runs_job ON job_runs(job_id, id);
         """,
     ),
     (

@@ -36,6 +36,10 @@ from data.registry import scan_table
 from data.settings import Settings
 from data.store import create_build_table, drop_old_table, swap_in_build_table
 
+# What another engine may import from this one (tests/test_layering.py holds every engine to it): these modules,
+# and in them the names that do not start with "_". The rest is this engine's own and may change without notice.
+PUBLIC_MODULES = ("profiler", "profiler.build")
+
 Progress = Callable[[str, int, int], None]
 
 PROFILE_STAGES = ("compute", "write", "publish")

@@ -1,8 +1,8 @@
 """Recommender configuration: action weights, time decay, candidate sizes, ranker and serving parameters.
 
 The values live in ``DATA_DIR/recommender.yaml`` (or ``settings.recommender_config_file``); this module only
-checks them. A missing or unknown key, or a value of the wrong type, is a :class:`ConfigFileError` naming the key,
-so a typo never silently falls back to a default.
+checks them, against the schema below. A missing or unknown key, or a value of the wrong type, is a
+:class:`ConfigFileError` naming the file, the line and the key, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -10,42 +10,87 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from data import yamlfile
 from data.errors import ConfigFileError
 from data.eventlog import ACTIONS
 
-# section -> key -> expected type (dict values are free-form parameter maps checked by their consumer)
-_SPEC: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "interactions": {
-        "action_weights": dict,
-        "half_life_days": (int, float),
-        "history_days": int,
-        "positive_actions": list,
-    },
-    "model": {"name": str, "params": dict},
-    "candidates": {
-        "implicit": int,
-        "tags": int,
-        "renewals": int,
-        "neighbours": int,
-        "neighbours_per_item": int,
-        "recent_items": int,
-        "recent_days": int,
-        "popular_per_group": int,
-        "popular_days": int,
-        "renewal_grace_days": int,
-    },
-    "ranker": {
-        "label_window_days": int,
-        "max_training_subjects": int,
-        "validation_fraction": (int, float),
-        "params": dict,
-    },
-    "serving": {"pin_renewals_within_days": int, "chunk_subjects": int, "popular_list_size": int},
-}
+Count = Annotated[int, Field(ge=0)]
+Days = Annotated[int, Field(ge=0)]
+Weight = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    # strict: `true` is not a number and "30" is not a whole number
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _known_actions(actions, what: str):
+    unknown = [a for a in actions if a not in ACTIONS]
+    if unknown:
+        raise ValueError(f"{what} names unknown action {unknown[0]!r} (known: {', '.join(ACTIONS)})")
+    return actions
+
+
+class Interactions(_Section):
+    action_weights: dict[str, Weight]
+    half_life_days: float = Field(gt=0)  # time decay of an interaction's weight
+    history_days: Days
+    positive_actions: list[str]
+
+    @field_validator("action_weights")
+    @classmethod
+    def _weights(cls, v):
+        return _known_actions(v, "action_weights")
+
+    @field_validator("positive_actions")
+    @classmethod
+    def _positives(cls, v):
+        return _known_actions(v, "positive_actions")
+
+
+class ModelSection(_Section):
+    name: str
+    params: dict[str, Any]  # checked by the model's constructor
+
+
+class Candidates(_Section):
+    implicit: Count
+    tags: Count
+    renewals: Count
+    neighbours: Count
+    neighbours_per_item: Count
+    recent_items: Count
+    recent_days: Days
+    popular_per_group: Count
+    popular_days: Days
+    renewal_grace_days: Days
+
+
+class Ranker(_Section):
+    label_window_days: int = Field(gt=0)
+    max_training_subjects: Count
+    validation_fraction: float = Field(gt=0, lt=1)
+    params: dict[str, Any]  # LightGBM's own parameters
+
+
+class Serving(_Section):
+    pin_renewals_within_days: Days
+    chunk_subjects: int = Field(gt=0)
+    popular_list_size: Count
+
+
+class RecommenderFile(_Section):
+    """The whole file: every section and every key is required."""
+
+    interactions: Interactions
+    model: ModelSection
+    candidates: Candidates
+    ranker: Ranker
+    serving: Serving
 
 
 @dataclass(frozen=True)
@@ -85,49 +130,14 @@ def load_config(settings=None, path: Path | None = None) -> RecommenderConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigFileError(f"recommender config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" line {line + 1}" if line is not None else ""
-        raise ConfigFileError(f"{path}{where}: not valid YAML") from None
-    return from_dict(raw, source=str(path))
+    return _checked(yamlfile.read(path, error=ConfigFileError))
 
 
 def from_dict(raw: Any, source: str = "<dict>") -> RecommenderConfig:
-    if not isinstance(raw, dict):
-        raise ConfigFileError(f"{source}: expected a mapping of sections {sorted(_SPEC)}")
-    for section in raw:
-        if section not in _SPEC:
-            raise ConfigFileError(f"{source}: unknown section {section!r} (known: {', '.join(_SPEC)})")
-    for section, keys in _SPEC.items():
-        values = raw.get(section)
-        if not isinstance(values, dict):
-            raise ConfigFileError(f"{source}: section {section!r} is missing or not a mapping")
-        for key in values:
-            if key not in keys:
-                raise ConfigFileError(f"{source}: unknown key {section}.{key} (known: {', '.join(keys)})")
-        for key, typ in keys.items():
-            if key not in values:
-                raise ConfigFileError(f"{source}: missing key {section}.{key}")
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, typ):
-                raise ConfigFileError(f"{source}: {section}.{key} = {value!r} has the wrong type")
-            if isinstance(value, (int, float)) and value < 0:
-                raise ConfigFileError(f"{source}: {section}.{key} = {value!r} must not be negative")
-    weights = raw["interactions"]["action_weights"]
-    for action, w in weights.items():
-        if action not in ACTIONS:
-            raise ConfigFileError(f"{source}: interactions.action_weights names unknown action {action!r}")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-            raise ConfigFileError(f"{source}: interactions.action_weights.{action} = {w!r} must be a number >= 0")
-    for action in raw["interactions"]["positive_actions"]:
-        if action not in ACTIONS:
-            raise ConfigFileError(f"{source}: interactions.positive_actions names unknown action {action!r}")
-    if raw["interactions"]["half_life_days"] <= 0:
-        raise ConfigFileError(f"{source}: interactions.half_life_days must be > 0")
-    if not 0 < raw["ranker"]["validation_fraction"] < 1:
-        raise ConfigFileError(f"{source}: ranker.validation_fraction must be between 0 and 1")
-    if raw["serving"]["chunk_subjects"] <= 0 or raw["ranker"]["label_window_days"] <= 0:
-        raise ConfigFileError(f"{source}: serving.chunk_subjects and ranker.label_window_days must be > 0")
-    return RecommenderConfig(raw=copy.deepcopy(raw), source=source)
+    """Check a configuration that is already data (a trained model's config.json, overrides)."""
+    return _checked(yamlfile.Document.from_data(raw, source))
+
+
+def _checked(doc: yamlfile.Document) -> RecommenderConfig:
+    yamlfile.validate(RecommenderFile, doc, error=ConfigFileError, style=yamlfile.key_style)
+    return RecommenderConfig(raw=copy.deepcopy(doc.data), source=doc.source)

@@ -18,16 +18,18 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recommender.interactions import FORMATS
 from recommender.metrics import METRICS, USER_METRICS, coverage, parse_metrics, per_user
 from recommender.models import ImplicitModel, batch_topk, make_model, to_csr
 from recommender.splits import Split
+from data import yamlfile
 from data.errors import ConfigFileError, ContractError
 
 REC_SCHEMA = {"subject_id": pl.String, "item_id": pl.String, "rank": pl.Int64, "score": pl.Float64}
@@ -332,7 +334,14 @@ def _md_table(df: pl.DataFrame, floatfmt: str = "{:.4f}") -> str:
 
 def write_report(report: EvalReport, out_dir, *, title: str = "Evaluation", stem: str = "results",
                  extra_md: str = "", plots: bool = True) -> list[Path]:
-    """Write ``<stem>.md``, ``<stem>.csv`` (and ``<stem>_groups.csv``) and PNG bar plots to ``out_dir``."""
+    """Write ``<stem>.md``, ``<stem>.csv`` (and ``<stem>_groups.csv``) and PNG bar plots to ``out_dir``.
+
+    Without matplotlib (the optional ``plots`` extra) the tables are written all the same, and a note in the
+    report (so in ``<stem>.md`` and the CLI's output) says the plots were not drawn and how to get them.
+    """
+    plt = _pyplot() if plots else None
+    if plots and plt is None and PLOTS_MISSING not in report.notes:
+        report.notes.append(PLOTS_MISSING)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -368,17 +377,27 @@ def write_report(report: EvalReport, out_dir, *, title: str = "Evaluation", stem
     md = out / f"{stem}.md"
     md.write_text("\n".join(lines).rstrip() + "\n")
     written.append(md)
-    if plots:
-        written += _plots(report, out, stem)
+    if plt is not None:
+        written += _plots(plt, report, out, stem)
     return written
 
 
-def _plots(report: EvalReport, out: Path, stem: str) -> list[Path]:
-    import matplotlib
+PLOTS_MISSING = "plots: not drawn, matplotlib is not installed (install yiwang[plots] for plots)"
 
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None where the optional dependency is absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plots(plt, report: EvalReport, out: Path, stem: str) -> list[Path]:
     paths = []
     names = [r.name for r in report.results]
     ms = report.metrics
@@ -418,12 +437,96 @@ def _plots(report: EvalReport, out: Path, stem: str) -> list[Path]:
 
 # -- configuration-driven runs (``yiwang eval CONFIG`` and ``yiwang eval --interactions FILE``) --------------
 PROTOCOLS = ("recbole-random", "leave-last-out", "temporal")
-CONFIG_KEYS = {"title", "data", "protocol", "seed", "k", "metrics", "select_metric", "models", "groups", "out",
-               "ratios", "test_days", "valid_days", "test_fraction", "valid_fraction"}
-DATA_KEYS = {"interactions", "format", "sep", "header", "user_col", "item_col", "time_col", "rating_col", "min_rating",
-             "source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
-EVENT_DATA_KEYS = {"source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
 GROUP_SOURCES = ("crowd",)
+
+
+class _ConfigSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvalData(_ConfigSection):
+    """``data:``: an interaction file (``interactions``: FILE and how to read it) or the store's events."""
+
+    source: Literal["file", "events"] = "file"
+    # an interaction file
+    interactions: str | None = None
+    format: str | None = None
+    sep: str | None = None
+    header: bool | None = None
+    user_col: str | int | None = None
+    item_col: str | int | None = None
+    time_col: str | int | None = None
+    rating_col: str | int | None = None
+    min_rating: float | None = None
+    # the store's events (checked against the actions in use when the run reads them)
+    relevant_actions: list[str] | None = Field(default=None, min_length=1)
+    exclude_actions: list[str] | None = Field(default=None, min_length=1)
+    action_weights: dict[str, Any] | None = None
+    half_life_days: Any = None
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v):
+        if v is not None and v not in FORMATS:
+            raise ValueError(f"expected one of {', '.join(FORMATS)}, got {v!r}")
+        return v
+
+
+class EvalConfigFile(_ConfigSection):
+    """An eval config (``yiwang eval CONFIG``, experiments/*.yaml)."""
+
+    title: str | None = None
+    data: EvalData
+    protocol: str | None = None  # default: recbole-random for a file, temporal for the store's events
+    seed: int | None = None
+    k: Any = 10
+    metrics: list[str] | str | None = None
+    select_metric: str | None = None
+    models: dict[str, dict[str, Any] | None] = Field(min_length=1)
+    groups: str | None = None
+    out: str | None = None
+    ratios: list[float] | None = None
+    test_days: int | None = None
+    valid_days: int | None = None
+    test_fraction: float | None = None
+    valid_fraction: float | None = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v):
+        if v is not None and v not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {v!r}; known: {', '.join(PROTOCOLS)}")
+        return v
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"expected a positive integer, got {v!r}")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v):
+        return v if v is None else _known_metrics(v)
+
+    @field_validator("select_metric")
+    @classmethod
+    def _select_metric(cls, v):
+        return v if v is None else _known_metrics([v])[0]
+
+
+def _known_metrics(names):
+    try:
+        parse_metrics(names, source="")
+    except ConfigFileError as exc:
+        raise ValueError(str(exc).removeprefix(": ")) from None
+    return names
+
+
+CONFIG_KEYS = set(EvalConfigFile.model_fields)
+DATA_KEYS = set(EvalData.model_fields)
+EVENT_DATA_KEYS = {"source", "relevant_actions", "exclude_actions", "action_weights", "half_life_days"}
 
 #: grids used when models are named on the command line (chosen on valid MRR@10 when the split has a valid part).
 #: Log-spaced and wide enough that the usual winners on public datasets (EASE l2 from tens on sparse sequential
@@ -445,80 +548,51 @@ class EvalRun:
     seconds: float
 
 
-def _where(source: str, key: str) -> str:
-    return f"{source}: {key}"
-
-
 def load_eval_config(path) -> dict:
-    """Read and check an eval config (YAML); unknown keys, models or metrics are errors naming them."""
-    import yaml
-
+    """Read and check an eval config (YAML); unknown keys, models or metrics are errors naming them and their line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigFileError(f"{path}: no such config file")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigFileError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(cfg, dict):
+    doc = yamlfile.read(path, error=ConfigFileError, style=yamlfile.key_style)
+    if not isinstance(doc.data, dict):
         raise ConfigFileError(f"{path}: expected a mapping at the top level")
-    cfg = dict(cfg)
+    cfg = dict(doc.data)
     cfg["_source"] = str(path)
     cfg["_base"] = path.parent
-    return check_eval_config(cfg)
+    return check_eval_config(cfg, doc)
 
 
-def check_eval_config(cfg: dict) -> dict:
+def check_eval_config(cfg: dict, doc: yamlfile.Document | None = None) -> dict:
+    """Check a config (from a file, with ``doc`` locating its lines, or built by the CLI); returns it unchanged.
+
+    Keys starting with ``_`` are the caller's (``_source``: the file named in errors, ``_base``: its folder).
+    """
     source = cfg.get("_source", "<config>")
-    unknown = sorted(set(k for k in cfg if not k.startswith("_")) - CONFIG_KEYS)
-    if unknown:
-        raise ConfigFileError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
-    data = cfg.get("data")
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{_where(source, 'data')}: required (data.interactions: FILE, or data.source: events)")
-    unknown = sorted(set(data) - DATA_KEYS)
-    if unknown:
-        raise ConfigFileError(f"{source}: unknown key(s) data.{', data.'.join(unknown)}; known: {', '.join(sorted(DATA_KEYS))}")
-    if data.get("source", "file") not in ("file", "events"):
-        raise ConfigFileError(f"{_where(source, 'data.source')}: expected 'file' or 'events', got {data.get('source')!r}")
-    if data.get("source") == "events":
-        for key in ("relevant_actions", "exclude_actions"):
-            if key in data and (not isinstance(data[key], list) or not data[key]):
-                raise ConfigFileError(f"{_where(source, 'data.' + key)}: expected a non-empty list of actions")
-        if cfg.get("protocol", "temporal") != "temporal":
-            raise ConfigFileError(f"{_where(source, 'protocol')}: the store's events are evaluated with 'temporal'")
+    if doc is None:
+        doc = yamlfile.Document.from_data({k: v for k, v in cfg.items() if not str(k).startswith("_")}, source)
+
+    def fail(path: tuple, msg: str, field: tuple | None = None):
+        raise ConfigFileError(yamlfile.where(doc, path, style=yamlfile.key_style, field=field) + msg)
+
+    checked = yamlfile.validate(EvalConfigFile, doc, error=ConfigFileError, style=yamlfile.key_style)
+    data = checked.data
+    if data.source == "events":
+        if checked.protocol not in (None, "temporal"):
+            fail(("protocol",), "the store's events are evaluated with 'temporal'")
     else:
-        if "interactions" not in data:
-            raise ConfigFileError(f"{_where(source, 'data.interactions')}: required (the interaction file to evaluate on)")
-        if data.get("format") not in (None, *FORMATS):
-            raise ConfigFileError(f"{_where(source, 'data.format')}: expected one of {', '.join(FORMATS)}, "
-                                  f"got {data.get('format')!r}")
-        stray = sorted(set(data) & EVENT_DATA_KEYS - {"source"})
+        if data.interactions is None:
+            fail(("data", "interactions"), "required (the interaction file to evaluate on)")
+        stray = sorted(k for k in data.model_fields_set if k in EVENT_DATA_KEYS - {"source"})
         if stray:
-            raise ConfigFileError(f"{source}: data.{', data.'.join(stray)} only apply to data.source: events")
-    protocol = cfg.get("protocol", "recbole-random")
-    if protocol not in PROTOCOLS:
-        raise ConfigFileError(f"{_where(source, 'protocol')}: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    k = cfg.get("k", 10)
-    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-        raise ConfigFileError(f"{_where(source, 'k')}: expected a positive integer, got {k!r}")
-    parse_metrics(cfg.get("metrics", list(METRICS)), source=f"{source}: metrics")
-    parse_metrics([cfg.get("select_metric", "mrr")], source=f"{source}: select_metric")
-    models = cfg.get("models")
-    if not isinstance(models, dict) or not models:
-        raise ConfigFileError(f"{_where(source, 'models')}: expected a mapping label -> parameters, e.g. {{ease: {{l2: 250}}}}")
-    for label, spec in models.items():
-        if spec is not None and not isinstance(spec, dict):
-            raise ConfigFileError(f"{_where(source, f'models.{label}')}: expected a mapping of parameters")
+            fail(("data", stray[0]), f"data.{', data.'.join(stray)} only apply to data.source: events", field=())
+    for label, spec in checked.models.items():
         spec = dict(spec or {})
         name = spec.pop("model", label)
         try:
             for params in expand_grid(spec):
                 make_model(name, **params)
         except ConfigFileError as exc:
-            raise ConfigFileError(f"{source}: models.{label}: {exc}") from None
+            fail(("models", label), str(exc))
     return cfg
 
 

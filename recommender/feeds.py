@@ -29,6 +29,7 @@ from data.citizen import dismissed_items, feed_state, personalisation_on
 from data.errors import NotFound, StateError
 from data.facts import age_on, district_of_department
 from data.registry import catalog_item_rules, catalog_names, registered_subject
+from data.store import RunLock, dead_run
 
 POINTER = "feed_version"
 POPULAR_PREFIX = "~popular:"
@@ -93,6 +94,9 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
             "VALUES (?, ?, ?, ?, 'building', 0)",
             (version, model_version, as_of.isoformat(), _now()),
         )
+        # Held until the version is published or dropped: a 'building' version whose lock is free was left by a
+        # dead process and is removed on the next open of the store (drop_dead_builds).
+        build_lock = RunLock(settings.home, f"feed-build-{version}").acquire()
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -122,6 +126,7 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
             conn.execute("ROLLBACK")
         conn.execute("PRAGMA synchronous=NORMAL")
         _drop_version(conn, version)
+        build_lock.release()
         raise
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("BEGIN IMMEDIATE")
@@ -137,7 +142,9 @@ def publish(db, settings, chunks: Iterable[pl.DataFrame], model_version: str, as
     except BaseException:
         conn.execute("ROLLBACK")
         _drop_version(conn, version)
+        build_lock.release()
         raise
+    build_lock.release()
     removed = prune(conn, settings.feed_versions_kept)
     return PublishSummary(version, model_version, as_of.isoformat(), subjects, rows, removed)
 
@@ -181,6 +188,31 @@ def _drop_version(conn: sqlite3.Connection, version: int) -> None:
     conn.execute("COMMIT")
 
 
+def drop_dead_builds(conn: sqlite3.Connection, home) -> list[int]:
+    """Mark versions left 'building' by a publishing process that died (its build lock is free) 'failed' and
+    remove their rows. The version row stays as a tombstone until :func:`prune` (a newer version exists then),
+    so its number, and the name of its lock, are never given to another build."""
+    dropped = []
+    for (version,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'building'").fetchall():
+        with dead_run(home, f"feed-build-{version}") as dead:
+            if not dead:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # The lock is also free once a run has finished: only a version still building is dropped.
+                if conn.execute("SELECT 1 FROM feed_versions WHERE version = ? AND status = 'building'",
+                                (version,)).fetchone():
+                    for table in ("feed_rows", "feed_reasons", "feed_items"):
+                        conn.execute(f"DELETE FROM {table} WHERE version = ?", (version,))
+                    conn.execute("UPDATE feed_versions SET status = 'failed' WHERE version = ?", (version,))
+                    dropped.append(version)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    return dropped
+
+
 def prune(conn: sqlite3.Connection, keep: int) -> list[int]:
     """Delete all but the newest ``keep`` finished versions (never the served one) and stale half-built ones."""
     served = current_version(conn)
@@ -188,9 +220,10 @@ def prune(conn: sqlite3.Connection, keep: int) -> list[int]:
         "SELECT version FROM feed_versions WHERE status IN ('published', 'retired') ORDER BY version DESC")]
     kept = set(done[:keep]) | ({served} if served is not None else set())
     building = [v for (v,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'building'")]
+    failed = [v for (v,) in conn.execute("SELECT version FROM feed_versions WHERE status = 'failed'")]
     latest = max(done + building, default=0)
     # A half-built version older than the newest finished one is a crashed run, never a concurrent one.
-    victims = [v for v in done if v not in kept] + [v for v in building if v < latest]
+    victims = [v for v in done if v not in kept] + [v for v in building + failed if v < latest]
     for v in victims:
         _drop_version(conn, v)
     return sorted(victims)

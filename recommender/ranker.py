@@ -19,10 +19,12 @@ from recommender.candidates import (
     CATEGORICAL_FEATURES, FEATURES, World, cutoff, feature_matrix, heuristic_score,
 )
 from data.errors import NotFound, StateError
+from data.estimator import ParamsMixin
 
 
-class LambdaRanker:
-    """LightGBM LambdaRank with scikit-learn conventions: ``fit(X, y, group) -> self``, ``predict(X)``."""
+class LambdaRanker(ParamsMixin):
+    """LightGBM LambdaRank with scikit-learn conventions: ``fit(X, y, group) -> self``, ``predict(X)``, learned
+    attributes ending in ``_``, hyperparameters from :class:`data.estimator.ParamsMixin`."""
 
     def __init__(self, n_estimators: int = 150, learning_rate: float = 0.05, num_leaves: int = 31,
                  min_child_samples: int = 50, subsample: float = 0.8, subsample_freq: int = 1,
@@ -37,10 +39,8 @@ class LambdaRanker:
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in (
-            "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "subsample", "subsample_freq",
-            "colsample_bytree", "n_jobs", "random_state")}
+    def _params_owner(self) -> str:
+        return "ranker"
 
     def fit(self, X: np.ndarray, y: np.ndarray, group: np.ndarray) -> "LambdaRanker":
         import lightgbm as lgb

@@ -16,25 +16,13 @@ from pathlib import Path
 
 import polars as pl
 
+from data.reference import load_taxonomy
+
 DISTRICT_EN = {
     "黄浦区": "Huangpu", "徐汇区": "Xuhui", "长宁区": "Changning", "静安区": "Jing'an", "普陀区": "Putuo",
     "虹口区": "Hongkou", "杨浦区": "Yangpu", "闵行区": "Minhang", "宝山区": "Baoshan", "嘉定区": "Jiading",
     "浦东新区": "Pudong New Area", "金山区": "Jinshan", "松江区": "Songjiang", "青浦区": "Qingpu",
     "奉贤区": "Fengxian", "崇明区": "Chongming",
-}
-
-# Life events read as something that happened to the citizen, not as a label put on them.
-LIFE_EVENT_PHRASES = {
-    "life_event.marriage": ("因为您近期登记结婚", "Because you recently married"),
-    "life_event.birth": ("因为您家中近期迎来新生儿", "Because your family recently welcomed a baby"),
-    "life_event.second_child": ("因为您家中近期迎来二孩", "Because your family recently welcomed another child"),
-    "life_event.school_entry": ("因为您家中孩子即将入学", "Because a child in your family is starting school"),
-    "life_event.graduation": ("因为您即将毕业", "Because you are about to graduate"),
-    "life_event.job_seeking": ("因为您正在求职", "Because you are looking for a job"),
-    "life_event.home_purchase": ("因为您近期购房", "Because you recently bought a home"),
-    "life_event.retirement": ("因为您即将退休", "Because you are about to retire"),
-    "life_event.bereavement": ("因为您家中近期有亲人离世，相关手续可在此办理",
-                               "Because of a recent bereavement in your family; the formalities can be done here"),
 }
 
 SOURCES = ("licence", "tag", "similar_item", "history", "similar_people", "popular")
@@ -57,13 +45,17 @@ def sensitive_codes(data_dir: Path) -> set[str]:
 
 
 def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
-    """Display names of licence types and tag codes from the reference data (code itself when absent)."""
+    """Display names of licence types and tag codes (code itself when absent), and the tags' reason phrases
+    (``tag_reason``: the taxonomy's ``reason_zh`` / ``reason_en``, e.g. a life event read as something that
+    happened to the citizen rather than a label put on them)."""
     data_dir = Path(data_dir)
     lic = {r["license_type"]: (r.get("name_zh") or r["license_type"], r.get("name_en") or r["license_type"])
            for r in _read_csv(data_dir / "license_types.csv")}
-    taxonomy = _read_csv(data_dir / "tag_taxonomy.csv")
-    tags = {r["code"]: (r.get("name_zh") or r["code"], r.get("name_en") or r["code"]) for r in taxonomy}
-    return {"license": lic, "tag": tags, "sensitive": _sensitive(taxonomy)}
+    taxonomy = load_taxonomy(data_dir)
+    tags = {code: (zh or code, en or code) for code, zh, en in taxonomy.select("code", "name_zh", "name_en").iter_rows()}
+    phrases = taxonomy.drop_nulls(["reason_zh", "reason_en"]).select("code", "reason_zh", "reason_en")
+    return {"license": lic, "tag": tags, "tag_reason": {code: (zh, en) for code, zh, en in phrases.iter_rows()},
+            "sensitive": set(taxonomy.filter(pl.col("sensitive"))["code"])}
 
 
 def _lookup(col: str, table: dict[str, tuple[str, str]], lang: int) -> pl.Expr:
@@ -97,16 +89,18 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
 
     code = pl.col("tag_code")
     tag_names = names["tag"]
-    life_zh = code.replace_strict({k: v[0] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
-    life_en = code.replace_strict({k: v[1] for k, v in LIFE_EVENT_PHRASES.items()}, default=None, return_dtype=pl.String)
+    # The taxonomy's phrase; a code it has none for reads as a group the subject is in.
+    phrases = names.get("tag_reason", {})
+    phrase_zh = code.replace_strict({k: v[0] for k, v in phrases.items()}, default=None, return_dtype=pl.String)
+    phrase_en = code.replace_strict({k: v[1] for k, v in phrases.items()}, default=None, return_dtype=pl.String)
     industry = code.str.strip_prefix("industry:")
     tag_zh = (
-        pl.when(life_zh.is_not_null()).then(life_zh)
+        pl.when(phrase_zh.is_not_null()).then(phrase_zh)
         .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("与贵企业所属行业（"), industry, pl.lit("）相关")]))
         .otherwise(pl.concat_str([pl.lit("因为您属于「"), _lookup("tag_code", tag_names, 0), pl.lit("」")]))
     )
     tag_en = (
-        pl.when(life_en.is_not_null()).then(life_en)
+        pl.when(phrase_en.is_not_null()).then(phrase_en)
         .when(code.str.starts_with("industry:")).then(pl.concat_str([pl.lit("Relevant to your industry ("), industry, pl.lit(")")]))
         .otherwise(pl.concat_str([pl.lit("Because you are in the group '"), _lookup("tag_code", tag_names, 1), pl.lit("'")]))
     )

@@ -2,9 +2,10 @@
 
 :func:`run_taggers` reads the published profiles (``yiwang profile`` must have run for the same as-of date),
 checks the operators' rules file (:mod:`taggers.rules`; a bad file changes nothing), adds the licence and event
-aggregates the rules ask for in one pass each, evaluates every rule in one ``with_columns``, adds the learned
-occupation tags (:mod:`taggers.occupation`), drops expired tags, and replaces the tags in one transaction that
-also drops what citizens deleted (:mod:`taggers.store`).
+aggregates the rules ask for in one pass each, evaluates every rule in one ``with_columns``, adds the tags of
+every registered learned tagger (:mod:`taggers.base`; today the occupation model, :mod:`taggers.occupation`),
+drops expired tags, and replaces the tags in one transaction that also drops what citizens deleted
+(:mod:`taggers.store`).
 
 ``progress``, where accepted, is a callable ``progress(stage: str, done: int, total: int)``.
 """
@@ -23,7 +24,9 @@ import sqlite_utils
 from profiler import StageClock, scan_profiles
 from profiler.build import events_until, lazy
 from taggers import store
-from taggers.occupation import MODEL_NAME, OCCUPATIONS, OccupationClassifier, occupation_event_aggregates, occupation_tags
+# The learned-tagger contract is part of the package's API; importing taggers.occupation registers its model.
+from taggers.base import LEARNED_TAGGERS, TAG_ROW_SCHEMA, LearnedTagger, make_tagger, register_tagger  # noqa: F401
+from taggers.occupation import MODEL_NAME, occupation_event_aggregates
 from taggers.rules import (
     Compiler,
     RuleSet,
@@ -37,6 +40,10 @@ from data.errors import StateError
 from data.eventlog import EVENT_SCHEMA, scan_events
 from data.registry import SNAPSHOT_SCHEMAS, scan_table
 from data.settings import Settings
+
+# What another engine may import from this one (tests/test_layering.py holds every engine to it): these modules,
+# and in them the names that do not start with "_". The rest is this engine's own and may change without notice.
+PUBLIC_MODULES = ("taggers", "taggers.store")
 
 Progress = Callable[[str, int, int], None]
 TAG_STAGES = ("rules file", "aggregates", "rules", "occupation model", "write")
@@ -171,18 +178,9 @@ def finalise(raw: pl.LazyFrame | pl.DataFrame, taxonomy: pl.DataFrame, as_of: da
     return out.filter(pl.col("_live")).select(list(store.TAG_COLUMNS)), expired
 
 
-def model_tag_rows(pred: pl.DataFrame, version: str, as_of: date) -> pl.DataFrame:
-    pct = (pl.col("confidence") * 100).round(0).cast(pl.Int64).cast(pl.String)
-    return pred.select(
-        "subject_id",
-        "code",
-        "confidence",
-        pl.lit(f"model:{MODEL_NAME}@{version}").alias("source"),
-        pl.concat_str([pl.lit("由办事行为与证照推断（置信度 "), pct, pl.lit("%）")]).alias("evidence_zh"),
-        pl.concat_str([pl.lit("inferred from service use and licences (confidence "), pct, pl.lit("%)")]).alias("evidence_en"),
-        pl.lit(as_of).alias("valid_from"),
-        pl.lit(None, pl.Date).alias("valid_until"),
-    )
+def learned_taggers(settings: Settings) -> list[LearnedTagger]:
+    """A fresh instance of every registered learned tagger, as the nightly batch runs them."""
+    return [cls.from_settings(settings) for cls in LEARNED_TAGGERS.values()]
 
 
 def run_taggers(settings: Settings, db: sqlite_utils.Database, as_of: date, progress: Progress | None = None) -> TagSummary:
@@ -221,8 +219,9 @@ def compute_tags(settings: Settings, profiles: pl.LazyFrame, ruleset: RuleSet, t
                  tick: StageClock, writer: store.TagBatchWriter) -> _Tagged:
     """Every tag at ``as_of`` from the profiles (published or just computed), handed to ``writer`` in two parts:
     the rule tags the model cannot also give, as soon as they are known (the writer stores them while the
-    model trains and predicts), then the occupation tags."""
+    model trains and predicts), then the learned taggers' tags."""
     tick("aggregates")
+    learned = learned_taggers(settings)
     frame = tagging_frame(
         profiles,
         scan_table(settings.home, "licenses"),
@@ -230,29 +229,31 @@ def compute_tags(settings: Settings, profiles: pl.LazyFrame, ruleset: RuleSet, t
         scan_table(settings.home, "catalog"),
         ruleset,
         as_of,
-        extra_event_aggregates=occupation_event_aggregates(),
+        # by column, so two taggers may ask for the same count
+        extra_event_aggregates=list({a.column: a for t in learned for a in t.event_aggregates()}.values()),
     ).collect()
 
     tick("rules")
     raw = rule_tags(frame, ruleset, as_of).collect()
-    # The model's codes may also come from rules (the registry's occupation): one tag per pair is kept, so those
-    # wait for the model; every other rule tag is final now.
-    model_codes = pl.col("code").is_in([f"occupation.{o}" for o in OCCUPATIONS])
+    # The learned taggers' codes may also come from rules (the registry's occupation): one tag per pair is kept,
+    # so those wait for the models; every other rule tag is final now.
+    model_codes = pl.col("code").is_in([c for t in learned for c in t.codes])
     first, expired_first = finalise(raw.filter(~model_codes), taxonomy, as_of)
     writer.add(first)
     raw = raw.filter(model_codes)
 
-    tick("occupation model")
-    pred, model = occupation_tags(frame, as_of, settings.occupation_min_confidence, OccupationClassifier())
-    version = None
-    if model is not None:
-        version = model.version(as_of)
-        model.save(Path(settings.models_dir) / MODEL_NAME, as_of)
-        raw = pl.concat([raw, model_tag_rows(pred, version, as_of)], how="vertical_relaxed")
+    tick("occupation model")  # the stage keeps its name: progress output and the summary's timings show it
+    versions = {}
+    for tagger in learned:
+        tagger.fit(frame, as_of)
+        if tagger.version_ is not None:
+            versions[tagger.name] = tagger.version_
+            tagger.save(Path(settings.models_dir) / tagger.name / tagger.version_)
+            raw = pl.concat([raw, tagger.predict(frame, as_of)], how="vertical_relaxed")
     del frame
     second, expired_second = finalise(raw, taxonomy, as_of)
     writer.add(second)
-    return _Tagged(pl.concat([first, second]), expired_first + expired_second, ruleset, as_of, version)
+    return _Tagged(pl.concat([first, second]), expired_first + expired_second, ruleset, as_of, versions.get(MODEL_NAME))
 
 
 def write_tags(db: sqlite_utils.Database, tagged: _Tagged, writer: store.TagBatchWriter, t0: datetime, tick: StageClock) -> TagSummary:

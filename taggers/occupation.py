@@ -5,7 +5,7 @@ multiclass scores are over-confident, so a single temperature is fitted on held-
 log-loss). The registry never says "no occupation", so a second, positive-unlabelled model estimates whether
 a person has one at all (:meth:`OccupationClassifier.fit_presence`). The confidence on a tag is
 P(has an occupation) x P(this occupation | has one); below ``settings.occupation_min_confidence`` no tag is
-emitted.
+emitted. :class:`OccupationTagger` wraps the classifier in the learned-tagger contract (:mod:`taggers.base`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ import polars as pl
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from data.errors import ContractError, NotFound, StateError
+from data.estimator import ParamsMixin
+from data.settings import Settings
+from taggers.base import LearnedTagger, register_tagger
 from taggers.rules import Aggregate
 
 OCCUPATIONS = (
@@ -81,7 +85,7 @@ def feature_exprs() -> list[pl.Expr]:
 FEATURES = [e.meta.output_name() for e in feature_exprs()]
 
 
-class OccupationClassifier:
+class OccupationClassifier(ParamsMixin):
     """Multiclass LightGBM with temperature calibration (scikit-learn estimator conventions)."""
 
     def __init__(
@@ -114,9 +118,6 @@ class OccupationClassifier:
         self.max_train_rows = max_train_rows
         self.n_jobs = n_jobs
         self.random_state = random_state
-
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in self.__init__.__code__.co_varnames[1 : self.__init__.__code__.co_argcount]}
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "OccupationClassifier":
         """``y`` holds class labels (strings); rows beyond ``max_train_rows`` are sampled away for speed."""
@@ -236,9 +237,10 @@ class OccupationClassifier:
         blob = json.dumps({"params": self.get_params(), "as_of": as_of.isoformat(), "n": self.n_train_}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
-    def save(self, directory: Path, as_of: date) -> Path:
-        """Keep the model that produced a batch of tags, so a tag's source can be traced and explained."""
-        out = Path(directory) / self.version(as_of)
+    def save(self, directory: Path, as_of: date, extra: dict | None = None) -> Path:
+        """Write the fitted model into ``directory`` (``model.txt``, ``presence.txt``, ``meta.json``, the latter
+        with ``extra`` keys added)."""
+        out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(str(out / "model.txt"))
         if hasattr(self, "presence_booster_"):
@@ -255,55 +257,172 @@ class OccupationClassifier:
                     "label_frequency": getattr(self, "label_frequency_", np.array([])).tolist(),
                     "n_train": self.n_train_,
                     "n_calibration": self.n_calibration_,
+                    **(extra or {}),
                 },
                 indent=2,
             )
         )
         return out
 
+    @classmethod
+    def load(cls, directory: Path) -> tuple["OccupationClassifier", dict]:
+        """A model written by :meth:`save`, and its ``meta.json``."""
+        directory = Path(directory)
+        meta_path = directory / "meta.json"
+        if not meta_path.exists() or not (directory / "model.txt").exists():
+            raise NotFound(f"{directory}: no saved occupation model here (expected meta.json and model.txt)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if meta.get("model") != MODEL_NAME or meta.get("features") != FEATURES:
+            raise ContractError(f"{meta_path}: not an {MODEL_NAME} model over today's features; retrain with `yiwang tag`")
+        model = cls(**meta["params"])
+        model.booster_ = lgb.Booster(model_file=str(directory / "model.txt"))
+        model.classes_ = np.array(meta["classes"])
+        # save_model keeps the trees up to the best iteration only
+        model.n_trees_ = model.booster_.num_trees() // len(model.classes_)
+        model.temperature_ = float(meta["temperature"])
+        model.n_train_ = int(meta["n_train"])
+        model.n_calibration_ = int(meta["n_calibration"])
+        if (directory / "presence.txt").exists():
+            model.presence_booster_ = lgb.Booster(model_file=str(directory / "presence.txt"))
+            model.label_frequency_ = np.array(meta["label_frequency"], dtype=np.float64)
+        return model, meta
 
-def occupation_tags(
-    frame: pl.DataFrame, as_of: date, min_confidence: float, model: OccupationClassifier | None = None
-) -> tuple[pl.DataFrame, OccupationClassifier | None]:
-    """Occupation tags for persons the registry has no occupation for; (tags, fitted model or None)."""
-    # In subject order: the tagging frame comes out of parallel joins in no fixed order, and the training
-    # sample is drawn by position, so without this the model (and its tags) would change from run to run.
-    persons = frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs()).sort("subject_id")
-    labelled = persons.filter(pl.col("occupation").is_in(OCCUPATIONS))
-    unlabelled = persons.filter(pl.col("occupation").is_null())
-    empty = pl.DataFrame(schema={"subject_id": pl.String, "code": pl.String, "confidence": pl.Float64})
-    if labelled.height < 50 or labelled["occupation"].n_unique() < 2 or unlabelled.height == 0:
-        return empty, None
-    if model is None:
-        model = OccupationClassifier()
-    X_labelled = labelled.select(FEATURES).to_numpy()
-    X_unlabelled = unlabelled.select(FEATURES).to_numpy()
-    model.fit(X_labelled, labelled["occupation"].to_numpy())
-    model.fit_presence(X_labelled, labelled["occupation"].to_numpy(), X_unlabelled)
-    # Outside the ages at which the registry records any occupation (toddlers, the very old) nobody is
-    # tagged, and predicting there would only cost time.
-    lo, hi = labelled["f_age"].min(), labelled["f_age"].max()
-    unlabelled = unlabelled.filter(pl.col("f_age").is_between(lo, hi))
-    # The features are small counts and flags, so many people share a feature vector: each distinct one is
-    # predicted once (prediction costs per row and per tree) and its result handed to every person who has it.
-    distinct = unlabelled.select(FEATURES).unique(maintain_order=True).with_row_index("_row")
-    X_distinct = distinct.select(FEATURES).to_numpy()
-    proba = model.predict_proba(X_distinct)
-    best = proba.argmax(axis=1)
-    # Confidence that this person has *this* occupation: has one at all, and it is this one.
-    confidence = proba[np.arange(len(best)), best] * model.presence_proba(X_distinct, proba)
-    keep = confidence >= min_confidence
-    predicted = pl.DataFrame(
-        {
-            "_row": distinct["_row"].filter(pl.Series(keep)),
-            "code": pl.Series([f"occupation.{c}" for c in model.classes_]).gather(best[keep]),
-            "confidence": confidence[keep].astype(np.float64),
-        }
-    )
-    out = (
-        unlabelled.select("subject_id", *FEATURES)
-        .join(distinct, on=FEATURES, how="inner", nulls_equal=True, maintain_order="left")
-        .join(predicted, on="_row", how="inner", maintain_order="left")
-        .select("subject_id", "code", "confidence")
-    )
-    return out, model
+
+def _persons(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("subject_type") == "person").select("subject_id", "occupation", *feature_exprs())
+
+
+@register_tagger
+class OccupationTagger(LearnedTagger):
+    """Occupation tags for persons the registry has no occupation for, from :class:`OccupationClassifier`.
+
+    Its hyperparameters are the classifier's plus ``min_confidence`` (no tag below it); ``fit`` learns from the
+    persons of the frame whose occupation the registry holds (and, for the presence model, from the others),
+    ``predict`` tags the persons of the frame it does not know, at the ages the registry records occupations.
+    """
+
+    name = MODEL_NAME
+    codes = tuple(f"occupation.{o}" for o in OCCUPATIONS)
+
+    def __init__(
+        self,
+        min_confidence: float = 0.6,
+        n_estimators: int = 40,
+        learning_rate: float = 0.3,
+        num_leaves: int = 15,
+        min_child_samples: int = 20,
+        presence_n_estimators: int = 60,
+        presence_num_leaves: int = 7,
+        presence_min_child_samples: int = 200,
+        calibration_fraction: float = 0.2,
+        early_stopping_rounds: int = 10,
+        max_train_rows: int = 40_000,
+        n_jobs: int = 2,
+        random_state: int = 0,
+    ):
+        # The classifier's defaults, repeated because a constructor's signature is its list of hyperparameters;
+        # tests/test_tagger_contract.py fails if the two drift apart.
+        self.min_confidence = min_confidence
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.presence_n_estimators = presence_n_estimators
+        self.presence_num_leaves = presence_num_leaves
+        self.presence_min_child_samples = presence_min_child_samples
+        self.calibration_fraction = calibration_fraction
+        self.early_stopping_rounds = early_stopping_rounds
+        self.max_train_rows = max_train_rows
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "OccupationTagger":
+        return cls(min_confidence=settings.occupation_min_confidence)
+
+    def event_aggregates(self) -> list[Aggregate]:
+        return occupation_event_aggregates()
+
+    def classifier_params(self) -> dict:
+        return {k: v for k, v in self.get_params().items() if k != "min_confidence"}
+
+    def fit(self, frame: pl.DataFrame, as_of: date) -> "OccupationTagger":
+        """Learn from the persons of ``frame``; too few labelled ones (or nobody to tag) leaves ``version_`` None."""
+        # In subject order: the tagging frame comes out of parallel joins in no fixed order, and the training
+        # sample is drawn by position, so without this the model (and its tags) would change from run to run.
+        # (Prediction is per row, so predict needs no order.)
+        persons = _persons(frame).sort("subject_id")
+        labelled = persons.filter(pl.col("occupation").is_in(OCCUPATIONS))
+        unlabelled = persons.filter(pl.col("occupation").is_null())
+        self.classifier_, self.age_range_, self.as_of_, self.version_ = None, None, as_of, None
+        if labelled.height < 50 or labelled["occupation"].n_unique() < 2 or unlabelled.height == 0:
+            return self
+        model = OccupationClassifier(**self.classifier_params())
+        X_labelled = labelled.select(FEATURES).to_numpy()
+        model.fit(X_labelled, labelled["occupation"].to_numpy())
+        model.fit_presence(X_labelled, labelled["occupation"].to_numpy(), unlabelled.select(FEATURES).to_numpy())
+        self.classifier_ = model
+        # Outside the ages at which the registry records any occupation (toddlers, the very old) nobody is
+        # tagged, and predicting there would only cost time.
+        self.age_range_ = (float(labelled["f_age"].min()), float(labelled["f_age"].max()))
+        self.version_ = model.version(as_of)
+        return self
+
+    def _predict(self, frame: pl.DataFrame, as_of: date) -> pl.DataFrame:
+        model = self.classifier_
+        lo, hi = self.age_range_
+        unlabelled = _persons(frame.filter(pl.col("occupation").is_null())).filter(pl.col("f_age").is_between(lo, hi))
+        # The features are small counts and flags, so many people share a feature vector: each distinct one is
+        # predicted once (prediction costs per row and per tree) and its result handed to every person who has it.
+        distinct = unlabelled.select(FEATURES).unique(maintain_order=True).with_row_index("_row")
+        X_distinct = distinct.select(FEATURES).to_numpy()
+        proba = model.predict_proba(X_distinct)
+        best = proba.argmax(axis=1)
+        # Confidence that this person has *this* occupation: has one at all, and it is this one.
+        confidence = proba[np.arange(len(best)), best] * model.presence_proba(X_distinct, proba)
+        keep = confidence >= self.min_confidence
+        predicted = pl.DataFrame(
+            {
+                "_row": distinct["_row"].filter(pl.Series(keep)),
+                "code": pl.Series([f"occupation.{c}" for c in model.classes_], dtype=pl.String).gather(best[keep]),
+                "confidence": confidence[keep].astype(np.float64),
+            }
+        )
+        pred = (
+            unlabelled.select("subject_id", *FEATURES)
+            .join(distinct, on=FEATURES, how="inner", nulls_equal=True, maintain_order="left")
+            .join(predicted, on="_row", how="inner", maintain_order="left")
+            .select("subject_id", "code", "confidence")
+        )
+        pct = (pl.col("confidence") * 100).round(0).cast(pl.Int64).cast(pl.String)
+        return self.tag_rows(
+            pred,
+            as_of,
+            pl.concat_str([pl.lit("由办事行为与证照推断（置信度 "), pct, pl.lit("%）")]),
+            pl.concat_str([pl.lit("inferred from service use and licences (confidence "), pct, pl.lit("%)")]),
+        )
+
+    def save(self, directory: Path) -> Path:
+        """The fitted model in ``directory`` (the batch uses ``models_dir/occupation_lgbm/<version_>``)."""
+        self._check_fitted()
+        if self.classifier_ is None:
+            raise StateError(f"tagger {self.name!r} learned nothing (too few labelled persons): nothing to save")
+        return self.classifier_.save(
+            directory, self.as_of_, {"min_confidence": self.min_confidence, "age_range": list(self.age_range_)}
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> "OccupationTagger":
+        model, meta = OccupationClassifier.load(directory)
+        if "age_range" not in meta or "min_confidence" not in meta:
+            raise ContractError(f"{Path(directory) / 'meta.json'}: written before the tagger contract (no age_range); "
+                                "retrain with `yiwang tag`")
+        tagger = cls(min_confidence=meta["min_confidence"], **model.get_params())
+        tagger.classifier_ = model
+        tagger.age_range_ = tuple(float(a) for a in meta["age_range"])
+        tagger.as_of_ = date.fromisoformat(meta["as_of"])
+        tagger.version_ = model.version(tagger.as_of_)
+        return tagger

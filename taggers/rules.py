@@ -48,12 +48,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.facts import end_of_as_of_day_utc as day_end_utc
+from data import yamlfile
 from data.errors import RulesError
 
 COMPARE_OPS = {"==", "!=", "<", "<=", ">", ">="}
@@ -67,7 +68,6 @@ EVENT_KEYS = {"action", "category", "department", "life_event", "occupation", "t
 TAG_COLUMNS = ("life_events", "crowds", "occupations")
 _EVENT_CODE_PREFIX = {"life_event": "life_event.", "occupation": "occupation."}
 MEMBER_FIELDS = {"age": "num", "birth_date": "date", "gender": "str"}
-RULE_KEYS = {"id", "version", "tag", "subject", "confidence", "when", "valid_from", "valid_until", "evidence", "description"}
 PSEUDO_DATES = ("as_of", "as_of.year_start")
 # Evidence placeholders naming the emitted tag in the taxonomy's words: placeholder -> taxonomy column.
 TAG_NAME_REFS = {"tag.name_zh": "name_zh", "tag.name_en": "name_en"}
@@ -91,22 +91,46 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-# -- loading with line numbers ---------------------------------------------------------------------------------------
+# -- the file's structure ---------------------------------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers, for every mapping, the line it starts on."""
+class _Strict(BaseModel):
+    # strict: `true` is not a number, 1 is not text
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = key_node.value
-            if key in seen:
-                raise RulesError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        mapping = super().construct_mapping(node, deep=deep)
-        mapping["__line__"] = node.start_mark.line + 1
-        return mapping
+
+class Evidence(_Strict):
+    zh: str
+    en: str
+
+
+class RuleSpec(_Strict):
+    """One rule as written; its condition, dates and templates are then checked against the fields and taxonomy."""
+
+    id: str
+    version: int = Field(default=1, ge=1)
+    tag: str  # a taxonomy code, or a template "enterprise.industry_{industry}"
+    subject: Literal["person", "enterprise", "unknown"] | list[Literal["person", "enterprise", "unknown"]] | None = None
+    confidence: float = Field(default=1.0, gt=0, le=1)
+    when: dict[str, Any]  # the condition tree: checked by _Checker (the rule language)
+    valid_from: str | list[str] | None = None
+    valid_until: str | None = None
+    evidence: Evidence
+    description: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"bad rule id {v!r} (lowercase letters, digits, _)")
+        return v
+
+
+class RulesFile(_Strict):
+    rules: list[RuleSpec]
+
+
+_RULES = yamlfile.Rules("rules", "id")
 
 
 def field_kind(dtype: pl.DataType) -> str:
@@ -173,8 +197,10 @@ class RuleSet:
 
 
 class _Checker:
-    def __init__(self, path: str, fields: dict[str, str], taxonomy: pl.DataFrame, license_types: set[str] | None):
-        self.path = path
+    def __init__(self, doc: yamlfile.Document, fields: dict[str, str], taxonomy: pl.DataFrame,
+                 license_types: set[str] | None):
+        self.path = doc.source
+        self.loc = doc.locator
         self.fields = dict(fields) | {p: "date" for p in PSEUDO_DATES}
         self.taxonomy = {row["code"]: row for row in taxonomy.iter_rows(named=True)}
         self.license_types = license_types
@@ -208,11 +234,12 @@ class _Checker:
 
     # -- conditions
 
-    def check_when(self, cond: Any, line, *, member: bool = False) -> dict:
+    def check_when(self, cond: Any, line, path: tuple, *, member: bool = False) -> dict:
+        """Check the condition at ``path``; errors name the line its mapping starts on."""
         if not isinstance(cond, dict):
             self.fail(line, f"a condition must be a mapping, got {cond!r}")
-        line = cond.get("__line__", line)
-        keys = set(cond) - {"__line__"}
+        line = self.loc.node_line(path)
+        keys = set(cond)
         if keys & {"all", "any"}:
             if len(keys & {"all", "any"}) > 1:
                 self.fail(line, "use one of all/any per condition")
@@ -221,10 +248,11 @@ class _Checker:
             items = cond[op]
             if not isinstance(items, list) or not items:
                 self.fail(line, f"{op!r} needs a non-empty list of conditions")
-            return {"op": op, "items": [self.check_when(c, line, member=member) for c in items], "line": line}
+            items = [self.check_when(c, line, path + (op, i), member=member) for i, c in enumerate(items)]
+            return {"op": op, "items": items, "line": line}
         if "not" in keys:
             self._only(cond, {"not"}, line)
-            return {"op": "not", "item": self.check_when(cond["not"], line, member=member), "line": line}
+            return {"op": "not", "item": self.check_when(cond["not"], line, path + ("not",), member=member), "line": line}
         if "field" in keys:
             return self.check_compare(cond, line, member=member)
         if member:
@@ -232,9 +260,9 @@ class _Checker:
         if "license" in keys:
             return self.check_license(cond, line)
         if "events" in keys:
-            return self.check_events(cond, line)
+            return self.check_events(cond, line, path)
         if "household" in keys:
-            return self.check_household(cond, line)
+            return self.check_household(cond, line, path)
         if "rule" in keys:
             self._only(cond, {"rule"}, line)
             if not isinstance(cond["rule"], str):
@@ -243,7 +271,7 @@ class _Checker:
         self.fail(line, f"unknown condition {sorted(keys)} (expected field, license, events, household, rule, all, any, not)")
 
     def _only(self, cond: dict, allowed: set[str], line) -> None:
-        extra = set(cond) - allowed - {"__line__"}
+        extra = set(cond) - allowed
         if extra:
             self.fail(line, f"unknown key(s) {sorted(extra)} in condition")
 
@@ -300,15 +328,16 @@ class _Checker:
                     return ("ref", name, shifts)
         self.fail(line, f"wrong type: {fname!r} is {kind}, {op!r} compares it with {value!r}")
 
-    def _count(self, cond: dict, line) -> tuple[str, float]:
+    def _count(self, cond: dict, line, path: tuple) -> tuple[str, float]:
         spec = cond.get("count", {"op": ">=", "value": 1})
         if not isinstance(spec, dict):
             self.fail(line, f"wrong type: 'count' needs {{op, value}}, got {spec!r}")
         op, value = spec.get("op", ">="), spec.get("value")
+        cline = self.loc.node_line(path + ("count",)) if "count" in cond else line
         if op not in COMPARE_OPS:
-            self.fail(spec.get("__line__", line), f"unknown operator {op!r} in count")
+            self.fail(cline, f"unknown operator {op!r} in count")
         if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(spec.get("__line__", line), f"wrong type: count value must be a whole number, got {value!r}")
+            self.fail(cline, f"wrong type: count value must be a whole number, got {value!r}")
         return op, value
 
     def _name(self, cond: dict, line) -> str | None:
@@ -346,13 +375,13 @@ class _Checker:
         self._expose(name, column)
         return {"op": "agg", "column": column, "cmp": ">=", "value": 1, "line": line}
 
-    def check_events(self, cond: dict, line) -> dict:
+    def check_events(self, cond: dict, line, path: tuple) -> dict:
         self._only(cond, {"events", "count", "name"}, line)
         spec = cond["events"]
         if not isinstance(spec, dict):
             self.fail(line, "wrong type: 'events' needs a mapping of filters")
-        eline = spec.get("__line__", line)
-        bad = set(spec) - EVENT_KEYS - {"__line__"}
+        eline = self.loc.node_line(path + ("events",))
+        bad = set(spec) - EVENT_KEYS
         if bad:
             self.fail(eline, f"unknown event filter(s) {sorted(bad)} (expected {' '.join(sorted(EVENT_KEYS))})")
         clean = {}
@@ -379,22 +408,25 @@ class _Checker:
         clean["within_days"] = within
         column = "ev." + hashlib.sha1(repr(sorted(clean.items())).encode()).hexdigest()[:10]
         self.aggregates[column] = Aggregate(column, "events", clean)
-        op, value = self._count(cond, line)
+        op, value = self._count(cond, line, path)
         self._expose(self._name(cond, line), column)
         return {"op": "agg", "column": column, "cmp": op, "value": value, "line": line}
 
-    def check_household(self, cond: dict, line) -> dict:
+    def check_household(self, cond: dict, line, path: tuple) -> dict:
         self._only(cond, {"household", "where", "count", "name"}, line)
         who = cond["household"]
         if who not in ("children", "members"):
             self.fail(line, f"'household' takes children or members, got {who!r}")
         where = cond.get("where", [])
         if isinstance(where, dict):
+            where_paths = [path + ("where",)]
             where = [where]
-        if not isinstance(where, list):
+        elif isinstance(where, list):
+            where_paths = [path + ("where", i) for i in range(len(where))]
+        else:
             self.fail(line, "wrong type: 'where' takes a list of member conditions")
-        member_conds = [self.check_when(c, line, member=True) for c in where]
-        op, value = self._count(cond, line)
+        member_conds = [self.check_when(c, line, p, member=True) for c, p in zip(where, where_paths)]
+        op, value = self._count(cond, line, path)
         name = self._name(cond, line)
         out = {"op": "household", "who": who, "where": member_conds, "cmp": op, "value": value, "line": line}
         if name:
@@ -407,23 +439,13 @@ class _Checker:
 
     # -- a whole rule
 
-    def check_rule(self, raw: Any, index: int) -> Rule:
-        if not isinstance(raw, dict):
-            self.fail(None, f"rule #{index + 1} is not a mapping")
-        line = raw["__line__"]
-        self.rule_id = raw.get("id", f"#{index + 1}")
+    def check_rule(self, spec: RuleSpec, index: int) -> Rule:
+        """Check a rule whose structure the schema has passed: its tag, condition, dates and templates."""
+        path = ("rules", index)
+        line = self.loc.node_line(path)
+        self.rule_id = spec.id
         self.rule_names = {}
-        if not isinstance(raw.get("id"), str) or not _NAME.match(raw["id"]):
-            self.fail(line, "every rule needs an id (lowercase letters, digits, _)")
-        extra = set(raw) - RULE_KEYS - {"__line__"}
-        if extra:
-            self.fail(line, f"unknown key(s) {sorted(extra)}")
-        version = raw.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            self.fail(line, f"wrong type: version must be a positive whole number, got {version!r}")
-        tag = raw.get("tag")
-        if not isinstance(tag, str):
-            self.fail(line, "every rule needs a tag code")
+        tag = spec.tag
         tmpl = _PLACEHOLDER.findall(tag)
         if len(tmpl) > 1:
             self.fail(line, f"tag {tag!r}: at most one {{field}} placeholder")
@@ -441,47 +463,40 @@ class _Checker:
             default_subject = self.taxonomy[tag]["subject_type"]
             validity = self.taxonomy[tag]["default_validity_days"]
             validity = None if validity is None or validity != validity else validity  # empty = open-ended
-        subjects = raw.get("subject", default_subject)
+        subjects = default_subject if spec.subject is None else spec.subject
         subjects = subjects if isinstance(subjects, list) else [subjects]
         for s in subjects:
-            if s not in SUBJECT_TYPES:
+            if s not in SUBJECT_TYPES:  # a taxonomy's default subject type
                 self.fail(line, f"unknown subject type {s!r} (expected person, enterprise or unknown)")
-        conf = raw.get("confidence", 1.0)
-        if not isinstance(conf, (int, float)) or isinstance(conf, bool) or not 0 < conf <= 1:
-            self.fail(line, f"wrong type: confidence must be a number in (0, 1], got {conf!r}")
-        if "when" not in raw:
-            self.fail(line, "every rule needs a 'when' condition")
-        when = self.check_when(raw["when"], line)
+        when = self.check_when(spec.when, line, path + ("when",))
 
         date_refs = {k: v for k, v in self.fields.items() if v == "date"} | {p: "date" for p in PSEUDO_DATES}
-        vf = raw.get("valid_from")
+        vf = spec.valid_from
         if vf is not None:
             for ref in vf if isinstance(vf, list) else [vf]:
                 self.parse_ref(ref, line, allowed=date_refs)
             vf = [self._resolve(ref) for ref in (vf if isinstance(vf, list) else [vf])]
-        vu = raw.get("valid_until")
+        vu = spec.valid_until
         if vu is not None:
             self.parse_ref(vu, line, allowed=date_refs)
             vu = self._resolve(vu)
         elif validity is not None:
             vu = f"valid_from + {int(validity)}d"
-        ev = raw.get("evidence")
-        if not isinstance(ev, dict) or not isinstance(ev.get("zh"), str) or not isinstance(ev.get("en"), str):
-            self.fail(line, "every rule needs evidence: {zh: ..., en: ...}")
+        ev_line = self.loc.node_line(path + ("evidence",))
         evidence = {}
         for lang in ("zh", "en"):
-            text = ev[lang]
+            text = getattr(spec.evidence, lang)
             for ph in _PLACEHOLDER.findall(text):
                 if ph.strip() in TAG_NAME_REFS:
                     continue
-                self.parse_ref(ph, ev.get("__line__", line), allowed=self.fields | {p: "date" for p in PSEUDO_DATES} | {"valid_from": "date"})
+                self.parse_ref(ph, ev_line, allowed=self.fields | {p: "date" for p in PSEUDO_DATES} | {"valid_from": "date"})
             evidence[lang] = _PLACEHOLDER.sub(lambda m: "{" + self._evidence_ref(m.group(1)) + "}", text)
         return Rule(
-            id=raw["id"],
-            version=version,
+            id=spec.id,
+            version=spec.version,
             tag=tag,
             subjects=tuple(subjects),
-            confidence=float(conf),
+            confidence=float(spec.confidence),
             line=line,
             when=when,
             valid_from=vf,
@@ -534,20 +549,20 @@ def load_rules(
 def parse_rules(
     text: str, path: str, fields: dict[str, str], taxonomy: pl.DataFrame, license_types: set[str] | None = None
 ) -> RuleSet:
-    try:
-        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except RulesError as exc:
-        raise RulesError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise RulesError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+    """Parse and check a rules file's text; raises RulesError naming ``path``, rule and line on the first problem.
+
+    Errors name the line of the mapping at fault (the rule's first line for a rule's own fields, the condition's
+    for a condition), as the file's comments promise.
+    """
+    doc = yamlfile.load(text, path, error=RulesError, style=yamlfile.comma_style, rules=_RULES)
+    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("rules"), list):
         raise RulesError(f"{path}: expected a mapping with a 'rules' list")
-    checker = _Checker(path, fields, taxonomy, license_types)
+    spec = yamlfile.validate(RulesFile, doc, error=RulesError, style=yamlfile.comma_style, rules=_RULES,
+                             line_at="mapping")
+    checker = _Checker(doc, fields, taxonomy, license_types)
     rules: list[Rule] = []
     seen: dict[str, int] = {}
-    for i, raw in enumerate(doc["rules"]):
+    for i, raw in enumerate(spec.rules):
         rule = checker.check_rule(raw, i)
         if rule.id in seen:
             checker.fail(rule.line, f"duplicate rule id (first defined on line {seen[rule.id]})")

@@ -14,7 +14,7 @@ import pytest
 from notifier.delivery import deliver
 from notifier.engine import evaluate_alerts
 from notifier.outbox import stored_alerts, stored_deliveries
-from notifier.sample import put_rows
+from testsupport.registries import put_rows
 from data.citizen import write_preferences
 from tagging import put_tags, tag_row
 from taggers.store import read_tags
@@ -103,7 +103,7 @@ def test_delivered_at_is_the_real_time_of_delivery(settings, db, permits):
 
 
 def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
-    from notifier.receiver import Receiver
+    from testsupport.webhook_receiver import Receiver
     from data.settings import load_settings
     from yiwang.migrations import open_db
 

@@ -15,7 +15,7 @@ from notifier.delivery import deliver
 from notifier.engine import dry_run, evaluate_alerts
 from notifier.outbox import list_alerts, stored_alerts
 from notifier.rules import install_rules
-from notifier.sample import delete_rows, put_rows
+from testsupport.registries import delete_rows, put_rows
 from data.citizen import write_preferences
 from data.settings import load_settings
 from tagging import drop_tags, put_tags, tag_row

@@ -14,8 +14,8 @@ from notifier.engine import evaluate_alerts
 from notifier.outbox import (
     dismiss, list_alerts, mark_read, stored_alerts, stored_dead_letters, stored_deliveries,
 )
-from notifier.receiver import Receiver
-from notifier.sample import put_rows
+from testsupport.webhook_receiver import Receiver
+from testsupport.registries import put_rows
 from data.citizen import write_preferences
 from data.errors import NotFound
 from data.settings import load_settings

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 
 import profiler
 from profiler.build import profile_frame
-from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
+from testsupport.sample_city import SAMPLE_AS_OF, load_city, sample_city
 from data.errors import StateError
 from data.eventlog import scan_events
 from data.registry import scan_table

@@ -14,6 +14,7 @@ from recommender.config import load_config
 from recommender.ranker import LambdaRanker, groups_of, ndcg_at_k, positives
 from recommender.training import train_models
 from cities import mini_city
+from estimator_contract import EstimatorContract
 from data.errors import StateError
 from data.eventlog import scan_events
 
@@ -47,6 +48,27 @@ def test_estimator_conventions(problem):
     learned = [a for a in vars(r) if a.endswith("_")]
     assert set(learned) == {"booster_", "feature_names_", "splits_"}
     assert r.get_params()["n_estimators"] == 20  # hyperparameters untouched by fit
+
+
+class TestLambdaRankerContract(EstimatorContract):
+    """The estimator conventions every learned part shares (tests/estimator_contract.py)."""
+
+    estimator_cls = LambdaRanker
+    params = {"n_estimators": 10, "num_leaves": 7, "n_jobs": 1}
+
+    @pytest.fixture
+    def contract_data(self, problem):
+        return problem
+
+    def fit(self, m, data):
+        X, y, g = data
+        return m.fit(X, y, g)
+
+    def predict(self, m, data):
+        return m.predict(data[0])
+
+    def save_load(self, m, path):
+        return LambdaRanker.load(m.save(path / "ranker.txt"), **m.get_params())
 
 
 def test_learns_the_signal_and_is_repeatable(problem):

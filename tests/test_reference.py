@@ -105,6 +105,30 @@ def test_taxonomy_is_exactly_the_architecture_vocabulary(ref):
     assert all((subject[c] == "enterprise") == c.startswith("enterprise.") for c in ARCHITECTURE_CODES)
 
 
+def test_every_tag_that_can_give_a_reason_has_its_phrase(ref):
+    """Feed reasons name a tag by the taxonomy's phrase: every non-sensitive tag an item declares has one in both
+    languages, and no sensitive tag has one (reasons never name them)."""
+    tax = ref.taxonomy
+    can_give = catalog_tag_codes(ref.catalog).select("code").unique().join(tax, on="code")
+    missing = can_give.filter(~pl.col("sensitive") & (pl.col("reason_zh").is_null() | pl.col("reason_en").is_null()))
+    assert missing["code"].to_list() == []
+    assert can_give.filter(~pl.col("sensitive")).height > 40
+    assert tax.filter(pl.col("sensitive") & (pl.col("reason_zh").is_not_null() | pl.col("reason_en").is_not_null())).height == 0
+    assert tax.filter(pl.col("sensitive")).height == 2
+    marriage = tax.filter(pl.col("code") == "life_event.marriage").row(0, named=True)
+    assert (marriage["reason_zh"], marriage["reason_en"]) == ("因为您近期登记结婚", "Because you recently married")
+
+
+def test_a_reason_for_a_sensitive_tag_is_refused(data_copy):
+    path = data_copy / "tag_taxonomy.csv"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[12].startswith("crowd.hardship,") and lines[12].endswith(",,")
+    lines[12] = lines[12][:-2] + ",因为您属于「帮困对象」,"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ContractError, match=r"tag_taxonomy\.csv, line 13: column 'reason_zh': a sensitive tag never"):
+        load_taxonomy(data_copy)
+
+
 def test_licence_types_and_renewals(ref):
     lt = ref.license_types
     codes = set(lt["license_type"])

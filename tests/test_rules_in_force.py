@@ -17,7 +17,7 @@ import pytest
 
 from notifier.outbox import stored_alerts, stored_deliveries
 from notifier.rules import install_rules, list_snapshots
-from notifier.sample import put_rows
+from testsupport.registries import put_rows
 from data.settings import load_settings
 from yiwang.migrations import open_db
 

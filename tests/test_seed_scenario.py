@@ -14,7 +14,7 @@ import pytest
 import recommender
 from notifier import deliver, evaluate_alerts
 from notifier.outbox import list_alerts, stored_alerts
-from notifier.sample import put_rows
+from testsupport.registries import put_rows
 from recommender.feeds import read_feed
 from cities import mini_city
 from data.settings import load_settings

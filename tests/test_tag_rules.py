@@ -10,7 +10,7 @@ import pytest
 
 import profiler
 import taggers
-from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
+from testsupport.sample_city import SAMPLE_AS_OF, load_city, sample_city
 from taggers.rules import Compiler, parse_rules
 from taggers.store import list_tags
 from data.errors import RulesError

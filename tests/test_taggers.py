@@ -11,8 +11,8 @@ from polars.testing import assert_frame_equal
 
 import profiler
 import taggers
-from profiler.testing import SAMPLE_AS_OF, load_city, sample_city
-from taggers.occupation import OccupationClassifier, occupation_tags
+from testsupport.sample_city import SAMPLE_AS_OF, load_city, sample_city
+from taggers.occupation import OccupationClassifier, OccupationTagger
 from taggers.store import delete_tag, list_tags, read_tags, restore_tag
 from data.errors import NotFound, StateError
 from data.eventlog import scan_events
@@ -281,9 +281,10 @@ def test_calibrated_confidence_matches_accuracy(occupation_data):
 
 def test_occupation_tags_respect_threshold_and_only_fill_unknowns(occupation_data):
     frame, occ = occupation_data
-    loose, model = occupation_tags(frame, AS_OF, 0.0, OccupationClassifier(n_estimators=40, n_jobs=1))
-    strict, _ = occupation_tags(frame, AS_OF, 0.9, OccupationClassifier(n_estimators=40, n_jobs=1))
-    assert model is not None
+    tagger = OccupationTagger(min_confidence=0.0, n_estimators=40, n_jobs=1).fit(frame, AS_OF)
+    loose = tagger.predict(frame, AS_OF)
+    strict = tagger.set_params(min_confidence=0.9).predict(frame, AS_OF)
+    assert tagger.version_ is not None
     assert loose.height == 1000  # every person the registry does not know, nobody else
     assert set(loose["subject_id"]) == {f"P{i}" for i in range(2000, 3000)}
     assert 0 < strict.height < loose.height
@@ -307,11 +308,14 @@ def test_people_without_an_occupation_are_rarely_tagged(occupation_data):
         pl.lit([], pl.List(pl.String)).alias("license_types"),
         *[pl.lit(0, pl.Int32).alias(f"occ.{o}.count") for o in taggers.occupation.OCCUPATIONS],
     )
-    tags, model = occupation_tags(pl.concat([frame, idle]), AS_OF, 0.6, OccupationClassifier(n_estimators=40, n_jobs=1))
+    both = pl.concat([frame, idle])
+    tagger = OccupationTagger(min_confidence=0.6, n_estimators=40, n_jobs=1).fit(both, AS_OF)
+    tags = tagger.predict(both, AS_OF)
     idle_tagged = tags.filter(pl.col("subject_id").str.starts_with("N")).height
     working_tagged = tags.filter(pl.col("subject_id").str.starts_with("P")).height
     assert idle_tagged < 0.1 * n
     assert working_tagged > 0.5 * 1000
+    model = tagger.classifier_
     assert model.label_frequency_.shape == (len(model.classes_),)
 
 

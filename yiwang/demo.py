@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from yiwang.pipeline import RunSummary, StageResult, run_nightly, summary_dict
+from yiwang.stages import INGEST
 from data.registry import scan_table
 from data.settings import Settings
 
@@ -44,14 +45,13 @@ def run_demo(
     progress=None,
     on_stage=None,
 ) -> DemoResult:
-    from data.ingest import ingest_export
     from data.synth import generate_city
 
     city = settings.home / "demo-city"
     if city.exists():
         shutil.rmtree(city)
     synth = _timed("synth", lambda: generate_city(city, people, enterprises, seed, as_of, progress=progress), on_stage)
-    ingest = _timed("ingest", lambda: ingest_export(settings, db, city / "export", as_of=as_of, progress=progress), on_stage)
+    ingest = _timed("ingest", lambda: INGEST(settings, db, as_of, progress=progress, export_dir=city / "export"), on_stage)
     run = run_nightly(settings, db, as_of, train="always", progress=progress, on_stage=on_stage)
     run.stages[:0] = [synth, ingest]
     return DemoResult(run=run, samples=_samples(settings, db, as_of) if run.ok else [])

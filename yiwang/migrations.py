@@ -6,30 +6,49 @@ tables of earlier ones.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import sqlite_utils
 
-import data.schema
-import notifier.schema
-import profiler.schema
-import recommender.schema
-import taggers.schema
-import yiwang.api.schema
 from data import store
 
-AREAS = (
-    ("data", data.schema.MIGRATIONS),
-    ("profiler", profiler.schema.MIGRATIONS),
-    ("taggers", taggers.schema.MIGRATIONS),
-    ("recommender", recommender.schema.MIGRATIONS),
-    ("notifier", notifier.schema.MIGRATIONS),
-    ("api", yiwang.api.schema.MIGRATIONS),
-)
+
+# The engines are imported when the store is first opened, not when the shell is imported: `yiwang --help` and
+# the CLI's start-up stay free of LightGBM, implicit and SciPy.
+@lru_cache(maxsize=1)
+def areas() -> tuple[tuple[str, tuple[store.Migration, ...]], ...]:
+    """Each area's migrations, in dependency order."""
+    import data.schema
+    import notifier.schema
+    import profiler.schema
+    import recommender.schema
+    import taggers.schema
+    import yiwang.api.schema
+    import yiwang.schema
+
+    return (
+        ("data", tuple(data.schema.MIGRATIONS)),
+        ("profiler", tuple(profiler.schema.MIGRATIONS)),
+        ("taggers", tuple(taggers.schema.MIGRATIONS)),
+        ("recommender", tuple(recommender.schema.MIGRATIONS)),
+        ("notifier", tuple(notifier.schema.MIGRATIONS)),
+        ("api", tuple(yiwang.api.schema.MIGRATIONS)),
+        ("shell", tuple(yiwang.schema.MIGRATIONS)),
+    )
+
+
+@lru_cache(maxsize=1)
+def recovery() -> tuple[store.Recovery, ...]:
+    """Each area's clean-up after its runs that died (kill -9 included), run on every open of the store."""
+    from data import registry
+    from recommender import feeds
+
+    return (store.fail_dead_ingests, registry.remove_dead_snapshot_temps_at_open, feeds.drop_dead_builds)
 
 
 def all_migrations() -> list[store.Migration]:
-    return store.check_migrations(AREAS)
+    return store.check_migrations(areas())
 
 
 def apply_migrations(db: sqlite_utils.Database) -> list[str]:
@@ -38,5 +57,5 @@ def apply_migrations(db: sqlite_utils.Database) -> list[str]:
 
 
 def open_db(db_path: Path, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the store and bring every area's schema up to date."""
-    return store.open_db(db_path, all_migrations() if migrate else ())
+    """Open (creating if needed) the store, bring every area's schema up to date and clean up after dead runs."""
+    return store.open_db(db_path, all_migrations(), recovery()) if migrate else store.open_db(db_path)

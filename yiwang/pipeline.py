@@ -1,13 +1,12 @@
-"""The nightly pipeline: ingest, profile, tag, train (when due), recommend, alerts, delivery.
+"""The nightly pipeline: ingest, profile and tag (one pass), train (when due), recommend, alerts, delivery.
 
-One function per stage lives in its area (docs/architecture.md); this module only chains them, times
-them and collects their summaries. `yiwang run` and the scheduler's nightly job call :func:`run_nightly`.
+The stages are the registry's (:mod:`yiwang.stages`), the same the scheduler's jobs run; this module only
+orders them, times them and collects their summaries. `yiwang run` and `yiwang demo` call :func:`run_nightly`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,9 @@ from typing import Any, Callable
 import sqlite_utils
 
 from data.settings import Settings
+
+# The stages of a night, in order. Ingest runs only when an export is given; train only when due.
+NIGHTLY = ("ingest", "profile_tag", "train", "recommend", "alerts", "deliver")
 
 
 @dataclass
@@ -40,19 +42,6 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"as_of": self.as_of, "ok": self.ok, "stages": [dataclasses.asdict(s) for s in self.stages]}
-
-
-@dataclass
-class _Ran:
-    """A stage's summary produced by an earlier stage's call, with the seconds it took there."""
-
-    summary: Any
-    seconds: float
-
-
-def _entry(path: str) -> Callable[..., Any]:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def summary_dict(obj: Any) -> dict[str, Any]:
@@ -94,48 +83,43 @@ def run_nightly(
     progress=None,
     on_stage: Callable[[StageResult], None] | None = None,
 ) -> RunSummary:
-    """Run every stage in order; a failed stage stops the ones that depend on it."""
+    """Run every stage in order; a failed stage stops the rest."""
+    from yiwang.stages import stage  # the engines load with a run, not with the CLI
+
     results: list[StageResult] = []
     now = datetime.combine(as_of, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=1)
-
-    stages: list[tuple[str, Callable[[], Any] | None]] = []
-    if export_dir is not None:
-        stages.append(("ingest", lambda: _entry("data.ingest.ingest_export")(settings, db, export_dir, as_of=as_of, progress=progress)))
-    # Profiles and tags are made in one pass (the taggers read the profiles from memory while they are
-    # published); each keeps its own line in the summary.
-    together: dict[str, Any] = {}
-
-    def profile_stage() -> Any:
-        profile, tags = _entry("taggers.profile_and_tag")(settings, db, as_of, progress=progress)
-        together["tag"] = _Ran(tags, tags.seconds)
-        return profile
-
-    stages += [("profile", profile_stage), ("tag", lambda: together["tag"])]
     do_train = train == "always" or (train == "auto" and model_due(settings, as_of))
-    stages.append(("train", (lambda: _entry("recommender.train")(settings, db, as_of, progress=progress)) if do_train else None))
-    stages += [
-        ("recommend", lambda: _entry("recommender.recommend")(settings, db, as_of, progress=progress)),
-        ("alerts", lambda: _entry("notifier.evaluate_alerts")(settings, db, as_of)),
-        ("deliver", lambda: _entry("notifier.deliver")(settings, db, now)),
-    ]
-    failed = False
-    for name, call in stages:
-        if call is None:
-            result = StageResult(name, "skipped", 0.0, {"reason": "model is fresh (trained within 7 days)"})
-        elif failed:
-            result = StageResult(name, "skipped", 0.0, {"reason": "an earlier stage failed"})
-        else:
-            t0 = time.perf_counter()
-            try:
-                out = call()
-                seconds = time.perf_counter() - t0
-                if isinstance(out, _Ran):
-                    out, seconds = out.summary, out.seconds
-                result = StageResult(name, "ok", seconds, summary_dict(out))
-            except Exception as exc:  # a stage's failure is reported in the summary; the run goes on no further
-                failed = True
-                result = StageResult(name, "failed", time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+
+    def record(result: StageResult) -> None:
         results.append(result)
         if on_stage:
             on_stage(result)
+
+    failed = False
+    for name in NIGHTLY:
+        st = stage(name)
+        if st.name == "ingest" and export_dir is None:
+            continue
+        if st.name == "train" and not do_train:
+            record(StageResult("train", "skipped", 0.0, {"reason": "model is fresh (trained within 7 days)"}))
+            continue
+        if failed:
+            for line in st.lines:
+                record(StageResult(line, "skipped", 0.0, {"reason": "an earlier stage failed"}))
+            continue
+        when = now if st.clock == "now" else as_of
+        options = {"export_dir": export_dir} if st.name == "ingest" else {}
+        t0 = time.perf_counter()
+        try:
+            out = st(settings, db, when, progress=progress, **options)
+        except Exception as exc:  # a stage's failure is reported in the summary; the run goes on no further
+            failed = True
+            record(StageResult(st.lines[0], "failed", time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}"))
+            for line in st.lines[1:]:
+                record(StageResult(line, "skipped", 0.0, {"reason": "an earlier stage failed"}))
+            continue
+        seconds = time.perf_counter() - t0
+        for i, (line, summary) in enumerate(st.summaries(out)):
+            # A one-pass stage's first line carries the pass's time; the later ones ran inside it and keep their own.
+            record(StageResult(line, "ok", seconds if i == 0 else getattr(summary, "seconds", 0.0), summary_dict(summary)))
     return RunSummary(as_of=as_of.isoformat(), stages=results)

@@ -2,18 +2,18 @@
 
 Why our own job store instead of APScheduler's SQLAlchemyJobStore: it needs SQLAlchemy (not a dependency), and
 a ~80-line store on the store's own connection gets the same pragmas (WAL, busy timeout) and a table created by
-a named migration like every other table. It follows ``BaseJobStore`` exactly (pickled job state, next run time
-as a UTC epoch float, paused jobs last), like the SQLAlchemy store does.
+a named migration like every other table (``scheduler_jobs`` and ``job_runs``, yiwang/schema.py). It follows
+``BaseJobStore`` exactly (pickled job state, next run time as a UTC epoch float, paused jobs last), like the
+SQLAlchemy store does.
 
-Jobs run ``run_job(job_id, home)`` by textual reference, so the job survives restarts; the stage functions
-(profiler.build_profiles, taggers.run_taggers, recommender.train/recommend, notifier.evaluate_alerts/deliver)
-are imported when the job runs, so a stage that is missing or broken fails that job (logged, recorded in
-``job_runs``) and never the scheduler. Schedules are cron strings in settings (Asia/Shanghai).
+A job is a schedule of stages of the registry (:mod:`yiwang.stages`), the same ones `yiwang run` runs: the nightly
+profile and tag job is the one pass ``profile_tag``. The store keeps ``run_job(job_id, home)`` by reference, so the
+job survives restarts; a stage that fails fails that job (logged, recorded in ``job_runs``) and never the
+scheduler. Schedules are cron strings in settings (Asia/Shanghai).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import pickle
@@ -30,24 +30,23 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.util import datetime_to_utc_timestamp, utc_timestamp_to_datetime
 
-from data.errors import ConfigError, StateError
+from data.errors import ConfigError
 from data.settings import TIMEZONE, load_settings
 from data.store import connect
 from yiwang.migrations import open_db
+from yiwang.stages import stage
 
 log = logging.getLogger("yiwang.scheduler")
 LOCAL = ZoneInfo(TIMEZONE)
 
-# job id -> (settings field holding its cron, stages run in order as (module, function))
-JOBS: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "profile_tag": ("schedule_profile_tag", [("profiler", "build_profiles"), ("taggers", "run_taggers")]),
-    "feed_refresh": ("schedule_feed_refresh", [("recommender", "recommend")]),
-    "retrain": ("schedule_retrain", [("recommender", "train")]),
-    "alerts": ("schedule_alerts", [("notifier", "evaluate_alerts")]),
-    "delivery": ("schedule_delivery", [("notifier", "deliver")]),
+# job id -> (settings field holding its cron, the stages it runs in order)
+JOBS: dict[str, tuple[str, list[str]]] = {
+    "profile_tag": ("schedule_profile_tag", ["profile_tag"]),
+    "feed_refresh": ("schedule_feed_refresh", ["recommend"]),
+    "retrain": ("schedule_retrain", ["train"]),
+    "alerts": ("schedule_alerts", ["alerts"]),
+    "delivery": ("schedule_delivery", ["deliver"]),
 }
-# Stages that take the current time rather than a business date.
-TAKES_NOW = {("notifier", "deliver")}
 
 
 class SQLiteJobStore(BaseJobStore):
@@ -197,17 +196,6 @@ def trigger_for(settings, job_id: str) -> CronTrigger:
 # -- running a job --------------------------------------------------------------------------------------------
 
 
-def resolve_stage(module: str, function: str):
-    """The stage function, imported now; a missing one is a StateError naming it."""
-    try:
-        fn = getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as exc:
-        raise StateError(f"stage {module}.{function} is not available: {exc}") from None
-    if not callable(fn):
-        raise StateError(f"stage {module}.{function} is not callable")
-    return fn
-
-
 def _summary_json(result) -> str:
     if is_dataclass(result) and not isinstance(result, type):
         return json.dumps(asdict(result), default=str, ensure_ascii=False)[:4000]
@@ -227,13 +215,13 @@ def run_job(job_id: str, home: str | None = None) -> list[str]:
         ).lastrowid
     done: list[str] = []
     try:
-        for module, function in JOBS[job_id][1]:
-            fn = resolve_stage(module, function)
+        for name in JOBS[job_id][1]:
+            st = stage(name)
             now = datetime.now(timezone.utc)
-            arg = now if (module, function) in TAKES_NOW else now.astimezone(LOCAL).date()
-            log.info("job %s: %s.%s(%s)", job_id, module, function, arg)
-            result = fn(settings, db, arg)
-            done.append(f"{module}.{function}: {_summary_json(result)}")
+            when = now if st.clock == "now" else now.astimezone(LOCAL).date()
+            log.info("job %s: stage %s (%s)", job_id, name, when)
+            result = st(settings, db, when)
+            done += [f"{line}: {_summary_json(summary)}" for line, summary in st.summaries(result)]
     except Exception as exc:
         _finish_run(db, run_id, "failed", "\n".join(done + [f"{type(exc).__name__}: {exc}"]))
         log.error("job %s failed: %s", job_id, exc)
@@ -283,7 +271,7 @@ def install_jobs(scheduler: BackgroundScheduler, settings) -> dict[str, str]:
             actions[job_id] = "kept"
             continue
         scheduler.add_job(
-            "yiwang.scheduler:run_job", trigger=trigger, args=(job_id, home), id=job_id, name=job_id,
+            run_job, trigger=trigger, args=(job_id, home), id=job_id, name=job_id,
             replace_existing=True,
         )
         actions[job_id] = "replaced" if existing is not None else "added"

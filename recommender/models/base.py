@@ -6,7 +6,7 @@ and :class:`recommender.evaluation.ModelSystem`), so the same fitted model serve
 
 Contract (checked for every model by ``tests/test_models_contract.py``):
 
-- ``__init__`` stores hyperparameters untouched; ``get_params()`` returns them.
+- ``__init__`` stores hyperparameters untouched; ``get_params()`` returns them (:class:`data.estimator.ParamsMixin`).
 - ``fit(user_items) -> self``; learned attributes end in ``_``; ``random_state`` makes fits repeatable.
 - ``score(user_ids, user_items) -> ndarray (len(user_ids), n_items_) float32``: ``user_items`` holds one row
   per requested user (that user's history, same convention as ``implicit``'s ``recommend``). Item-based models
@@ -18,7 +18,6 @@ Contract (checked for every model by ``tests/test_models_contract.py``):
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -26,7 +25,8 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from data.errors import ConfigFileError, ContractError, NotFound, StateError
+from data.errors import ContractError, NotFound, StateError
+from data.estimator import ParamsMixin
 
 FORMAT_VERSION = 1
 
@@ -42,7 +42,7 @@ def as_user_items(user_items, *, name: str = "user_items") -> sp.csr_matrix:
     return m
 
 
-class ImplicitModel:
+class ImplicitModel(ParamsMixin):
     """Base class: parameter handling, the top-K path and persistence shared by every model."""
 
     #: registry key, e.g. "ease"
@@ -50,28 +50,8 @@ class ImplicitModel:
     #: learned array attributes written by save() and restored by load_model()
     learned: ClassVar[tuple[str, ...]] = ()
 
-    # -- parameters --------------------------------------------------------------------------------
-    @classmethod
-    def param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self) -> dict:
-        return {p: getattr(self, p) for p in self.param_names()}
-
-    def set_params(self, **params) -> "ImplicitModel":
-        unknown = sorted(set(params) - set(self.param_names()))
-        if unknown:
-            raise ConfigFileError(
-                f"model {self.name!r}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(self.param_names())}"
-            )
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+    def _params_owner(self) -> str:
+        return f"model {self.name!r}"
 
     # -- fitted state ------------------------------------------------------------------------------
     @property

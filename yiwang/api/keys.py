@@ -75,16 +75,14 @@ def create_key(db: sqlite_utils.Database, name: str, scopes: list[str]) -> tuple
     key_id = secrets.token_hex(6)
     full = f"yw_{key_id}_{secrets.token_urlsafe(32)}"
     created = _now()
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO api_keys (key_id, name, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key_id, name.strip(), _hash(full), " ".join(wanted), created),
-        )
+    db["api_keys"].insert({"key_id": key_id, "name": name.strip(), "key_hash": _hash(full),
+                           "scopes": " ".join(wanted), "created_at": created})
     return ApiKey(key_id, name.strip(), frozenset(wanted), created, None), full
 
 
 def list_keys(db: sqlite_utils.Database) -> list[ApiKey]:
-    rows = db.query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, key_id")
+    rows = db["api_keys"].rows_where(select="key_id, name, scopes, created_at, revoked_at",
+                                     order_by="created_at, key_id")
     return [_row_to_key(r) for r in rows]
 
 
@@ -95,19 +93,23 @@ def stored_key(db: sqlite_utils.Database, key_id: str) -> dict | None:
 
 def revoke_key(db: sqlite_utils.Database, key_id: str) -> ApiKey:
     """Revoke a key at once; revoking twice is an error so scripts notice a typo'd id."""
-    row = next(db.query("SELECT * FROM api_keys WHERE key_id = ?", [key_id]), None)
-    if row is None:
-        raise NotFound(f"no API key {key_id!r}")
+    try:
+        row = db["api_keys"].get(key_id)
+    except sqlite_utils.db.NotFoundError:
+        raise NotFound(f"no API key {key_id!r}") from None
     if row["revoked_at"]:
         raise StateError(f"API key {key_id} was already revoked at {row['revoked_at']}")
     revoked_at = _now()
-    with db.conn:
-        db.conn.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (revoked_at, key_id))
+    db["api_keys"].update(key_id, {"revoked_at": revoked_at})
     return _row_to_key({**row, "revoked_at": revoked_at})
 
 
 def verify_key(conn, presented: str) -> ApiKey:
-    """The active key matching ``presented``, else :class:`Unauthenticated` (same message for every failure)."""
+    """The active key matching ``presented``, else :class:`Unauthenticated` (same message for every failure).
+
+    Runs on every authenticated request (the feed fast lane's too), so it is one prepared statement on the raw
+    connection; the operator-side functions above go through sqlite-utils' table API.
+    """
     match = _KEY_RE.match(presented or "")
     row = None
     if match:

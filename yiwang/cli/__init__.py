@@ -8,15 +8,15 @@ is in use).
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from yiwang.cli.context import AppContext, err_console
 from data.errors import YiwangError
+from yiwang.cli import alerts, evaluate, ingest, pipeline, profiles, recommend, service, synth
+from yiwang.cli.context import AppContext, err_console
 
 app = typer.Typer(
     name="yiwang",
@@ -24,18 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-)
-
-# Each area module exposes register(app); an area owns its commands, the shell only lists them.
-COMMAND_MODULES = (
-    "yiwang.cli.synth",
-    "yiwang.cli.ingest",
-    "yiwang.cli.profiles",
-    "yiwang.cli.recommend",
-    "yiwang.cli.evaluate",
-    "yiwang.cli.alerts",
-    "yiwang.cli.service",
-    "yiwang.cli.pipeline",
 )
 
 
@@ -50,8 +38,9 @@ def _root(
     ctx.obj = AppContext(home=home)
 
 
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module).register(app)
+# Each area module exposes register(app); an area owns its commands, the shell only lists them.
+for _commands in (synth, ingest, profiles, recommend, evaluate, alerts, service, pipeline):
+    _commands.register(app)
 
 
 def main() -> None:

@@ -159,10 +159,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Evaluate the reminder rules in force into the outbox; each alert is created once, stale ones cancelled."""
-        from notifier import evaluate_alerts
-
         c = app_context(ctx)
-        s = evaluate_alerts(c.settings, c.ingested_db, parse_as_of(as_of), rule_ids=rule or None)
+        from yiwang.stages import ALERTS
+        s = ALERTS(c.settings, c.ingested_db, parse_as_of(as_of), rule_ids=rule or None)
         if s.rules_warning:
             from notifier.rules import in_force_path
 
@@ -180,8 +179,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Release due alerts (preferences, daily cap) to in-app and webhook; send webhooks with retries."""
-        from notifier import deliver
-
         c = app_context(ctx)
         when = None
         if now is not None:
@@ -191,7 +188,8 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--now {now!r} is not an ISO-8601 time") from None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
-        _print("deliver", asdict(deliver(c.settings, c.ingested_db, when, max_sends=max_sends)), as_json)
+        from yiwang.stages import DELIVER
+        _print("deliver", asdict(DELIVER(c.settings, c.ingested_db, when, max_sends=max_sends)), as_json)
 
     @app.command("schedule")
     def schedule_cmd(ctx: typer.Context) -> None:

@@ -110,6 +110,6 @@ def register(app: typer.Typer) -> None:
                 if row["params"]:
                     console.print(f"{row['system']}: {row['params']}", highlight=False, soft_wrap=True)
         for n in run.report.notes:
-            console.print(f"- {n}", highlight=False, soft_wrap=True)
+            console.print(f"- {n}", highlight=False, markup=False, soft_wrap=True)
         for p in run.written:
             console.print(f"wrote {p}", highlight=False, soft_wrap=True)

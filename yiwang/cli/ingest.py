@@ -57,17 +57,32 @@ def register(app: typer.Typer) -> None:
         export_dir: Path = typer.Argument(..., help="Export directory holding <table>.csv or <table>.parquet files."),
         as_of: Optional[str] = typer.Option(None, "--as-of", help=AS_OF_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        rekey: bool = typer.Option(
+            False, "--rekey",
+            help="Make the current ID-hash key (YIWANG_ID_HASH_KEY, else HOME/secrets/id_hash.key, created if "
+            "missing) the store's key: every stored resident-ID hash is cleared and those of the people in this "
+            "export are recomputed with it. Without it, a key other than the store's is refused.",
+        ),
     ) -> None:
         """Validate an export against the data contract and load it; rejected rows go to the quarantine.
 
-        Exit code 2 when a whole file was refused (the other files are still loaded).
+        Exit code 2 when a whole file was refused (the other files are still loaded), or when the ID-hash key
+        is not the one the store's IDs were hashed with (see --rekey).
         """
-        from data.ingest import ingest_export
-
         app_ctx = app_context(ctx)
         day = parse_as_of(as_of)
         with progress() as bar:
-            summary = ingest_export(app_ctx.settings, app_ctx.db, export_dir, as_of=day, progress=bar)
+            from yiwang.stages import INGEST
+            summary = INGEST(app_ctx.settings, app_ctx.db, day, progress=bar, export_dir=export_dir, rekey=rekey)
+        if summary.rekeyed:
+            err_console.print(
+                f"re-keyed: resident IDs are now hashed with the key from {app_ctx.settings.hash_key_source()}; "
+                "every hash made with the previous key was cleared, and those of the people in this export were "
+                "recomputed (people not in it have no ID hash until they are exported again)",
+                highlight=False,
+            )
+        elif rekey:
+            err_console.print("--rekey: the key already was the store's key; nothing was re-keyed", highlight=False)
         if as_json:
             console.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
         else:

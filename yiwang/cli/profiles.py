@@ -48,20 +48,18 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Build every person's and enterprise's profile (一人一档/一企一档) and publish them atomically."""
-        from profiler import build_profiles
-
         c = app_context(ctx)
         day = parse_as_of(as_of)
         db = c.ingested_db
         if not tag:
             with stage_progress("profile", as_json) as tick:
-                summary = build_profiles(c.settings, db, day, progress=tick)
+                from yiwang.stages import PROFILE
+                summary = PROFILE(c.settings, db, day, progress=tick)
             print_summary("profiles", summary.as_dict(), as_json)
             return
-        from taggers import profile_and_tag
-
         with stage_progress("profile and tag", as_json) as tick:
-            profiles, tags = profile_and_tag(c.settings, db, day, progress=tick)
+            from yiwang.stages import PROFILE_TAG
+            profiles, tags = PROFILE_TAG(c.settings, db, day, progress=tick)
         if as_json:
             print_summary("profiles and tags", {"profiles": profiles.as_dict(), "tags": tags.as_dict()}, True)
             return
@@ -97,7 +95,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Run the rule and learned taggers over the published profiles and replace the tags in one transaction."""
-        from taggers import check_rules, rules_path, run_taggers
+        from taggers import check_rules, rules_path
 
         c = app_context(ctx)
         if check:
@@ -107,7 +105,8 @@ def register(app: typer.Typer) -> None:
         day = parse_as_of(as_of)
         db = c.ingested_db
         with stage_progress("tag", as_json) as tick:
-            summary = run_taggers(c.settings, db, day, progress=tick)
+            from yiwang.stages import TAG
+            summary = TAG(c.settings, db, day, progress=tick)
         print_summary("tags", summary.as_dict(), as_json)
 
     @tags_app.command("show")

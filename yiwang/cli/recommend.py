@@ -90,12 +90,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Train the implicit model and the LambdaRank ranker on a time-ordered split; save and promote a version."""
-        from recommender import train
-
         c = app_context(ctx)
         db = c.ingested_db
         with stage_progress("train", as_json) as tick:
-            s = train(c.settings, db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
+            from yiwang.stages import TRAIN
+            s = TRAIN(c.settings, db, parse_as_of(as_of), progress=tick, promote_version=not no_promote)
         data = asdict(s)
         if not as_json:
             data["metrics"] = {k: v for k, v in s.metrics.items() if k != "feature_gain"}
@@ -108,12 +107,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Score, filter and rank every subject's feed with the promoted model and publish it as a new version."""
-        from recommender import recommend
-
         c = app_context(ctx)
         db = c.ingested_db
         with stage_progress("recommend", as_json) as tick:
-            s = recommend(c.settings, db, parse_as_of(as_of), progress=tick)
+            from yiwang.stages import RECOMMEND
+            s = RECOMMEND(c.settings, db, parse_as_of(as_of), progress=tick)
         print_summary("recommend", asdict(s), as_json)
 
     @app.command("feed")

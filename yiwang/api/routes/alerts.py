@@ -16,7 +16,8 @@ from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import SubjectId, engine, plain
+from notifier.outbox import dismiss, list_alerts, mark_read
+from yiwang.api.params import SubjectId, plain
 
 router = APIRouter(tags=["alerts"])
 
@@ -37,7 +38,7 @@ def get_alerts(
     db: Annotated[sqlite_utils.Database, Depends(get_db)],
     key: Annotated[ApiKey, Depends(require("feed:read"))],
 ) -> Alerts:
-    alerts = engine("notifier.outbox", "list_alerts")(db, subject_id)
+    alerts = list_alerts(db, subject_id)
     return Alerts(subject_id=subject_id, alerts=[jsonable_encoder(plain(a)) for a in alerts])
 
 
@@ -49,7 +50,7 @@ def read_alert(
     request: Request,
 ) -> dict[str, Any]:
     with audited(db, request, key, "alert.read", f"alert:{alert_id}"):
-        alert = engine("notifier.outbox", "mark_read")(db, alert_id)
+        alert = mark_read(db, alert_id)
     return jsonable_encoder(plain(alert))
 
 
@@ -61,5 +62,5 @@ def dismiss_alert(
     request: Request,
 ) -> dict[str, Any]:
     with audited(db, request, key, "alert.dismiss", f"alert:{alert_id}"):
-        alert = engine("notifier.outbox", "dismiss")(db, alert_id)
+        alert = dismiss(db, alert_id)
     return jsonable_encoder(plain(alert))

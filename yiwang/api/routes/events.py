@@ -4,19 +4,25 @@ All or nothing: one bad event rejects the batch (422 naming each bad event by in
 reason codes ingest quarantines with) so the portal can fix and resend; resending is safe because the log
 skips event_ids it already holds, and events sent without an id get the id ingest would derive. Subjects
 outside the registries are accepted: portal users need not be in the population or legal-person registry.
+
+Every writer of the event log, in every process (other API servers on the same home, a running ingest),
+checks and publishes event ids under one cross-process lock (:func:`data.eventlog.writer_lock`), so an
+event_id is stored once whichever server or ingest got it first. A post waits for that lock at most
+:data:`~data.eventlog.API_LOCK_TIMEOUT_S` seconds (an ingest holds it only while committing a file, not
+while reading it) and otherwise answers 503 with ``Retry-After``, having stored nothing: the portal
+backend resends the same batch, as it would after a network error.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import polars as pl
 import sqlite_utils
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from data import contract
@@ -26,15 +32,19 @@ from yiwang.api.db import get_db
 from yiwang.api.errors import PayloadTooLarge
 from yiwang.api.keys import ApiKey
 from data.errors import ContractError
-from data.eventlog import ACTIONS, CHANNELS, append_events, derived_event_id
+from data.eventlog import (
+    ACTIONS,
+    API_LOCK_TIMEOUT_S,
+    CHANNELS,
+    RETRY_AFTER_S,
+    EventLogBusy,
+    append_events,
+    derived_event_id,
+)
 from data.registry import close_ingest, known_items, open_ingest
 from data.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-
-# append_events de-duplicates against files already written; two concurrent appends of one event_id
-# would both pass that check, so appends from this process go one at a time.
-_append_lock = threading.Lock()
 
 
 class EventIn(BaseModel):
@@ -42,7 +52,12 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
-    subject_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    # The contract's subject-id rule; a resident-ID-shaped id (or event_id, item_id) is refused by the
+    # contract's rules in _validate, before anything is stored or audited.
+    subject_id: str = Field(
+        min_length=1, max_length=contract.SUBJECT_ID_MAX_LENGTH, pattern=contract.SUBJECT_ID_PATTERN,
+        description=contract.SUBJECT_ID_RULE,
+    )
     item_id: str = Field(min_length=1, max_length=64)
     action: Literal[ACTIONS]  # type: ignore[valid-type]
     ts: str = Field(
@@ -89,16 +104,20 @@ def post_events(
         )
     frame = _validate(db, batch.events)
     unique = frame.unique(subset="event_id", keep="first", maintain_order=True)
-    with _append_lock:
-        ingest_id = _open_ingest(db, key)
+    ingest_id = _open_ingest(db, key)
+    try:
         with audited(db, request, key, "events.append", f"ingest:{ingest_id}"):
             try:
-                inserted, already = append_events(settings.events_dir, unique, ingest_id)
+                inserted, already = append_events(
+                    settings.events_dir, unique, ingest_id, lock_timeout=API_LOCK_TIMEOUT_S
+                )
             except BaseException:
                 _close_ingest(db, ingest_id, "failed", {"received": frame.height})
                 raise
             summary = {"received": frame.height, "inserted": inserted, "duplicates": frame.height - inserted}
             _close_ingest(db, ingest_id, "done", summary)
+    except EventLogBusy as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
     return EventsAccepted(ingest_id=ingest_id, **summary)
 
 

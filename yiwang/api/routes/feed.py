@@ -13,11 +13,11 @@ from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import ItemId, SubjectId, engine
+from yiwang.api.params import ItemId, SubjectId
 from data.citizen import dismiss
 from data.errors import NotFound
 from data.registry import catalog_item_exists, is_registered
-from recommender.feeds import in_served_feed, read_feed_fast
+from recommender.feeds import in_served_feed, read_feed, read_feed_fast
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/feed", tags=["feed"])
 
@@ -71,7 +71,6 @@ async def get_feed(
     limit: Annotated[int | None, Query(ge=1, le=200, description="At most this many items")] = None,
 ) -> Response:
     state = request.app.state
-    read_feed = engine("recommender.feeds", "read_feed")
     # Two indexed reads of a WAL database (readers never wait for a publishing writer): cheaper on the event
     # loop than a hop to the threadpool, and this is the hottest route.
     body = read_feed_fast(db.conn, subject_id, limit or state.settings.feed_size, state.item_names,

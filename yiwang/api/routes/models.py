@@ -16,7 +16,8 @@ from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import engine, plain
+from recommender import training
+from yiwang.api.params import plain
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -39,7 +40,7 @@ def get_models(
     key: Annotated[ApiKey, Depends(require("models:write"))],
     request: Request,
 ) -> Models:
-    models = engine("recommender.training", "list_models")(request.app.state.settings, db)
+    models = training.list_models(request.app.state.settings, db)
     return Models(models=[jsonable_encoder(plain(m)) for m in models])
 
 
@@ -51,5 +52,5 @@ def promote(
     request: Request,
 ) -> Promoted:
     with audited(db, request, key, "model.promote", version):
-        engine("recommender.training", "promote")(request.app.state.settings, db, version)
+        training.promote(request.app.state.settings, db, version)
     return Promoted(version=version, promoted=True)

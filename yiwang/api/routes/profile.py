@@ -12,8 +12,9 @@ from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import SubjectId, engine, plain
+from yiwang.api.params import SubjectId, plain
 from data.errors import NotFound
+from profiler import read_profile
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/profile", tags=["profile"])
 
@@ -26,7 +27,6 @@ def get_profile(
     request: Request,
 ) -> dict[str, Any]:
     with audited(db, request, key, "profile.read", subject_id):
-        read_profile = engine("profiler", "read_profile")
         # The whole profile, sensitive fields too: this route is for profile:read holders only.
         profile = read_profile(db, subject_id, include_sensitive=True)
         if profile is None:

@@ -20,8 +20,10 @@ from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import engine, plain
+import notifier
+from yiwang.api.params import plain
 from data.settings import TIMEZONE
+from notifier.rules import install_rules, rule_to_dict, rules_in_force
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -42,9 +44,8 @@ class RulesInForce(BaseModel):
 
 
 def _in_force(ruleset) -> RulesInForce:
-    to_dict = engine("notifier.rules", "rule_to_dict")
     return RulesInForce(source=ruleset.source, sha256=ruleset.sha256, updated_at=ruleset.updated_at,
-                        warning=ruleset.warning, rules=[to_dict(r) for r in ruleset.rules])
+                        warning=ruleset.warning, rules=[rule_to_dict(r) for r in ruleset.rules])
 
 
 @router.get("", response_model=RulesInForce, summary="The reminder rules in force")
@@ -53,7 +54,7 @@ def get_rules(
     key: Annotated[ApiKey, Depends(require("rules:write"))],
     request: Request,
 ) -> RulesInForce:
-    return _in_force(engine("notifier.rules", "rules_in_force")(request.app.state.settings, db))
+    return _in_force(rules_in_force(request.app.state.settings, db))
 
 
 @router.put("", response_model=RulesInForce, summary="Replace the reminder rules (validated first)")
@@ -63,9 +64,8 @@ def put_rules(
     key: Annotated[ApiKey, Depends(require("rules:write"))],
     request: Request,
 ) -> RulesInForce:
-    install = engine("notifier.rules", "install_rules")
     with audited(db, request, key, "rules.replace", None):
-        ruleset = install(request.app.state.settings, db, body.content, source=f"api:{key.key_id}")
+        ruleset = install_rules(request.app.state.settings, db, body.content, source=f"api:{key.key_id}")
     return _in_force(ruleset)
 
 
@@ -77,8 +77,7 @@ def dry_run(
     request: Request,
     as_of: Annotated[date | None, Query(description="Evaluate as if today were this date (default today)")] = None,
 ) -> dict[str, Any]:
-    run = engine("notifier.engine", "dry_run")
     when = as_of or datetime.now(ZoneInfo(TIMEZONE)).date()
     with audited(db, request, key, "rules.dry_run", rule_id):
-        result = run(request.app.state.settings, db, rule_id, when)
+        result = notifier.dry_run(request.app.state.settings, db, rule_id, when)
     return jsonable_encoder(plain(result))

@@ -17,7 +17,8 @@ from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
 from yiwang.api.keys import ApiKey
-from yiwang.api.params import SubjectId, TagCode, engine, plain
+from taggers import store as tag_store
+from yiwang.api.params import SubjectId, TagCode, plain
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/tags", tags=["tags"])
 
@@ -44,8 +45,7 @@ def get_tags(
 ) -> Tags:
     include_sensitive = key.allows("profile:read")
     with audited(db, request, key, "tags.read", subject_id):
-        list_tags = engine("taggers.store", "list_tags")
-        tags = list_tags(db, subject_id, include_sensitive=include_sensitive)
+        tags = tag_store.list_tags(db, subject_id, include_sensitive=include_sensitive)
     return Tags(subject_id=subject_id, include_sensitive=include_sensitive,
                 tags=[jsonable_encoder(plain(t)) for t in tags])
 
@@ -59,7 +59,7 @@ def delete_tag(
     request: Request,
 ) -> TagChange:
     with audited(db, request, key, "tag.delete", subject_id):
-        engine("taggers.store", "delete_tag")(db, subject_id, code)
+        tag_store.delete_tag(db, subject_id, code)
     return TagChange(subject_id=subject_id, code=code, status="deleted")
 
 
@@ -72,5 +72,5 @@ def restore_tag(
     request: Request,
 ) -> TagChange:
     with audited(db, request, key, "tag.restore", subject_id):
-        engine("taggers.store", "restore_tag")(db, subject_id, code)
+        tag_store.restore_tag(db, subject_id, code)
     return TagChange(subject_id=subject_id, code=code, status="restored")

@@ -2,7 +2,7 @@
 
 It is a real HTTP server on 127.0.0.1 that records every POST (idempotency key, alert id, attempt header) and
 answers per a plan: a scripted list of status codes, and/or random failures and hangs at given rates.
-Run it by hand with ``python -m notifier.receiver --port 8765 --fail 0.3 --hang 0.05``.
+Run it by hand with ``python -m testsupport.webhook_receiver --port 8765 --fail 0.3 --hang 0.05``.
 """
 
 from __future__ import annotations
