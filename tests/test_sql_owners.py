@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ("data", "profiler", "taggers", "recommender", "notifier", "yiwang", "tests", "benchmarks", "experiments")
+SCANNED = ("data", "profiler", "taggers", "recommender", "notifier", "yiwang", "tests", "testsupport", "benchmarks",
+           "experiments")
 
 # Owner (a module, or a package for all its modules) -> the tables only it may name in SQL.
 OWNERS: dict[str, set[str]] = {
