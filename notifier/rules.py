@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data import yamlfile
 from data.errors import RulesError
@@ -96,6 +96,15 @@ def _style(fault: yamlfile.Fault) -> str:
     return yamlfile.colon_style(replace(fault, field=()))
 
 
+def _style_for(exc: ValidationError):
+    """A wrong type names its field (``field 'version': must be a whole number``); the kinds' own checks say
+    what is wrong in words that already name it (``priority must be one of ...``)."""
+    first = exc.errors(include_url=False)[0]["type"]
+    if first in ("value_error", "missing", "extra_forbidden") or first.startswith("union_tag"):
+        return _style
+    return yamlfile.colon_style
+
+
 _RULES = yamlfile.Rules()
 _PHRASES = {"extra_forbidden": "unknown field {key!r}"}
 
@@ -108,8 +117,11 @@ def parse_rules(text: str, source: str = "<rules>", reference: Reference | None 
         raise RulesError(f"{source}:1: the file is empty; expected a top-level 'rules:' list")
     if not isinstance(doc.data, dict) or "rules" not in doc.data:
         raise RulesError(f"{source}:1: expected a top-level mapping with a 'rules:' list")
-    parsed = yamlfile.validate(RulesFile, doc, error=RulesError, style=_style, rules=_RULES, line_at="key",
-                               context={"reference": ref}, phrases=_PHRASES)
+    try:
+        parsed = RulesFile.model_validate(doc.data, context={"reference": ref})
+    except ValidationError as exc:
+        raise RulesError(yamlfile.explain(exc, doc, style=_style_for(exc), rules=_RULES, line_at="key",
+                                          phrases=_PHRASES)) from None
     seen: dict[str, int] = {}
     for i, rule in enumerate(parsed.rules):
         rule._line = doc.locator.line(("rules", i))
