@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data import yamlfile
 from data.errors import RulesError
-from notifier.kinds import KIND_CLASSES, KINDS, Rule as RuleUnion, RuleBase
-from notifier.kinds.age_milestone import NOTIFY  # noqa: F401 (the rules' vocabulary, named here as before)
-from notifier.kinds.base import CHANNELS, PRIORITIES, SUBJECT_TYPES, Audience  # noqa: F401
+from notifier import kinds
+from notifier.kinds import RuleBase
+from notifier.kinds.base import CHANNELS, PRIORITIES, SUBJECT_TYPES, Audience  # noqa: F401 (named here as before)
 
 # A rule is an instance of one trigger kind's class (notifier/kinds/), chosen by its `kind:` key.
 Rule = RuleBase
@@ -85,12 +85,6 @@ def load_reference(data_dir: Path) -> Reference:
 # -- parsing ---------------------------------------------------------------------------------------------------
 
 
-class RulesFile(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    rules: list[RuleUnion]
-
-
 # Today's wording: FILE:LINE: rule 'ID': what is wrong (the field is named in the words, not as a prefix).
 def _style(fault: yamlfile.Fault) -> str:
     return yamlfile.colon_style(replace(fault, field=()))
@@ -118,7 +112,8 @@ def parse_rules(text: str, source: str = "<rules>", reference: Reference | None 
     if not isinstance(doc.data, dict) or "rules" not in doc.data:
         raise RulesError(f"{source}:1: expected a top-level mapping with a 'rules:' list")
     try:
-        parsed = RulesFile.model_validate(doc.data, context={"reference": ref})
+        # the registry is read at each parse: a kind registered in notifier/kinds/__init__.py is all it takes
+        parsed = kinds.rules_file_model(kinds.KIND_CLASSES).model_validate(doc.data, context={"reference": ref})
     except ValidationError as exc:
         raise RulesError(yamlfile.explain(exc, doc, style=_style_for(exc), rules=_RULES, line_at="key",
                                           phrases=_PHRASES)) from None
@@ -306,6 +301,6 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
         "priority": {v: k for k, v in PRIORITIES.items()}[rule.priority], "statutory": rule.statutory,
         "enabled": rule.enabled, "items": rule.items, "line": rule.line,
     }
-    for cls in KIND_CLASSES:
+    for cls in kinds.KIND_CLASSES:
         d.update(rule.flat_fields() if isinstance(rule, cls) else cls.FLAT_DEFAULTS)
     return json.loads(json.dumps(d))

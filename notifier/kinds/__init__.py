@@ -7,9 +7,10 @@ Adding a kind: write ``notifier/kinds/<kind>.py`` (a :class:`~notifier.kinds.bas
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated, Union
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from notifier.kinds.age_milestone import AgeMilestone
 from notifier.kinds.base import RuleBase
@@ -25,7 +26,23 @@ def rule_union(classes: tuple[type[RuleBase], ...]):
     return Annotated[Union[classes], Field(discriminator="kind")]
 
 
-Rule = rule_union(KIND_CLASSES)
-KINDS = tuple(c.model_fields["kind"].annotation.__args__[0] for c in KIND_CLASSES)
+@lru_cache(maxsize=8)
+def rules_file_model(classes: tuple[type[RuleBase], ...]) -> type[BaseModel]:
+    """The schema of a whole rules file (``rules:`` and nothing else) over the given kinds."""
 
-__all__ = ["KIND_CLASSES", "KINDS", "Rule", "RuleBase", "rule_union"]
+    class RulesFile(BaseModel):
+        model_config = ConfigDict(strict=True, extra="forbid")
+
+        rules: list[rule_union(classes)]
+
+    return RulesFile
+
+
+def kind_name(cls: type[RuleBase]) -> str:
+    return cls.model_fields["kind"].annotation.__args__[0]
+
+
+Rule = rule_union(KIND_CLASSES)
+KINDS = tuple(kind_name(c) for c in KIND_CLASSES)
+
+__all__ = ["KIND_CLASSES", "KINDS", "Rule", "RuleBase", "kind_name", "rule_union", "rules_file_model"]
