@@ -101,21 +101,19 @@ def _publish_in_child(home, subjects, items, n_items, seed, queue) -> None:
 
 
 def build_store(home: Path, subjects: int, items: int, n_items: int) -> tuple[str, dict]:
+    import polars as pl
+
+    from data.registry import insert_rows
     from yiwang.api.keys import create_key
     from yiwang.migrations import open_db
 
     db = open_db(home / "yiwang.db")
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO catalog (item_id, name, department, audience, category, ingest_id) "
-            "VALUES (?, ?, '市公安局出入境管理局', 'person', '出入境', 0)",
-            [(f"BENCH{i:05d}", f"基准事项{i}") for i in range(n_items)],
-        )
-        db.conn.executemany(
-            "INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
-            "VALUES (?, '1990-05-01', 'F', '静安区', 1, 0)",
-            ((f"P{s:08d}",) for s in range(subjects)),
-        )
+    insert_rows(db.conn, "catalog", pl.DataFrame({
+        "item_id": [f"BENCH{i:05d}" for i in range(n_items)], "name": [f"基准事项{i}" for i in range(n_items)],
+        "department": "市公安局出入境管理局", "audience": "person", "category": "出入境", "ingest_id": 0}))
+    insert_rows(db.conn, "people", pl.DataFrame({
+        "person_id": [f"P{s:08d}" for s in range(subjects)], "birth_date": "1990-05-01", "gender": "F",
+        "district": "静安区", "local_hukou": 1, "ingest_id": 0}))
     _, key = create_key(db, "bench", ["feed:read"])
     db.conn.close()
     first = publish_version(str(home), subjects, items, n_items, seed=1)

@@ -35,9 +35,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import polars as pl  # noqa: E402
+
 from notifier.engine import evaluate_alerts  # noqa: E402
+from notifier.outbox import (  # noqa: E402
+    stored_alerts, stored_attempts, stored_dead_letters, stored_deliveries,
+)
 from testsupport.webhook_receiver import Receiver  # noqa: E402
 from testsupport.registries import load_into_store, population  # noqa: E402
+from data.citizen import write_preferences  # noqa: E402
 from data.settings import load_settings  # noqa: E402
 from yiwang.migrations import open_db  # noqa: E402
 
@@ -67,18 +73,14 @@ def _build_city(home: Path, env: dict[str, str], people: int, seed: int) -> None
     frames = population(people, 3.0, START, seed=seed)
     load_into_store(settings, db, frames)
     subjects = frames["people"]["person_id"].to_list() + frames["enterprises"]["enterprise_id"].to_list()
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-            " VALUES (?, 1, '[\"in_app\", \"webhook\"]', '2026-01-01T00:00:00+00:00')",
-            [(s,) for s in subjects],
-        )
+    for s in subjects:
+        write_preferences(db.conn, s, True, ["in_app", "webhook"])
     db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.conn.close()
 
 
 def _keys(db) -> list[tuple]:
-    return db.conn.execute("SELECT rule_id, subject_id, object_id, stage FROM outbox").fetchall()
+    return stored_alerts(db.conn).select("rule_id", "subject_id", "object_id", "stage").rows()
 
 
 def _step(home: Path, env: dict[str, str], step: tuple[str, str | None], kill_after: float | None) -> tuple[bool, float]:
@@ -169,9 +171,9 @@ def run(kills: int = 50, people: int = 2000, dates: int = 6, fail: float = 0.3, 
         for _ in range(200):
             _step(home, env, ("deliver", None), None)
             db = open_db(settings.db_path)
-            pending = db.conn.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
-            unreleased = db.conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND released_on IS NULL").fetchone()[0]
+            pending = stored_deliveries(db.conn).filter(pl.col("status") == "pending").height
+            unreleased = stored_alerts(db.conn).filter(
+                (pl.col("status") == "pending") & pl.col("released_on").is_null()).height
             db.conn.close()
             if pending == 0 and unreleased == 0:
                 break
@@ -182,17 +184,23 @@ def run(kills: int = 50, people: int = 2000, dates: int = 6, fail: float = 0.3, 
 
     db = open_db(settings.db_path)
     got = _keys(db)
-    alert_status = Counter(s for (s,) in db.conn.execute("SELECT status FROM outbox"))
-    webhook_status = Counter(s for (s,) in db.conn.execute("SELECT status FROM deliveries WHERE channel='webhook'"))
-    keys_by_alert = dict(db.conn.execute("SELECT alert_id, idempotency_key FROM deliveries WHERE channel='webhook'"))
-    current = db.conn.execute(
-        """SELECT o.alert_id, instr(o.channels, '"webhook"') > 0, w.status, a.status FROM outbox o
-           LEFT JOIN deliveries w ON w.alert_id = o.alert_id AND w.channel = 'webhook'
-           LEFT JOIN deliveries a ON a.alert_id = o.alert_id AND a.channel = 'in_app'
-           WHERE o.status NOT IN ('superseded', 'cancelled', 'resolved')""").fetchall()
-    dead_letters = db.conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
-    unfinished_attempts = db.conn.execute(
-        "SELECT COUNT(*) FROM delivery_attempts WHERE finished_at IS NULL").fetchone()[0]
+    alerts = stored_alerts(db.conn).with_columns(pl.col("alert_id").cast(pl.Int64))
+    deliveries = stored_deliveries(db.conn).with_columns(pl.col("alert_id").cast(pl.Int64),
+                                                         pl.col("channel").cast(pl.String))
+    webhook = deliveries.filter(pl.col("channel") == "webhook")
+    alert_status = Counter(alerts["status"].to_list())
+    webhook_status = Counter(webhook["status"].to_list())
+    keys_by_alert = dict(webhook.select("alert_id", "idempotency_key").rows())
+    current = (
+        alerts.filter(~pl.col("status").is_in(["superseded", "cancelled", "resolved"]))
+        .select("alert_id", pl.col("channels").str.contains('"webhook"', literal=True).cast(pl.Int64).alias("wants"))
+        .join(webhook.select("alert_id", pl.col("status").alias("w")), on="alert_id", how="left")
+        .join(deliveries.filter(pl.col("channel") == "in_app").select("alert_id", pl.col("status").alias("a")),
+              on="alert_id", how="left")
+        .rows()
+    )
+    dead_letters = stored_dead_letters(db.conn).height
+    unfinished_attempts = stored_attempts(db.conn).filter(pl.col("finished_at").is_null()).height
     db.conn.close()
 
     alerts_per_key: dict[str, set] = defaultdict(set)

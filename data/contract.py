@@ -20,12 +20,9 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from data.eventlog import ACTIONS, CHANNELS
-from data.settings import TIMEZONE
+from data.facts import end_of_as_of_day_utc
+from data.reference import DISTRICTS  # the one list of districts; ingest checks against it
 
-DISTRICTS = (
-    "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",
-    "宝山区", "嘉定区", "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
-)
 INDUSTRIES = tuple("ABCDEFGHIJKLMNOPQRST")  # GB/T 4754-2017 sections
 GENDERS = ("M", "F")
 AUDIENCES = ("person", "enterprise")
@@ -395,8 +392,7 @@ class Context:
     @property
     def end_of_as_of_utc(self) -> datetime:
         """The first instant after ``as_of`` in Asia/Shanghai, in UTC (events at or after it are future)."""
-        local = datetime.combine(self.as_of + timedelta(days=1), datetime.min.time(), ZoneInfo(TIMEZONE))
-        return local.astimezone(ZoneInfo("UTC"))
+        return end_of_as_of_day_utc(self.as_of)
 
 
 def normalise(columns: list[str]) -> list[pl.Expr]:

@@ -1,4 +1,5 @@
-"""Loaders for the reference data shipped under ``data/``: service catalogue, licence types, tag taxonomy.
+"""Reference data: the districts, and loaders for the files shipped under ``data/`` (service catalogue, licence
+types, tag taxonomy). Nothing else reads these files.
 
 Each loader returns a typed ``pl.DataFrame`` (booleans as Boolean, ages and validities as Int64, empty cells as
 null) and raises :class:`data.errors.ContractError` naming the file, line (header = line 1) and column of the
@@ -21,9 +22,19 @@ import polars as pl
 from data.errors import ContractError
 from data.registry import SNAPSHOT_SCHEMAS
 
+# Shanghai's sixteen districts (zh as the registries and the catalogue's departments write them -> en).
+DISTRICT_NAMES_EN: dict[str, str] = {
+    "黄浦区": "Huangpu", "徐汇区": "Xuhui", "长宁区": "Changning", "静安区": "Jing'an", "普陀区": "Putuo",
+    "虹口区": "Hongkou", "杨浦区": "Yangpu", "闵行区": "Minhang", "宝山区": "Baoshan", "嘉定区": "Jiading",
+    "浦东新区": "Pudong New Area", "金山区": "Jinshan", "松江区": "Songjiang", "青浦区": "Qingpu",
+    "奉贤区": "Fengxian", "崇明区": "Chongming",
+}
+DISTRICTS: tuple[str, ...] = tuple(DISTRICT_NAMES_EN)
+
 CATALOG_FILE = "catalog.csv"
 LICENSE_TYPES_FILE = "license_types.csv"
 TAXONOMY_FILE = "tag_taxonomy.csv"
+ITEM_NAMES_EN_FILE = "item_names_en.csv"  # item_id, name_zh, name_en: the catalogue's names are Chinese only
 
 # The catalogue file has exactly the columns of the registry snapshot, so ingest and batch jobs share one shape.
 CATALOG_SCHEMA: dict[str, pl.DataType] = dict(SNAPSHOT_SCHEMAS["catalog"])
@@ -133,6 +144,18 @@ class Reference:
     catalog: pl.DataFrame
     license_types: pl.DataFrame
     taxonomy: pl.DataFrame
+
+
+def read_reference_table(data_dir: Path | str, file_name: str) -> pl.DataFrame | None:
+    """A reference file as it is, every column text (empty cells null), or None if the file is absent.
+
+    For readers that treat each file as optional and take only a few columns (the alert engine's names, the
+    reminder rules' checks); the typed, checked loaders above are for everything else.
+    """
+    path = Path(data_dir) / file_name
+    if not path.exists():
+        return None
+    return pl.read_csv(path, infer_schema=False)
 
 
 def load_reference(data_dir: Path | str) -> Reference:

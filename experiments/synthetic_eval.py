@@ -177,15 +177,13 @@ def run(cfg: dict) -> dict:
     positive = rcfg["interactions"]["positive_actions"]
 
     # Profiles and tags as known at the cut, so no tag is inferred from test-window behaviour.
-    try:
-        from profiler import build_profiles
-        from taggers import run_taggers
+    # The recommender reads its tags from the taggers (recommender.candidates.read_tags): they must exist first.
+    from profiler import build_profiles
+    from taggers import run_taggers
 
-        log(f"profiles and tags as of the cut {cut}")
-        build_profiles(settings, db, cut)
-        run_taggers(settings, db, cut)
-    except ImportError as exc:  # pragma: no cover - only before the tagger exists
-        log(f"no tagger ({exc}); tags are derived from the registries")
+    log(f"profiles and tags as of the cut {cut}")
+    build_profiles(settings, db, cut)
+    run_taggers(settings, db, cut)
 
     events = scan_events(settings.events_dir)
     end_cut, end = C.cutoff(cut), C.cutoff(as_of)

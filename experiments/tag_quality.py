@@ -70,11 +70,12 @@ def run_pipeline(settings, city: Path, as_of: date) -> dict:
     import profiler
     import taggers
     from data.ingest import ingest_export
+    from data.registry import count_records
     from yiwang.migrations import open_db
 
     db = open_db(settings.db_path)
     timings = {}
-    if db.conn.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 0:
+    if count_records(db.conn, "people") == 0:
         t = time.perf_counter()
         ingest_export(settings, db, city / "export")
         timings["ingest_s"] = round(time.perf_counter() - t, 2)

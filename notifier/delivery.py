@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from data.citizen import preferences_of
 from data.settings import TIMEZONE
 from data.store import connect
 
@@ -113,13 +114,7 @@ def release(settings, db, now: datetime, summary: DeliverySummary) -> None:
         if not rows:
             conn.execute("COMMIT")
             return
-        prefs = {
-            sid: (pers, json.loads(chs))
-            for sid, pers, chs in conn.execute(
-                "SELECT subject_id, personalisation, channels FROM subject_preferences WHERE subject_id IN"
-                " (SELECT subject_id FROM outbox WHERE status = 'pending' AND released_on IS NULL)"
-            )
-        }
+        prefs = preferences_of(conn, (r[2] for r in rows))
         used = dict(
             conn.execute("SELECT subject_id, COUNT(*) FROM outbox WHERE released_on = ? GROUP BY subject_id", (today,))
         )

@@ -22,6 +22,10 @@ from pathlib import Path
 import polars as pl
 
 from notifier.rules import Rule, RuleSet, check_file, mark_in_force, rules_in_force
+from data.citizen import personalisation_off_subjects
+from data.reference import (
+    CATALOG_FILE, ITEM_NAMES_EN_FILE, LICENSE_TYPES_FILE, TAXONOMY_FILE, read_reference_table,
+)
 from data.registry import scan_table
 
 OUT_COLUMNS = [
@@ -97,11 +101,9 @@ class Inputs:
             cat = self.table("catalog").select("item_id", "name", "department", "renews_license").collect()
             if cat.height == 0:
                 # Before the first ingest the reference catalogue is the catalogue.
-                path = Path(self.settings.data_dir) / "catalog.csv"
-                if path.exists():
-                    cat = pl.read_csv(path, infer_schema=False).select(
-                        "item_id", "name", "department", "renews_license"
-                    )
+                ref = read_reference_table(self.settings.data_dir, CATALOG_FILE)
+                if ref is not None:
+                    cat = ref.select("item_id", "name", "department", "renews_license")
             self._cache["catalog"] = cat
         return self._cache["catalog"]
 
@@ -125,9 +127,9 @@ class Inputs:
     @property
     def licence_names(self) -> pl.DataFrame:
         if "lic_names" not in self._cache:
-            path = Path(self.settings.data_dir) / "license_types.csv"
-            if path.exists():
-                df = pl.read_csv(path, infer_schema=False).select(
+            df = read_reference_table(self.settings.data_dir, LICENSE_TYPES_FILE)
+            if df is not None:
+                df = df.select(
                     "license_type", pl.col("name_zh").alias("licence_name_zh"), pl.col("name_en").alias("licence_name_en")
                 )
             else:
@@ -140,9 +142,9 @@ class Inputs:
     def item_names_en(self) -> pl.DataFrame:
         """item_id -> English name (``data/item_names_en.csv``): the catalogue's names are Chinese only."""
         if "item_names_en" not in self._cache:
-            path = Path(self.settings.data_dir) / "item_names_en.csv"
-            if path.exists():
-                df = pl.read_csv(path, infer_schema=False).select("item_id", "name_en")
+            df = read_reference_table(self.settings.data_dir, ITEM_NAMES_EN_FILE)
+            if df is not None:
+                df = df.select("item_id", "name_en")
             else:
                 df = pl.DataFrame(schema={"item_id": pl.String, "name_en": pl.String})
             self._cache["item_names_en"] = df
@@ -151,9 +153,9 @@ class Inputs:
     @property
     def tag_names(self) -> pl.DataFrame:
         if "tag_names" not in self._cache:
-            path = Path(self.settings.data_dir) / "tag_taxonomy.csv"
-            if path.exists():
-                df = pl.read_csv(path, infer_schema=False).select(
+            df = read_reference_table(self.settings.data_dir, TAXONOMY_FILE)
+            if df is not None:
+                df = df.select(
                     pl.col("code").alias("tag_code"), pl.col("name_zh").alias("tag_name_zh"),
                     pl.col("name_en").alias("tag_name_en"),
                 )
@@ -165,36 +167,19 @@ class Inputs:
     def tags(self, codes: set[str]) -> pl.LazyFrame:
         """Tags in force with the given codes: subject_id, code, valid_from (Date)."""
         key = frozenset(codes)
-        if key not in self._tags and codes:
-            lazy = _tagger_scan(self.settings)
-            if lazy is not None:
-                self._tags[key] = (
-                    lazy.filter(pl.col("code").is_in(sorted(codes)))
-                    .select("subject_id", "code", pl.col("valid_from").cast(pl.Date))
-                    .collect()
-                    .lazy()
-                )
         if key not in self._tags:
-            schema = {"subject_id": pl.String, "code": pl.String, "valid_from": pl.String}
-            rows: list = []
-            if codes:
-                marks = ",".join("?" * len(codes))
-                rows = self.db.conn.execute(
-                    f"SELECT subject_id, code, valid_from FROM tags WHERE code IN ({marks})", sorted(codes)
-                ).fetchall()
-            df = pl.DataFrame(rows, schema=schema, orient="row")
-            self._tags[key] = df.lazy().with_columns(
-                pl.col("valid_from").str.to_date("%Y-%m-%d", strict=False)
+            from taggers import tags_in_force
+
+            self._tags[key] = (
+                tags_in_force(self.settings, self.db, codes=sorted(codes))
+                .select("subject_id", "code", "valid_from").lazy()
             )
         return self._tags[key]
 
     @property
     def personalisation_off(self) -> pl.LazyFrame:
         if "prefs_off" not in self._cache:
-            rows = self.db.conn.execute(
-                "SELECT subject_id FROM subject_preferences WHERE personalisation = 0"
-            ).fetchall()
-            self._cache["prefs_off"] = pl.DataFrame(rows, schema={"subject_id": pl.String}, orient="row")
+            self._cache["prefs_off"] = personalisation_off_subjects(self.db.conn)
         return self._cache["prefs_off"].lazy()
 
     def subjects(self, subject_type: str) -> pl.LazyFrame:
@@ -255,18 +240,6 @@ class Inputs:
                 .collect()
             )
         return self._cache["licences"].lazy()
-
-
-def _tagger_scan(settings) -> pl.LazyFrame | None:
-    """The taggers' columnar copy of the tags in force (deletions applied), if the tagger has written one;
-    None means: read the ``tags`` table instead."""
-    try:
-        from taggers import scan_tags, tags_parquet_path
-    except ImportError:
-        return None
-    if not tags_parquet_path(settings).exists():
-        return None
-    return scan_tags(settings)
 
 
 def candidates(settings, db, as_of: date, rules: list[Rule]) -> list[tuple[Rule, pl.DataFrame, pl.DataFrame]]:

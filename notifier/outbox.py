@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import polars as pl
+
 from data.errors import NotFound
 
 # Statuses whose alert is still current; cancelled/superseded/resolved ones no longer describe the world.
@@ -71,3 +73,31 @@ def mark_read(db, alert_id: int) -> dict:
 def dismiss(db, alert_id: int) -> dict:
     """Hide the alert from the subject's list (it stays in the outbox, so it is never created again)."""
     return _stamp(db, alert_id, "dismissed_at")
+
+
+# The stored state as frames, for checks and tools (tests, the kill -9 harness, an operator looking in).
+
+
+def _frame(conn, sql: str) -> pl.DataFrame:
+    cur = conn.execute(sql)
+    columns = [c[0] for c in cur.description]
+    return pl.DataFrame(cur.fetchall(), schema=columns, orient="row", infer_schema_length=None)
+
+
+def stored_alerts(conn) -> pl.DataFrame:
+    """Every outbox row as stored, in alert_id order."""
+    return _frame(conn, "SELECT * FROM outbox ORDER BY alert_id")
+
+
+def stored_deliveries(conn) -> pl.DataFrame:
+    """Every delivery row (one per alert and channel) as stored, with the alert's rule_id and subject_id."""
+    return _frame(conn, "SELECT d.*, o.rule_id, o.subject_id FROM deliveries d JOIN outbox o USING (alert_id) "
+                        "ORDER BY d.alert_id, d.channel")
+
+
+def stored_dead_letters(conn) -> pl.DataFrame:
+    return _frame(conn, "SELECT * FROM dead_letters ORDER BY alert_id")
+
+
+def stored_attempts(conn) -> pl.DataFrame:
+    return _frame(conn, "SELECT * FROM delivery_attempts")

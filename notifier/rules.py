@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data import yamlfile
 from data.errors import RulesError
+from data.reference import CATALOG_FILE, LICENSE_TYPES_FILE, TAXONOMY_FILE, read_reference_table
 from notifier import kinds
 from notifier.kinds import RuleBase
 from notifier.kinds.base import CHANNELS, PRIORITIES, SUBJECT_TYPES, Audience  # noqa: F401 (named here as before)
@@ -65,19 +66,18 @@ def load_reference(data_dir: Path) -> Reference:
     """Reference sets from data/ (each file is optional: a missing file turns its check off)."""
     data_dir = Path(data_dir)
     ref = Reference()
-    path = data_dir / "license_types.csv"
-    if path.exists():
-        ref.licence_types = set(pl.read_csv(path, infer_schema=False)["license_type"].to_list())
-    path = data_dir / "tag_taxonomy.csv"
-    if path.exists():
-        tax = pl.read_csv(path, infer_schema=False)
+    lic = read_reference_table(data_dir, LICENSE_TYPES_FILE)
+    if lic is not None:
+        ref.licence_types = set(lic["license_type"].to_list())
+    tax = read_reference_table(data_dir, TAXONOMY_FILE)
+    if tax is not None:
         codes = tax["code"].to_list()
         dims = tax["dimension"].to_list() if "dimension" in tax.columns else [None] * len(codes)
         for code, dim in zip(codes, dims):
             ref.tag_codes.add(code if "." in code or not dim else f"{dim}.{code}")
-    path = data_dir / "catalog.csv"
-    if path.exists():
-        cat = pl.read_csv(path, infer_schema=False).select("item_id", pl.col("renews_license").fill_null(""))
+    cat = read_reference_table(data_dir, CATALOG_FILE)
+    if cat is not None:
+        cat = cat.select("item_id", pl.col("renews_license").fill_null(""))
         ref.items = dict(zip(cat["item_id"].to_list(), cat["renews_license"].to_list()))
     return ref
 
@@ -304,3 +304,10 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
     for cls in kinds.KIND_CLASSES:
         d.update(rule.flat_fields() if isinstance(rule, cls) else cls.FLAT_DEFAULTS)
     return json.loads(json.dumps(d))
+
+
+def list_snapshots(db) -> list[dict]:
+    """Every rules text on record (oldest first): id, source, sha256, when loaded and the run it was in force by."""
+    rows = db.conn.execute(
+        "SELECT snapshot_id, source, sha256, loaded_at, in_force_by FROM rule_snapshots ORDER BY snapshot_id")
+    return [dict(zip(("snapshot_id", "source", "sha256", "loaded_at", "in_force_by"), r)) for r in rows]

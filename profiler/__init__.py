@@ -275,6 +275,17 @@ def latest_batch(db: sqlite_utils.Database) -> dict | None:
     return None if row is None else {"batch_id": row[0], "as_of": row[1], "published_at": row[2]}
 
 
+def list_batches(db: sqlite_utils.Database) -> list[dict]:
+    """Every profile batch recorded, published or not, oldest first."""
+    rows = db.conn.execute("SELECT batch_id, as_of, started_at, published_at FROM profile_batches ORDER BY batch_id")
+    return [{"batch_id": b, "as_of": a, "started_at": s, "published_at": p} for b, a, s, p in rows]
+
+
+def served_profiles_shape(conn) -> tuple[int, int, int]:
+    """(blocks, subjects, distinct batches) of the profiles being served: one batch, whole, at any instant."""
+    return conn.execute("SELECT COUNT(*), COALESCE(SUM(n_subjects), 0), COUNT(DISTINCT batch_id) FROM profiles").fetchone()
+
+
 def scan_profiles(settings: Settings) -> pl.LazyFrame:
     """The latest published profiles (one row per subject) for batch jobs; StateError before the first build."""
     path = profiles_path(settings)

@@ -7,12 +7,11 @@ small frames and the batch can feed the Parquet snapshots and the event log.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from data.settings import TIMEZONE
+from data.facts import age_years, end_of_as_of_day_utc, enterprise_size_band, profile_age_band
 
 WINDOWS = (7, 30, 180)
 BEHAVIOUR_ACTIONS = {"views": ("view",), "applies": ("apply", "complete")}
@@ -20,45 +19,20 @@ EXPIRING_WITHIN_DAYS = 90
 CHILD_MAX_AGE = 17  # "children" of a person: household members under 18 at least PARENT_GAP years younger
 PARENT_GAP_YEARS = 15
 
-# Age bands are coarse on purpose: fine enough for targeting, too coarse to re-identify anyone.
-AGE_BANDS = [(0, 5, "0-5"), (6, 13, "6-13"), (14, 17, "14-17"), (18, 34, "18-34"), (35, 59, "35-59"), (60, 200, "60+")]
-SIZE_BANDS = [(0, 9, "micro"), (10, 99, "small"), (100, 999, "medium"), (1000, 10**9, "large")]
-
-
 def lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
-
-
-def day_end_utc(as_of: date) -> datetime:
-    """The first instant after ``as_of`` in Shanghai, as a UTC datetime: events at or after it are in the future."""
-    local = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=ZoneInfo(TIMEZONE))
-    return local.astimezone(ZoneInfo("UTC"))
-
-
-def age_expr(birth: str | pl.Expr, as_of: date) -> pl.Expr:
-    """Completed years at ``as_of`` (a 29 Feb birthday counts from 1 Mar in common years)."""
-    b = pl.col(birth) if isinstance(birth, str) else birth
-    before_birthday = (b.dt.month().cast(pl.Int32) * 100 + b.dt.day().cast(pl.Int32)) > (as_of.month * 100 + as_of.day)
-    return (pl.lit(as_of.year, pl.Int32) - b.dt.year().cast(pl.Int32) - before_birthday.cast(pl.Int32)).cast(pl.Int32)
-
-
-def band_expr(value: pl.Expr, bands) -> pl.Expr:
-    expr = pl.when(value.is_null()).then(pl.lit(None, pl.String))
-    for lo, hi, name in bands:
-        expr = expr.when(value.is_between(lo, hi)).then(pl.lit(name))
-    return expr.otherwise(pl.lit(None, pl.String))
 
 
 # -- persons -------------------------------------------------------------------------------------------------------
 
 
 def person_attribute_exprs(as_of: date) -> list[pl.Expr]:
-    age = age_expr("birth_date", as_of)
+    age = age_years("birth_date", as_of)
     return [
         pl.col("person_id").alias("subject_id"),
         pl.lit("person").alias("subject_type"),
         age.alias("age"),
-        band_expr(age, AGE_BANDS).alias("age_band"),
+        profile_age_band(age).alias("age_band"),
     ]
 
 
@@ -138,8 +112,8 @@ def enterprise_attribute_exprs(as_of: date) -> list[pl.Expr]:
         pl.col("enterprise_id").alias("subject_id"),
         pl.lit("enterprise").alias("subject_type"),
         (pl.lit(as_of) - pl.col("founded_on")).dt.total_days().cast(pl.Int32).alias("business_age_days"),
-        age_expr("founded_on", as_of).alias("business_age_years"),
-        band_expr(pl.col("employees"), SIZE_BANDS).alias("size_band"),
+        age_years("founded_on", as_of).alias("business_age_years"),
+        enterprise_size_band(pl.col("employees")).alias("size_band"),
     ]
 
 
@@ -191,7 +165,7 @@ def licence_frame(licenses: pl.LazyFrame | pl.DataFrame, as_of: date) -> pl.Lazy
 
 
 def window_starts(as_of: date) -> dict[int, datetime]:
-    end = day_end_utc(as_of)
+    end = end_of_as_of_day_utc(as_of)
     return {w: end - timedelta(days=w) for w in WINDOWS}
 
 
@@ -207,7 +181,7 @@ def behaviour_count_exprs(as_of: date) -> list[pl.Expr]:
 
 
 def events_until(events: pl.LazyFrame | pl.DataFrame, as_of: date) -> pl.LazyFrame:
-    return lazy(events).filter(pl.col("ts") < pl.lit(day_end_utc(as_of)))
+    return lazy(events).filter(pl.col("ts") < pl.lit(end_of_as_of_day_utc(as_of)))
 
 
 def behaviour_frames(

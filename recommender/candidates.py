@@ -18,28 +18,22 @@ All of it is Polars over integer keys; nothing loops over subjects in Python.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from data.facts import (
+    age_years, district_of_department, end_of_as_of_day_utc, enterprise_size_band,
+    latest_licence_per_type, popularity_age_band,
+)
+from data.reference import LICENSE_TYPES_FILE, read_reference_table
 from data.registry import scan_table
-from data.settings import TIMEZONE
 
 from recommender.config import RecommenderConfig
 from recommender.reasons import sensitive_codes
-
-DISTRICTS_ZH = (
-    "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区",
-    "宝山区", "嘉定区", "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
-)
-# Person age bands used for popularity; the edges follow the catalogue's age rules (6 school, 14 child, 60 elderly).
-AGE_EDGES = [6, 14, 18, 25, 35, 45, 60, 70]
-AGE_LABELS = ["0-5", "6-13", "14-17", "18-24", "25-34", "35-44", "45-59", "60-69", "70+"]
 
 KIND_CODE = {"person": 0, "enterprise": 1, "unknown": 2}
 
@@ -52,11 +46,8 @@ FEATURES = [
 CATEGORICAL_FEATURES = ["i_category", "p_kind"]
 
 
-def cutoff(as_of: date) -> datetime:
-    """The first instant after ``as_of`` in Shanghai: events before it are known on ``as_of``."""
-    return datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=ZoneInfo(TIMEZONE)).astimezone(
-        ZoneInfo("UTC")
-    )
+# What is known on ``as_of``: events strictly before the first instant after it in Shanghai (data.facts).
+cutoff = end_of_as_of_day_utc
 
 
 @dataclass
@@ -104,28 +95,12 @@ class World:
 # -- building the world ----------------------------------------------------------------------------
 
 
-def _age_expr(as_of: date) -> pl.Expr:
-    bd = pl.col("birth_date")
-    before_birthday = (bd.dt.month().cast(pl.Int32) * 100 + bd.dt.day().cast(pl.Int32)) > (
-        as_of.month * 100 + as_of.day
-    )
-    return (pl.lit(as_of.year) - bd.dt.year().cast(pl.Int32) - before_birthday.cast(pl.Int32)).cast(pl.Int32)
-
-
-def _age_band(age: pl.Expr) -> pl.Expr:
-    expr = pl.when(age < AGE_EDGES[0]).then(pl.lit(AGE_LABELS[0]))
-    for edge, label in zip(AGE_EDGES[1:], AGE_LABELS[1:]):
-        expr = expr.when(age < edge).then(pl.lit(label))
-    return expr.otherwise(pl.lit(AGE_LABELS[-1]))
-
-
 def load_items(home) -> pl.DataFrame:
     """The catalogue with dense indices, parsed tag lists and the district of district-run items."""
     cat = scan_table(home, "catalog").sort("item_id").collect()
-    district_re = "^(" + "|".join(DISTRICTS_ZH) + ")"
     items = cat.with_row_index("iidx").with_columns(
         pl.col("iidx").cast(pl.UInt32),
-        pl.col("department").str.extract(district_re, 1).alias("item_district"),
+        district_of_department(pl.col("department")).alias("item_district"),
         pl.col("industries").fill_null("").str.split("|").list.filter(pl.element() != "").alias("industry_list"),
         pl.col("once_per_subject").fill_null(False),
         pl.col("local_hukou_only").fill_null(False),
@@ -157,65 +132,12 @@ def item_tag_frame(items: pl.DataFrame) -> pl.DataFrame:
     return out.with_columns(pl.col("iidx").cast(pl.UInt32)).join(items.select("iidx", "item_district"), on="iidx")
 
 
-def _read_sql(conn: sqlite3.Connection, query: str, schema: dict) -> pl.DataFrame:
-    try:
-        rows = conn.execute(query).fetchall()
-    except sqlite3.OperationalError:
-        # The table belongs to a later migration that this store does not have yet.
-        rows = []
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
 def read_tags(settings, db, as_of: date) -> pl.DataFrame:
-    """Tags in force on ``as_of``: the tagger's last batch, minus what citizens deleted since."""
-    try:
-        from taggers import scan_tags
+    """Tags in force on ``as_of`` (the taggers' last batch, minus what citizens deleted since): subject_id, code,
+    dimension, confidence, valid_from."""
+    from taggers import tags_in_force
 
-        lf = scan_tags(settings).select("subject_id", "code", "dimension", "confidence", "valid_from", "valid_until")
-        df = lf.collect()
-        if df.height == 0:
-            df = scan_tags(db).select("subject_id", "code", "dimension", "confidence", "valid_from",
-                                      "valid_until").collect()
-    except ImportError:
-        schema = {
-            "subject_id": pl.String, "code": pl.String, "dimension": pl.String, "confidence": pl.Float64,
-            "valid_from": pl.String, "valid_until": pl.String,
-        }
-        df = _read_sql(db.conn, "SELECT subject_id, code, dimension, confidence, valid_from, valid_until FROM tags",
-                       schema)
-    df = df.with_columns(
-        pl.col("valid_from").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
-        pl.col("valid_until").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
-    )
-    return df.filter(
-        (pl.col("valid_from").is_null() | (pl.col("valid_from") <= as_of))
-        & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= as_of))
-    ).drop("valid_until")
-
-
-def _derived_tags(subjects: pl.DataFrame, db) -> pl.DataFrame:
-    """Registry facts as tags, used only when no tagger has run: age crowds, non-local, occupation.
-
-    A tag the citizen deleted (``tag_suppressions``) is not derived back (algorithm rules Art. 17).
-    """
-    p = subjects.filter(pl.col("kind") == "person")
-    parts = [
-        p.filter(pl.col("age") >= 60).select("subject_id", pl.lit("crowd.elderly").alias("code")),
-        p.filter(pl.col("age") < 14).select("subject_id", pl.lit("crowd.child").alias("code")),
-        p.filter(pl.col("local_hukou") == False).select("subject_id", pl.lit("crowd.non_local").alias("code")),  # noqa: E712
-        p.filter(pl.col("occupation").is_not_null() & (pl.col("occupation") != "")).select(
-            "subject_id", pl.concat_str([pl.lit("occupation."), pl.col("occupation")]).alias("code")
-        ),
-    ]
-    out = pl.concat(parts).with_columns(
-        pl.col("code").str.split(".").list.first().alias("dimension"),
-        pl.lit(1.0).alias("confidence"),
-        pl.lit(None, dtype=pl.Date).alias("valid_from"),
-    )
-    supp = _read_sql(
-        db.conn, "SELECT subject_id, code FROM tag_suppressions", {"subject_id": pl.String, "code": pl.String}
-    )
-    return out.join(supp, on=["subject_id", "code"], how="anti")
+    return tags_in_force(settings, db, as_of).select("subject_id", "code", "dimension", "confidence", "valid_from")
 
 
 def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.LazyFrame | None = None) -> World:
@@ -238,8 +160,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         pl.lit(None, dtype=pl.Date).alias("birth_date"), "district", pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
         "industry", pl.lit(None, dtype=pl.String).alias("occupation"), "founded_on",
         # Enterprises are banded by industry and size (the catalogue's enterprise items differ by both).
-        pl.when(pl.col("employees") < 10).then(pl.lit("micro")).when(pl.col("employees") < 100).then(pl.lit("small"))
-        .when(pl.col("employees") < 1000).then(pl.lit("medium")).otherwise(pl.lit("large")).alias("size"),
+        enterprise_size_band(pl.col("employees")).alias("size"),
     )
     # Only what existed on as_of: a child born, a company founded or a licence issued later is not known yet.
     people = people.filter(pl.col("birth_date").is_null() | (pl.col("birth_date") <= as_of))
@@ -262,10 +183,10 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     subjects = (
         pl.concat([registered, unknown.select(registered.collect_schema().names())])
         .sort("subject_id").with_row_index("sidx")
-        .with_columns(pl.col("sidx").cast(pl.UInt32), _age_expr(as_of).alias("age"))
+        .with_columns(pl.col("sidx").cast(pl.UInt32), age_years("birth_date", as_of).alias("age"))
         .with_columns(
             pl.when(pl.col("kind") == "person")
-            .then(_age_band(pl.col("age")))
+            .then(popularity_age_band(pl.col("age")))
             .when(pl.col("kind") == "enterprise")
             .then(pl.concat_str([pl.lit("industry "), pl.col("industry"), pl.lit(" "), pl.col("size")]))
             .alias("age_band")
@@ -279,8 +200,6 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
     iid = items.select("item_id", "iidx")
 
     tags = read_tags(settings, db, as_of)
-    if tags.height == 0:
-        tags = _derived_tags(subjects, db)
     tags = tags.join(sid, on="subject_id").select("sidx", "code", "dimension", "confidence", "valid_from")
     # Industry is a registry attribute of every enterprise, matched against the catalogue's industries column.
     industry = subjects.filter(pl.col("industry").is_not_null()).select(
@@ -294,11 +213,8 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         scan_table(home, "licenses").filter(pl.col("issued_on").is_null() | (pl.col("issued_on") <= as_of)).collect()
         .join(sid, left_on="holder_id", right_on="subject_id")
         # The latest licence of a type decides: once renewed (a later expiry appears) the old one no longer counts.
-        .sort("expires_on", nulls_last=True)
-        .group_by("sidx", "license_type").agg(
-            pl.col("expires_on").last(), pl.col("expires_on").is_null().any().alias("open_ended")
-        )
-        .filter(~pl.col("open_ended")).drop("open_ended")
+        .pipe(latest_licence_per_type, holder="sidx")
+        .collect()
     )
 
     weights = cfg.action_weights
@@ -342,13 +258,8 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
 
 def renewal_items(data_dir) -> dict[str, str]:
     """license_type -> the catalogue item that renews it, from the licence-type reference table."""
-    from pathlib import Path
-
-    path = Path(data_dir) / "license_types.csv"
-    if not path.exists():
-        return {}
-    df = pl.read_csv(path, infer_schema=False)
-    if "renewal_item_id" not in df.columns:
+    df = read_reference_table(data_dir, LICENSE_TYPES_FILE)
+    if df is None or "renewal_item_id" not in df.columns:
         return {}
     df = df.filter(pl.col("renewal_item_id").is_not_null() & (pl.col("renewal_item_id") != ""))
     return dict(zip(df["license_type"].to_list(), df["renewal_item_id"].to_list()))

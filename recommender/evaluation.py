@@ -685,10 +685,9 @@ def crowd_groups(settings, db) -> pl.DataFrame:
 
     people = scan_table(settings.home, "people").select(pl.col("person_id").alias("subject_id")).collect()
     ents = scan_table(settings.home, "enterprises").select(pl.col("enterprise_id").alias("subject_id")).collect()
-    rows = db.conn.execute(
-        "SELECT subject_id, code FROM tags WHERE sensitive = 0 AND (dimension = 'crowd' OR code = 'occupation.student')"
-    ).fetchall()
-    tags = pl.DataFrame(rows, schema={"subject_id": pl.String, "group": pl.String}, orient="row")
+    from taggers.store import group_tags
+
+    tags = group_tags(db.conn)
     return pl.concat([
         people.with_columns(group=pl.lit("person")), ents.with_columns(group=pl.lit("enterprise")), tags,
     ]).unique()

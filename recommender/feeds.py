@@ -16,13 +16,19 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
+from json.encoder import encode_basestring as _str  # C-accelerated; json.dumps per field cost more than SQL
 from typing import Iterable
 
 import polars as pl
 
+from data.citizen import dismissed_items, feed_state, personalisation_on
 from data.errors import NotFound, StateError
+from data.facts import age_on, district_of_department
+from data.registry import catalog_item_rules, catalog_names, registered_subject
 from data.store import RunLock, dead_run
 
 POINTER = "feed_version"
@@ -44,8 +50,24 @@ def _now() -> str:
 
 
 def current_version(conn: sqlite3.Connection) -> int | None:
-    row = conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()
-    return int(row[0]) if row else None
+    value = read_pointer(conn, POINTER)
+    return int(value) if value is not None else None
+
+
+def read_pointer(conn: sqlite3.Connection, name: str) -> str | None:
+    """The value of a serving pointer (``feed_version`` here, ``model_version`` for the trainer), if set."""
+    row = conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def set_pointer(conn: sqlite3.Connection, name: str, value: str) -> None:
+    """Point ``name`` at ``value`` (committed at once)."""
+    conn.execute(
+        "INSERT INTO serving_pointers (name, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (name, value, _now()),
+    )
+    conn.commit()
 
 
 @dataclass
@@ -266,11 +288,6 @@ class Feed:
         return asdict(self)
 
 
-def _personalisation_on(conn: sqlite3.Connection, subject_id: str) -> bool:
-    row = conn.execute("SELECT personalisation FROM subject_preferences WHERE subject_id = ?", (subject_id,)).fetchone()
-    return True if row is None else bool(row[0])
-
-
 def read_feed(db, settings, subject_id: str, limit: int | None = None) -> Feed:
     """The subject's feed from the served version, honouring the personalisation switch and dismissals now."""
     conn = db.conn
@@ -295,9 +312,9 @@ def _read_feed(conn, settings, subject_id: str, limit: int) -> Feed:
     meta = conn.execute(
         "SELECT model_version, as_of, generated_at FROM feed_versions WHERE version = ?", (version,)).fetchone()
     model_version, as_of, generated_at = meta
-    subject = _subject_row(conn, subject_id)
-    dismissed = {r[0] for r in conn.execute("SELECT item_id FROM dismissals WHERE subject_id = ?", (subject_id,))}
-    personalised: bool | None = _personalisation_on(conn, subject_id)
+    subject = registered_subject(conn, subject_id)
+    dismissed = dismissed_items(conn, subject_id)
+    personalised: bool | None = personalisation_on(conn, subject_id)
     rows: list = []
     if personalised:
         rows = [r for r in stored_feed(conn, version, subject_id) if r[1] not in dismissed]
@@ -309,7 +326,7 @@ def _read_feed(conn, settings, subject_id: str, limit: int) -> Feed:
         if subject is None:
             raise NotFound(f"subject {subject_id!r} is not in the registries")
         rows = _non_personalised(conn, settings, version, subject, date.fromisoformat(as_of), dismissed)
-    names = _item_names(conn, [r[1] for r in rows[:limit]])
+    names = catalog_names(conn, [r[1] for r in rows[:limit]])
     items = [
         FeedItem(rank=i + 1, item_id=r[1], name=names.get(r[1], r[1]), score=float(r[2]), reasons=json.loads(r[3]))
         for i, r in enumerate(rows[:limit])
@@ -355,32 +372,12 @@ def version_rows(conn, version: int) -> pl.DataFrame:
     )
 
 
-def _item_names(conn, item_ids: list[str]) -> dict[str, str]:
-    if not item_ids:
-        return {}
-    q = f"SELECT item_id, name FROM catalog WHERE item_id IN ({','.join('?' * len(item_ids))})"
-    return dict(conn.execute(q, item_ids).fetchall())
-
-
-def _subject_row(conn, subject_id: str) -> dict | None:
-    r = conn.execute("SELECT birth_date, district, local_hukou FROM people WHERE person_id = ?", (subject_id,)).fetchone()
-    if r:
-        return {"kind": "person", "birth_date": r[0], "district": r[1], "local_hukou": bool(r[2]), "industry": None,
-                "subject_id": subject_id}
-    r = conn.execute("SELECT district, industry FROM enterprises WHERE enterprise_id = ?", (subject_id,)).fetchone()
-    if r:
-        return {"kind": "enterprise", "birth_date": None, "district": r[0], "local_hukou": None, "industry": r[1],
-                "subject_id": subject_id}
-    return None
-
-
 def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, dismissed: set[str]) -> list:
     """The popular list of the subject's audience, minus ineligible, dismissed and completed once-only items.
 
     The subject's attributes and records are used here only to take out what they may not or need not use,
     never to order the list.
     """
-    from recommender.candidates import DISTRICTS_ZH
     from recommender.filters import eligibility_expr
     from data.eventlog import scan_events
 
@@ -388,9 +385,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
     if not popular:
         return []
     ids = [r[1] for r in popular]
-    rules = {r[0]: r[1:] for r in conn.execute(
-        "SELECT item_id, audience, min_age, max_age, local_hukou_only, industries, department, once_per_subject "
-        f"FROM catalog WHERE item_id IN ({','.join('?' * len(ids))})", ids).fetchall()}
+    rules = catalog_item_rules(conn, ids)
     # Inner join on the catalogue, in rank order: an item gone from the catalogue is not offered.
     rows = [r + rules[r[1]] for r in popular if r[1] in rules]
     if not rows:
@@ -400,10 +395,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
         "min_age": pl.Int64, "max_age": pl.Int64, "local_hukou_only": pl.Int64, "industries": pl.String,
         "department": pl.String, "once_per_subject": pl.Int64,
     })
-    age = None
-    if subject["birth_date"]:
-        b = date.fromisoformat(subject["birth_date"])
-        age = as_of.year - b.year - ((b.month, b.day) > (as_of.month, as_of.day))
+    age = age_on(date.fromisoformat(subject["birth_date"]), as_of) if subject["birth_date"] else None
     df = df.with_columns(
         pl.lit(subject["kind"]).alias("kind"), pl.lit(age, dtype=pl.Int32).alias("age"),
         pl.lit(subject["local_hukou"], dtype=pl.Boolean).alias("local_hukou"),
@@ -411,7 +403,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
         pl.lit(subject["district"], dtype=pl.String).alias("district"),
         (pl.col("local_hukou_only") == 1).alias("local_hukou_only"),
         pl.col("industries").fill_null("").str.split("|").list.filter(pl.element() != "").alias("industry_list"),
-        pl.col("department").str.extract("^(" + "|".join(DISTRICTS_ZH) + ")", 1).alias("item_district"),
+        district_of_department(pl.col("department")).alias("item_district"),
     ).filter(eligibility_expr() & ~pl.col("item_id").is_in(list(dismissed)))
     once = df.filter(pl.col("once_per_subject") == 1)["item_id"]
     if once.len():
@@ -423,3 +415,147 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
         )
         df = df.filter(~pl.col("item_id").is_in(done.implode()))
     return df.select("rank", "item_id", "score", "reasons_json").rows()
+
+
+# The API's fast read of the hottest request.
+#
+# Most feed reads are the common case: a subject with a personalised feed in the served version. For those the
+# response is assembled from one indexed read of the subject's stored feed row, with each item's reasons spliced
+# in as :func:`publish` stored them (cached per version: most reason lists are shared), instead of being parsed
+# into objects, validated and serialised again (that round trip cost more than the rest of the request).
+# Everything else (no feed published, personalisation switched off, nothing left for the subject) returns
+# ``None`` and goes through :func:`read_feed`, the one authority on feed semantics; tests/test_api_feed.py checks
+# that the two agree on every case the fast read serves.
+
+# The subject's row in the served version (the pointer followed inside the statement).
+_SERVED_ROW_SQL = (
+    "SELECT version, items FROM feed_rows WHERE subject_id = ?1 AND version ="
+    " (SELECT CAST(value AS INTEGER) FROM serving_pointers WHERE name = ?2)"
+)
+_REASONS_SQL = "SELECT rid, reasons_json FROM feed_reasons WHERE version = ? AND rid IN ({})"
+_META_SQL = "SELECT model_version, as_of, generated_at FROM feed_versions WHERE version = ?"
+
+
+class ItemNames:
+    """Catalogue item names, reloaded at most every ``ttl_s`` seconds (the catalogue changes at ingest).
+
+    A name edited by an ingest shows within ``ttl_s``; an item added since the last load is looked up at once.
+    """
+
+    def __init__(self, ttl_s: float = 60.0):
+        self.ttl_s = ttl_s
+        self._fragments: dict[str, str] = {}
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def fragments(self, conn: sqlite3.Connection, item_ids: list[str]) -> dict[str, str]:
+        """``item_id`` -> the pre-encoded ``"item_id":…,"name":…`` pair, for every id asked."""
+        if time.monotonic() - self._loaded_at > self.ttl_s:
+            names = catalog_names(conn)
+            with self._lock:
+                self._fragments = {i: _pair(i, n) for i, n in names.items()}
+                self._loaded_at = time.monotonic()
+        known = self._fragments
+        missing = [i for i in item_ids if i not in known]
+        if not missing:
+            return known
+        found = catalog_names(conn, missing)
+        # An item missing from the catalogue shows its id as its name, as read_feed does.
+        return {**known, **{i: _pair(i, found.get(i, i)) for i in missing}}
+
+
+def _pair(item_id: str, name: str | None) -> str:
+    return f'"item_id":{_str(item_id)},"name":{_str(name if name is not None else item_id)}'
+
+
+class FeedVersions:
+    """Model version, as-of and generation time per feed version, and its reason lists: fixed once written."""
+
+    def __init__(self, max_reasons: int = 200_000) -> None:
+        self._meta: dict[int, tuple[str, str, str]] = {}
+        self._reasons: dict[int, dict[int, str]] = {}
+        self._max_reasons = max_reasons
+
+    def reasons(self, conn: sqlite3.Connection, version: int, rids: set[int]) -> dict[int, str] | None:
+        """rid -> reasons JSON of ``version`` for every id asked, or ``None`` if some are gone (pruned)."""
+        known = self._reasons.get(version)
+        if known is None:
+            # Keep the served version's texts only: once a new version is served the old ones are dead weight.
+            self._reasons = {version: {}}
+            known = self._reasons[version]
+        out = {r: known[r] for r in rids if r in known}
+        if len(out) < len(rids):
+            missing = [r for r in rids if r not in out]
+            found = dict(conn.execute(_REASONS_SQL.format(",".join("?" * len(missing))), (version, *missing)).fetchall())
+            if len(found) < len(missing):
+                return None
+            if len(known) + len(found) > self._max_reasons:
+                known.clear()
+            known.update(found)
+            out.update(found)
+        return out
+
+    def head(self, conn: sqlite3.Connection, version: int) -> tuple[str, str, str] | None:
+        meta = self._meta.get(version)
+        if meta is None:
+            row = conn.execute(_META_SQL, (version,)).fetchone()
+            if row is None:
+                return None
+            meta = self._meta[version] = tuple(row)
+        return meta
+
+
+def read_feed_fast(
+    conn: sqlite3.Connection, subject_id: str, limit: int, names: ItemNames, versions: FeedVersions,
+) -> bytes | None:
+    """The JSON body of a personalised feed in the served version, or ``None`` when :func:`read_feed` must decide."""
+    personalisation, dismissed = feed_state(conn, subject_id)
+    if personalisation == 0:
+        return None
+    row = conn.execute(_SERVED_ROW_SQL, (subject_id, POINTER)).fetchone()
+    if row is None:
+        return None  # no feed served, nothing for this subject, or the version was pruned: read_feed decides
+    version = row[0]
+    rows = json.loads(row[1])
+    if dismissed:
+        gone = set(dismissed.split("\x1f"))
+        rows = [e for e in rows if e["i"] not in gone]
+    rows = rows[:limit]
+    meta = versions.head(conn, version) if rows else None
+    texts = versions.reasons(conn, version, {e["r"] for e in rows}) if meta is not None else None
+    if meta is None or texts is None:
+        # Nothing left for this subject, or the version was pruned between the reads: read_feed decides afresh.
+        return None
+    pairs = names.fragments(conn, [e["i"] for e in rows])
+    # Ranks are renumbered after dismissals, as read_feed does.
+    items = ",".join(
+        f'{{"rank":{i},{pairs[e["i"]]},"score":{float(e["s"])!r},"reasons":{texts[e["r"]]}}}'
+        for i, e in enumerate(rows, start=1)
+    )
+    model_version, as_of, generated_at = meta
+    notice = NOTICE[True]
+    head = (
+        f'{{"subject_id":{_str(subject_id)},"personalised":true,'
+        f'"notice_zh":{_str(notice[0])},"notice_en":{_str(notice[1])},'
+        f'"version":{version},"model_version":{_str(model_version)},"as_of":{_str(as_of)},'
+        f'"generated_at":{_str(generated_at)},"items":['
+    )
+    return (head + items + "]}").encode()
+
+
+def in_served_feed(conn: sqlite3.Connection, subject_id: str) -> bool:
+    """True if the served version holds a feed row for the subject."""
+    return conn.execute(
+        "SELECT 1 FROM feed_rows WHERE subject_id = ?1 AND version ="
+        " (SELECT CAST(value AS INTEGER) FROM serving_pointers WHERE name = ?2)", (subject_id, POINTER)).fetchone() is not None
+
+
+def stored_versions(conn: sqlite3.Connection) -> dict[int, dict[str, int]]:
+    """version -> {"rows": subject rows, "reasons": distinct reason lists} of every version holding data (checks
+    and tools: what publish, prune and a failed run leave behind)."""
+    out: dict[int, dict[str, int]] = {}
+    for version, n in conn.execute("SELECT version, COUNT(*) FROM feed_rows GROUP BY version"):
+        out.setdefault(version, {"rows": 0, "reasons": 0})["rows"] = n
+    for version, n in conn.execute("SELECT version, COUNT(*) FROM feed_reasons GROUP BY version"):
+        out.setdefault(version, {"rows": 0, "reasons": 0})["reasons"] = n
+    return out

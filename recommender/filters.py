@@ -66,8 +66,9 @@ def completed_once(world: World) -> pl.DataFrame:
 
 def read_dismissals(conn: sqlite3.Connection) -> pl.DataFrame:
     """(subject_id, item_id) the citizens dismissed."""
-    rows = conn.execute("SELECT subject_id, item_id FROM dismissals").fetchall()
-    return pl.DataFrame(rows, schema={"subject_id": pl.String, "item_id": pl.String}, orient="row")
+    from data.citizen import all_dismissals
+
+    return all_dismissals(conn)
 
 
 def dismissed(world: World, conn: sqlite3.Connection) -> pl.DataFrame:

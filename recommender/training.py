@@ -25,7 +25,7 @@ import polars as pl
 
 from recommender import candidates as C
 from recommender.config import RecommenderConfig, from_dict, load_config
-from recommender.feeds import POPULAR_PREFIX, publish
+from recommender.feeds import POPULAR_PREFIX, publish, read_pointer, set_pointer
 from recommender.filters import apply_filters, blocked_pairs, eligible
 from recommender.ranker import (
     LambdaRanker, groups_of, heuristic_column, label_candidates, ndcg_at_k, positives,
@@ -247,19 +247,13 @@ def _version_dir(settings, version: str) -> Path:
 
 
 def promoted_version(db) -> str | None:
-    row = db.conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (MODEL_POINTER,)).fetchone()
-    return row[0] if row else None
+    return read_pointer(db.conn, MODEL_POINTER)
 
 
 def promote(settings, db, version: str) -> str:
     """Serve ``version`` from the next `yiwang recommend` on."""
     _version_dir(settings, version)
-    db.conn.execute(
-        "INSERT INTO serving_pointers (name, value, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        (MODEL_POINTER, version, datetime.now(timezone.utc).isoformat(timespec="seconds")),
-    )
-    db.conn.commit()
+    set_pointer(db.conn, MODEL_POINTER, version)
     return version
 
 

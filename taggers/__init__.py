@@ -340,3 +340,28 @@ def scan_tags(source: Settings | sqlite_utils.Database) -> pl.LazyFrame:
     finally:
         conn.close()
     return pl.scan_parquet(path).join(suppressed.lazy(), on=["subject_id", "code"], how="anti")
+
+
+def tags_in_force(settings: Settings, db: sqlite_utils.Database, as_of: date | None = None,
+                  codes: list[str] | None = None) -> pl.DataFrame:
+    """Tags in force (deleted ones excluded), with :data:`taggers.store.TAG_SCHEMA`, for other engines.
+
+    The last batch's Parquet copy when it holds tags, else the ``tags`` table (a store tagged by hand or
+    before the copy existed). ``codes`` keeps those codes only; ``as_of`` keeps the tags valid on that day.
+    """
+    lf = scan_tags(settings)
+    if codes is not None:
+        lf = lf.filter(pl.col("code").is_in(sorted(codes)))
+    df = lf.collect()
+    if df.height == 0:
+        df = store.read_tags(db, None if codes is None else sorted(codes))
+    df = df.with_columns(
+        pl.col("valid_from").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
+        pl.col("valid_until").cast(pl.String).str.to_date("%Y-%m-%d", strict=False),
+    )
+    if as_of is not None:
+        df = df.filter(
+            (pl.col("valid_from").is_null() | (pl.col("valid_from") <= as_of))
+            & (pl.col("valid_until").is_null() | (pl.col("valid_until") >= as_of))
+        )
+    return df

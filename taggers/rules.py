@@ -53,7 +53,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from profiler.build import day_end_utc
+from data.facts import end_of_as_of_day_utc as day_end_utc
 from data import yamlfile
 from data.errors import RulesError
 

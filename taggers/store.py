@@ -210,9 +210,14 @@ def restore_tag(db: sqlite_utils.Database, subject_id: str, code: str) -> dict:
     return {"subject_id": subject_id, "code": code, "restored": True}
 
 
-def read_tags(db: sqlite_utils.Database) -> pl.DataFrame:
-    """Every tag in force, typed as :data:`TAG_SCHEMA`."""
-    rows = db.conn.execute(f"SELECT {', '.join(TAG_COLUMNS)} FROM tags").fetchall()
+def read_tags(db: sqlite_utils.Database, codes: list[str] | None = None) -> pl.DataFrame:
+    """Every tag in force (of ``codes`` only, when given), typed as :data:`TAG_SCHEMA`."""
+    sql = f"SELECT {', '.join(TAG_COLUMNS)} FROM tags"
+    if codes is not None:
+        if not codes:
+            return pl.DataFrame(schema=TAG_SCHEMA)
+        sql += f" WHERE code IN ({','.join('?' * len(codes))})"
+    rows = db.conn.execute(sql, list(codes or ())).fetchall()
     raw = pl.DataFrame(rows, schema=list(TAG_COLUMNS), orient="row", infer_schema_length=None)
     return _typed(raw)
 
@@ -228,3 +233,18 @@ def _typed(raw: pl.DataFrame | pl.LazyFrame):
             for c, t in TAG_SCHEMA.items()
         ]
     )
+
+
+def group_tags(conn) -> pl.DataFrame:
+    """(subject_id, group) of the non-sensitive crowd tags and ``occupation.student``: the fairness groups."""
+    rows = conn.execute(
+        "SELECT subject_id, code FROM tags WHERE sensitive = 0 AND (dimension = 'crowd' OR code = 'occupation.student')"
+    ).fetchall()
+    return pl.DataFrame(rows, schema={"subject_id": pl.String, "group": pl.String}, orient="row")
+
+
+def has_any(conn, subject_id: str) -> bool:
+    """True if the subject holds a tag or deleted one (a deletion is a trace of the subject too)."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM tags WHERE subject_id = ?1)"
+        " OR EXISTS (SELECT 1 FROM tag_suppressions WHERE subject_id = ?1)", (subject_id,)).fetchone()[0] == 1

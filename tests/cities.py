@@ -10,7 +10,7 @@ import polars as pl
 
 from data.eventlog import append_events
 from data.reference import load_catalog
-from data.registry import write_snapshot
+from data.registry import insert_rows, write_snapshot
 
 AS_OF = date(2026, 11, 20)
 DISTRICTS = ["静安区", "浦东新区", "徐汇区"]
@@ -19,15 +19,13 @@ ONCE_ITEM = "SH-MZJ-0018"
 
 
 def _insert(conn, table: str, df: pl.DataFrame) -> None:
-    cols = df.columns + ["ingest_id"]
-    conn.executemany(
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-        [r + (1,) for r in df.iter_rows()],
-    )
+    insert_rows(conn, table, df.with_columns(pl.lit(1).alias("ingest_id")))
 
 
-def mini_city(settings, db, *, n_people: int = 300, n_ent: int = 40, seed: int = 7, as_of: date = AS_OF) -> dict:
-    """A small city: the real catalogue, people and enterprises, licences and a year of events with structure.
+def mini_city(settings, db, *, n_people: int = 300, n_ent: int = 40, seed: int = 7, as_of: date = AS_OF,
+              tagged: bool = True) -> dict:
+    """A small city: the real catalogue, people and enterprises, licences and a year of events with structure,
+    profiled and tagged on ``as_of`` (as the nightly pipeline does before recommending) unless ``tagged`` is off.
 
     Behaviour: everyone browses popular items of their audience; the elderly favour items declared for the elderly;
     people whose HK/Macau permit nears expiry apply for its renewal; enterprises use items of their industry.
@@ -114,6 +112,10 @@ def mini_city(settings, db, *, n_people: int = 300, n_ent: int = 40, seed: int =
                                     "ts": pl.Datetime("us", "UTC")}, orient="row")
     ev = ev.with_columns(pl.format("e{}", pl.int_range(pl.len())).alias("event_id"), pl.lit("app").alias("channel"))
     append_events(settings.events_dir, ev, 1)
+    if tagged:
+        from taggers import profile_and_tag
+
+        profile_and_tag(settings, db, as_of)
 
     soon = [(h, e) for h, e in zip(lic["holder_id"], expiry) if 20 <= (e - as_of).days <= 40]
     return {"as_of": as_of, "people": people, "ents": ents, "licenses": lic, "permit_soon": soon, "events": ev,

@@ -13,15 +13,19 @@ import pytest
 
 from notifier.delivery import deliver
 from notifier.engine import evaluate_alerts
+from notifier.outbox import stored_alerts, stored_deliveries
 from testsupport.registries import put_rows
+from data.citizen import write_preferences
+from tagging import put_tags, tag_row
+from taggers.store import read_tags
 
 AS_OF = date(2026, 12, 6)
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 
 
 def _messages(db, rule_id: str) -> dict[str, tuple[str, str]]:
-    return {o: (zh, en) for o, zh, en in db.conn.execute(
-        "SELECT object_id, message_zh, message_en FROM outbox WHERE rule_id = ?", (rule_id,))}
+    alerts = stored_alerts(db.conn).filter(pl.col("rule_id") == rule_id)
+    return {o: (zh, en) for o, zh, en in alerts.select("object_id", "message_zh", "message_en").iter_rows()}
 
 
 @pytest.fixture
@@ -72,14 +76,10 @@ def test_english_messages_hold_no_chinese(settings, db, permits):
                                          "issued_on": date(2020, 1, 1), "expires_on": AS_OF + timedelta(days=20)}
                                         for t in ("passport", "resident_id_card", "driving_licence",
                                                   "residence_permit")])
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en, valid_from,"
-            " valid_until, sensitive, as_of) VALUES ('P101', 'life_event.birth', 'life_event', 1.0, 'test', '证据',"
-            " 'evidence', ?, NULL, 0, ?)", ((AS_OF - timedelta(days=5)).isoformat(), AS_OF.isoformat()))
+    put_tags(db, [tag_row("P101", "life_event.birth", AS_OF - timedelta(days=5), as_of=AS_OF)])
     evaluate_alerts(settings, db, AS_OF)
     evaluate_alerts(settings, db, date(2027, 3, 1))  # the annual-report window
-    rows = db.conn.execute("SELECT rule_id, message_en, message_zh, item_ids FROM outbox").fetchall()
+    rows = stored_alerts(db.conn).select("rule_id", "message_en", "message_zh", "item_ids").rows()
     assert {"newborn_bundle", "enterprise_annual_report", "primary_school_enrollment", "senior_card_at_60",
             "passport_expiry", "food_business_licence_expiry"} <= {r[0] for r in rows}
     for rule_id, en, zh, items in rows:
@@ -95,8 +95,8 @@ def test_delivered_at_is_the_real_time_of_delivery(settings, db, permits):
     summary = deliver(settings, db, ahead)
     after = datetime.now(timezone.utc)
     assert summary.released >= 1
-    stamps = [datetime.fromisoformat(r[0]) for r in db.conn.execute(
-        "SELECT delivered_at FROM deliveries WHERE status = 'delivered'")]
+    stamps = [datetime.fromisoformat(t) for t in
+              stored_deliveries(db.conn).filter(pl.col("status") == "delivered")["delivered_at"]]
     assert stamps
     for s in stamps:
         assert before <= s <= after, (s, before, after)
@@ -114,9 +114,7 @@ def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
         put_rows(settings, db, "people", [{"person_id": "P1", "birth_date": date(1985, 1, 1)}])
         put_rows(settings, db, "licenses", [{"license_id": "L1", "holder_id": "P1", "license_type": "passport",
                                              "issued_on": date(2020, 1, 1), "expires_on": AS_OF + timedelta(days=20)}])
-        with db.conn:
-            db.conn.execute("INSERT INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-                            " VALUES ('P1', 1, '[\"webhook\"]', '2026-01-01T00:00:00+00:00')")
+        write_preferences(db.conn, "P1", True, ["webhook"])
         evaluate_alerts(settings, db, AS_OF)
         before = datetime.now(timezone.utc).replace(microsecond=0)
         noon_ahead = datetime.combine(before.date() + timedelta(days=3), datetime.min.time(), timezone.utc) \
@@ -124,7 +122,7 @@ def test_webhook_delivered_at_is_the_real_time_of_delivery(tmp_path):
         summary = deliver(settings, db, noon_ahead)
         after = datetime.now(timezone.utc)
         assert summary.webhook_delivered == 1, summary
-        [(stamp,)] = db.conn.execute("SELECT delivered_at FROM deliveries WHERE channel = 'webhook'").fetchall()
+        [stamp] = stored_deliveries(db.conn).filter(pl.col("channel") == "webhook")["delivered_at"].to_list()
         db.conn.close()
     assert before <= datetime.fromisoformat(stamp) <= after, (stamp, before, after)
 
@@ -140,12 +138,13 @@ def test_registered_occupation_evidence_is_in_each_language(settings, db):
                                        "occupation": "it_professional"}])
     build_profiles(settings, db, AS_OF)
     run_taggers(settings, db, AS_OF)
-    rows = dict(((s, c), (zh, en)) for s, c, zh, en in db.conn.execute(
-        "SELECT subject_id, code, evidence_zh, evidence_en FROM tags WHERE code LIKE 'occupation.%'"))
+    tags = read_tags(db)
+    rows = {(s, c): (zh, en) for s, c, zh, en in tags.filter(pl.col("code").str.starts_with("occupation."))
+            .select("subject_id", "code", "evidence_zh", "evidence_en").iter_rows()}
     assert rows[("P200", "occupation.driver")] == ("登记职业：驾驶员", "registered occupation: Professional driver")
     assert rows[("P201", "occupation.it_professional")] == ("登记职业：信息技术从业人员",
                                                             "registered occupation: IT professional")
-    for zh, en in db.conn.execute("SELECT evidence_zh, evidence_en FROM tags").fetchall():
+    for zh, en in tags.select("evidence_zh", "evidence_en").iter_rows():
         assert not CJK.search(en), en
         assert not re.search(r"[a-z]{3,}", zh), zh
 

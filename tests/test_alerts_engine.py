@@ -8,43 +8,35 @@ import threading
 import textwrap
 from datetime import date, timedelta
 
+import polars as pl
 import pytest
 
 from notifier.delivery import deliver
 from notifier.engine import dry_run, evaluate_alerts
-from notifier.outbox import list_alerts
+from notifier.outbox import list_alerts, stored_alerts
 from notifier.rules import install_rules
 from testsupport.registries import delete_rows, put_rows
+from data.citizen import write_preferences
 from data.settings import load_settings
+from tagging import drop_tags, put_tags, tag_row
 from yiwang.migrations import open_db
 
 AS_OF = date(2026, 3, 2)
 
 
 def alerts(db, rule_id=None):
-    sql = "SELECT rule_id, subject_id, object_id, stage, status, item_ids, message_zh FROM outbox"
-    rows = db.conn.execute(sql + (" WHERE rule_id = ?" if rule_id else "") + " ORDER BY alert_id",
-                           (rule_id,) if rule_id else ()).fetchall()
-    return [dict(zip(["rule_id", "subject_id", "object_id", "stage", "status", "item_ids", "message_zh"], r))
-            for r in rows]
+    rows = stored_alerts(db.conn)
+    if rule_id:
+        rows = rows.filter(pl.col("rule_id") == rule_id)
+    return rows.select("rule_id", "subject_id", "object_id", "stage", "status", "item_ids", "message_zh").to_dicts()
 
 
 def put_tag(db, subject_id, code, valid_from, sensitive=0):
-    with db.conn:
-        db.conn.execute(
-            "INSERT OR REPLACE INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en,"
-            " valid_from, valid_until, sensitive, as_of) VALUES (?, ?, ?, 1.0, 'test', '证据', 'evidence', ?, NULL, ?, ?)",
-            (subject_id, code, code.split(".")[0], valid_from.isoformat(), sensitive, AS_OF.isoformat()),
-        )
+    put_tags(db, [tag_row(subject_id, code, valid_from, sensitive=sensitive, as_of=AS_OF)])
 
 
 def set_prefs(db, subject_id, personalisation=1, channels=("in_app",)):
-    with db.conn:
-        db.conn.execute(
-            "INSERT OR REPLACE INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-            " VALUES (?, ?, ?, '2026-01-01T00:00:00+00:00')",
-            (subject_id, personalisation, json.dumps(list(channels))),
-        )
+    write_preferences(db.conn, subject_id, bool(personalisation), list(channels))
 
 
 @pytest.fixture
@@ -159,8 +151,7 @@ def test_tag_gained_newborn_bundle_and_tag_deletion(settings, db, resident):
     assert json.loads(a["item_ids"]) == ["SH-WJW-0001", "SH-GAJ-0006", "SH-YBJ-0003", "SH-YBJ-0007"]
     assert "出生医学证明办理" in a["message_zh"] and "生育津贴申领" in a["message_zh"]
     # The citizen deletes the tag (Art. 17): the pending offer is cancelled.
-    with db.conn:
-        db.conn.execute("DELETE FROM tags WHERE subject_id = 'P001'")
+    drop_tags(db, "P001")
     evaluate_alerts(settings, db, AS_OF + timedelta(days=1))
     assert alerts(db, "newborn_bundle")[0]["status"] == "cancelled"
 

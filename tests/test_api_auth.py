@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from yiwang.api.app import create_app
-from yiwang.api.keys import SCOPES, create_key, list_keys, revoke_key, verify_key
+from yiwang.api.keys import SCOPES, create_key, list_keys, revoke_key, stored_key, verify_key
 from yiwang.api.server import run_api
 from data.errors import Unauthenticated
 from data.settings import load_settings
@@ -144,7 +144,7 @@ def test_revocation_takes_effect_on_the_next_request(live):
 def test_keys_are_stored_hashed_and_shown_once(settings, db):
     record, key = create_key(db, "portal", ["feed:read", "events:write"])
     assert key.startswith(f"yw_{record.key_id}_") and len(key) > 50
-    row = db.conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (record.key_id,)).fetchone()
+    row = tuple(stored_key(db, record.key_id).values())
     assert key not in " ".join(str(v) for v in row)
     assert hashlib.sha256(key.encode()).hexdigest() in row
     assert verify_key(db.conn, key).scopes == {"feed:read", "events:write"}

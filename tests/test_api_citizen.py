@@ -4,24 +4,29 @@ profile:read; delete survives, restore lifts), the profile, and the audit trail 
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import httpx
 import polars as pl
 import pytest
 
-from profiler import serving_blocks
+from profiler import new_batch, publish_profiles
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
+from data.citizen import read_preferences
 from data.settings import load_settings
+from taggers.store import list_suppressed
+from tagging import put_tags, tag_row
 from yiwang.migrations import open_db
 
 SUBJECT = "P0000042"
 
 
 def _tag(code, dimension, sensitive=0):
-    return (SUBJECT, code, dimension, 1.0, "rule@1", "婚姻登记 2026-05-03", "marriage registered 2026-05-03",
-            "2026-05-03", None, sensitive, "2026-06-01")
+    return tag_row(SUBJECT, code, date(2026, 5, 3), sensitive=bool(sensitive), as_of=date(2026, 6, 1),
+                   dimension=dimension, source="rule@1", evidence_zh="婚姻登记 2026-05-03",
+                   evidence_en="marriage registered 2026-05-03")
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +34,12 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("citizen")
     settings = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml")
     db = open_db(settings.db_path)
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_tag("life_event.marriage", "life_event"), _tag("crowd.hardship", "crowd", sensitive=1)],
-        )
-        profile = pl.DataFrame(
-            {"subject_id": [SUBJECT], "subject_type": ["person"], "district": ["静安区"], "age": [35],
-             "low_income": [True], "gender": ["F"]}
-        )
-        db.conn.executemany("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", serving_blocks(profile, batch_id=1))
+    put_tags(db, [_tag("life_event.marriage", "life_event"), _tag("crowd.hardship", "crowd", sensitive=1)])
+    profile = pl.DataFrame(
+        {"subject_id": [SUBJECT], "subject_type": ["person"], "district": ["静安区"], "age": [35],
+         "low_income": [True], "gender": ["F"]}
+    )
+    publish_profiles(settings, db.conn, profile, new_batch(db, date(2026, 6, 1)))
     keys = {
         name: create_key(db, name, scopes)
         for name, scopes in {
@@ -65,8 +66,8 @@ def test_preferences_default_then_set(live):
     put = portal.put("/v1/subjects/P0000099/preferences", json={"personalisation": False, "channels": ["webhook"]})
     assert put.status_code == 200
     assert portal.get("/v1/subjects/P0000099/preferences").json()["channels"] == ["webhook"]
-    row = db.conn.execute("SELECT personalisation, channels FROM subject_preferences WHERE subject_id = 'P0000099'")
-    assert row.fetchone() == (0, '["webhook"]')
+    stored = read_preferences(db.conn, "P0000099")
+    assert (stored.personalisation, stored.channels) == (False, ["webhook"]) and stored.updated_at
 
 
 @pytest.mark.parametrize("body", [
@@ -95,7 +96,7 @@ def test_delete_and_restore_a_tag(live):
     resp = rights.delete(f"/v1/subjects/{SUBJECT}/tags/life_event.marriage")
     assert resp.status_code == 200 and resp.json()["status"] == "deleted"
     assert "life_event.marriage" not in [t["code"] for t in rights.get(f"/v1/subjects/{SUBJECT}/tags").json()["tags"]]
-    assert db.conn.execute("SELECT count(*) FROM tag_suppressions WHERE subject_id = ?", (SUBJECT,)).fetchone()[0] == 1
+    assert [s["code"] for s in list_suppressed(db, SUBJECT)] == ["life_event.marriage"]
     assert rights.post(f"/v1/subjects/{SUBJECT}/tags/life_event.marriage/restore").json()["status"] == "restored"
     missing = rights.delete(f"/v1/subjects/{SUBJECT}/tags/life_event.birth")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

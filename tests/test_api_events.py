@@ -8,9 +8,11 @@ import httpx
 import polars as pl
 import pytest
 
+from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
 from data.eventlog import scan_events
+from data.registry import ingest_record, insert_rows
 from data.settings import load_settings
 from yiwang.migrations import open_db
 
@@ -23,11 +25,9 @@ def live(tmp_path_factory):
     settings = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml",
                              api_max_events_per_request=50, api_max_body_bytes=20_000)
     db = open_db(settings.db_path)
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO catalog (item_id, name, department, audience, category, ingest_id) VALUES (?, ?, ?, ?, ?, 0)",
-            [(i, f"事项 {i}", "市民政局", "person", "婚育") for i in ITEMS],
-        )
+    insert_rows(db.conn, "catalog", pl.DataFrame({"item_id": ITEMS, "name": [f"事项 {i}" for i in ITEMS],
+                                                  "department": "市民政局", "audience": "person", "category": "婚育",
+                                                  "ingest_id": 0}))
     _, key = create_key(db, "portal", ["events:write"])
     with run_api(settings) as base_url, httpx.Client(
         base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -155,9 +155,7 @@ def test_appends_are_audited_and_recorded_as_api_ingests(live):
     client, _, db = live
     resp = client.post("/v1/events", json={"events": [_event(event_id="audit-1")]})
     ingest_id = resp.json()["ingest_id"]
-    row = db.conn.execute("SELECT source, status FROM ingests WHERE ingest_id = ?", (ingest_id,)).fetchone()
-    assert row[0].startswith("api:") and row[1] == "done"
-    audit = db.conn.execute(
-        "SELECT action, outcome, request_id FROM audit_log WHERE subject = ?", (f"ingest:{ingest_id}",)
-    ).fetchall()
+    row = ingest_record(db.conn, ingest_id)
+    assert row["source"].startswith("api:") and row["status"] == "done"
+    audit = [(r["action"], r["outcome"], r["request_id"]) for r in list_audit(db, subject=f"ingest:{ingest_id}")]
     assert audit == [("events.append", "ok", resp.headers["x-request-id"])]

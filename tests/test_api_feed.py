@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import date
 from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
 
-from recommender.feeds import _compact
+from data.citizen import dismissed_items
+from data.registry import insert_rows
+from recommender import feeds
 
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
@@ -23,29 +25,23 @@ ITEMS = [f"IT{i:03d}" for i in range(30)]
 SUBJECTS = [f"P{i:07d}" for i in range(1, 41)]
 
 
-def publish(db, version: int, subjects=SUBJECTS, per_subject: int = 10) -> None:
-    """Write a version the way the recommender's publisher does (its row format): rows first, then flip the pointer."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+def publish(db) -> int:
+    """Publish the next version through the recommender's publisher; its items depend on its number."""
+    version = max((v["version"] for v in feeds.list_versions(db)), default=0) + 1
     reasons = json.dumps([{"source": "popular", "zh": "热门事项", "en": "popular", "ref": None}])
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO feed_versions (version, model_version, as_of, generated_at, status, subjects) "
-            "VALUES (?, 'm-test', '2026-03-01', ?, 'building', 0)", (version, now))
-        rows = [
-            (s, r + 1, ITEMS[(r + version) % len(ITEMS)], 1.0 - r / 100, reasons)
-            for s in subjects for r in range(per_subject)
-        ]
-        rows += [("~popular:person", r + 1, ITEMS[-(r + 1)], 0.5, reasons) for r in range(5)]
-        frame = pl.DataFrame(rows, orient="row", schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
-        texts, (ids, items) = _compact(frame, {})
-        db.conn.executemany("INSERT INTO feed_reasons VALUES (?, ?, ?)", [(version, r, t) for r, t in texts])
-        db.conn.executemany("INSERT INTO feed_rows VALUES (?, ?, ?)", [(version, i, j) for i, j in zip(ids, items)])
-    with db.conn:
-        db.conn.execute("UPDATE feed_versions SET status = 'retired' WHERE status = 'published'")
-        db.conn.execute("UPDATE feed_versions SET status = 'published' WHERE version = ?", (version,))
-        db.conn.execute(
-            "INSERT INTO serving_pointers VALUES ('feed_version', ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (str(version), now))
+    rows = [
+        (s, r + 1, ITEMS[(r + version) % len(ITEMS)], 1.0 - r / 100, reasons)
+        for s in SUBJECTS for r in range(10)
+    ]
+    rows += [("~popular:person", r + 1, ITEMS[-(r + 1)], 0.5, reasons) for r in range(5)]
+    frame = pl.DataFrame(rows, orient="row", schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
+    settings = load_settings(home=_home(db), id_hash_key="test-key")
+    assert feeds.publish(db, settings, [frame], "m-test", date(2026, 3, 1)).version == version
+    return version
+
+
+def _home(db) -> Path:
+    return Path(db.conn.execute("PRAGMA database_list").fetchone()[2]).parent
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +49,12 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("feed")
     settings = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml")
     db = open_db(settings.db_path)
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO catalog (item_id, name, department, audience, category, ingest_id) VALUES (?, ?, ?, ?, ?, 0)",
-            [(i, f"事项{i}", "市公安局", "person", "出入境") for i in ITEMS],
-        )
-        db.conn.executemany(
-            "INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
-            "VALUES (?, '1990-05-01', 'F', '静安区', 1, 0)", [(s,) for s in SUBJECTS])
+    insert_rows(db.conn, "catalog", pl.DataFrame({
+        "item_id": ITEMS, "name": [f"事项{i}" for i in ITEMS], "department": "市公安局", "audience": "person",
+        "category": "出入境", "ingest_id": 0}))
+    insert_rows(db.conn, "people", pl.DataFrame({
+        "person_id": SUBJECTS, "birth_date": "1990-05-01", "gender": "F", "district": "静安区", "local_hukou": 1,
+        "ingest_id": 0}))
     _, key = create_key(db, "portal", ["feed:read", "events:write"])
     with run_api(settings) as base_url, httpx.Client(
         base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -78,7 +72,7 @@ def test_no_published_feed_is_409(live):
 
 def test_feed_has_ranked_items_with_reasons_and_names(live):
     client, db = live
-    publish(db, 1)
+    assert publish(db) == 1
     resp = client.get(f"/v1/subjects/{SUBJECTS[0]}/feed", params={"limit": 5})
     assert resp.status_code == 200, resp.text
     feed = resp.json()
@@ -103,7 +97,7 @@ def test_dismissed_item_leaves_the_feed_at_the_next_read(live):
     assert resp.status_code == 200 and resp.json()["item_id"] == first
     assert client.post(f"/v1/subjects/{subject}/feed/{first}/dismiss").status_code == 200  # idempotent
     assert first not in [i["item_id"] for i in client.get(f"/v1/subjects/{subject}/feed").json()["items"]]
-    assert db.conn.execute("SELECT count(*) FROM dismissals WHERE subject_id = ?", (subject,)).fetchone()[0] == 1
+    assert dismissed_items(db.conn, subject) == {first}
     assert client.post(f"/v1/subjects/{subject}/feed/NOPE/dismiss").status_code == 404
 
 
@@ -123,17 +117,14 @@ def test_switching_personalisation_off_holds_from_the_next_read(live):
 
 def test_no_error_while_new_versions_are_published(live, tmp_path):
     client, db = live
-    publish(db, 99)
+    publish(db)
     writer_db = open_db(db.conn.execute("PRAGMA database_list").fetchone()[2])
     stop = threading.Event()
     published = []
 
     def publisher():
-        version = 100
-        while not stop.is_set() and version < 110:
-            publish(writer_db, version)
-            published.append(version)
-            version += 1
+        while not stop.is_set() and len(published) < 10:
+            published.append(publish(writer_db))
 
     thread = threading.Thread(target=publisher)
     thread.start()
@@ -160,21 +151,18 @@ def test_no_error_while_new_versions_are_published(live, tmp_path):
 
 def test_fast_path_agrees_with_read_feed(live):
     """The route serves the common case itself; recommender.feeds.read_feed is the authority it must match."""
-    from recommender.feeds import NOTICE, read_feed
-
-    from yiwang.api.feed_read import FeedVersions, ItemNames, personalised_feed_json
+    from recommender.feeds import FeedVersions, ItemNames, read_feed, read_feed_fast
     from yiwang.api.routes.feed import Feed
 
     client, db = live
-    settings = load_settings(home=Path(db.conn.execute("PRAGMA database_list").fetchone()[2]).parent,
-                             id_hash_key="test-key")
-    publish(db, 200)
+    settings = load_settings(home=_home(db), id_hash_key="test-key")
+    publish(db)
     subject = SUBJECTS[5]
     second = client.get(f"/v1/subjects/{subject}/feed").json()["items"][1]["item_id"]
     assert client.post(f"/v1/subjects/{subject}/feed/{second}/dismiss").status_code == 200
     names, versions = ItemNames(), FeedVersions()
     for who, limit in [(SUBJECTS[4], 20), (SUBJECTS[4], 3), (subject, 20), (subject, 1)]:
-        fast = json.loads(personalised_feed_json(db.conn, who, limit, NOTICE[True], names, versions))
+        fast = json.loads(read_feed_fast(db.conn, who, limit, names, versions))
         slow = Feed.model_validate(read_feed(db, settings, who, limit)).model_dump(mode="json")
         assert fast == slow
         assert fast == client.get(f"/v1/subjects/{who}/feed", params={"limit": limit}).json()
@@ -182,16 +170,16 @@ def test_fast_path_agrees_with_read_feed(live):
             assert second not in [i["item_id"] for i in fast["items"]]
     assert [i["rank"] for i in slow["items"]] == [1]
     # The cases the fast path leaves to read_feed.
-    assert personalised_feed_json(db.conn, "P_UNKNOWN", 20, NOTICE[True], names, versions) is None
+    assert read_feed_fast(db.conn, "P_UNKNOWN", 20, names, versions) is None
     client.put(f"/v1/subjects/{subject}/preferences", json={"personalisation": False})
-    assert personalised_feed_json(db.conn, subject, 20, NOTICE[True], names, versions) is None
+    assert read_feed_fast(db.conn, subject, 20, names, versions) is None
 
 
 def test_fast_lane_and_fastapi_route_answer_alike(live):
     """The fast lane serves only the plain success case; an extra query parameter sends the same request
     through the FastAPI route, which must answer byte for byte the same."""
     client, db = live
-    publish(db, 300)
+    publish(db)
     for subject in SUBJECTS[6:9]:
         lane = client.get(f"/v1/subjects/{subject}/feed", params={"limit": 7})
         route = client.get(f"/v1/subjects/{subject}/feed", params={"limit": 7, "utm": "x"})

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -17,7 +19,9 @@ from hypothesis import HealthCheck, settings
 from yiwang.api.app import create_app
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
+from data.registry import insert_rows
 from data.settings import REPO_ROOT, load_settings
+from recommender.feeds import publish
 from yiwang.migrations import open_db
 
 EXAMPLES = 12  # per operation and test: keeps the default run near 20 s on 2 cores
@@ -36,19 +40,13 @@ def target(tmp_path_factory):
     config = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=rules,
                            api_max_body_bytes=64_000, api_max_events_per_request=20)
     db = open_db(config.db_path)
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO catalog (item_id, name, department, audience, category, ingest_id) "
-            "VALUES ('ITEM1', '婚姻登记', '市民政局', 'person', '婚育', 0)")
-        db.conn.execute(
-            "INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
-            "VALUES ('P0000001', '1990-01-01', 'F', '黄浦区', 1, 0)")
-        db.conn.execute(
-            "INSERT INTO feed_versions VALUES (1, 'm', '2026-03-01', '2026-03-01T00:00:00+00:00', 'published', 1)")
-        db.conn.execute(
-            "INSERT INTO feed_items VALUES (1, 'P0000001', 1, 'ITEM1', 0.9, ?)",
-            (json.dumps([{"source": "tag", "zh": "因为您近期结婚", "en": "you recently married", "ref": None}]),))
-        db.conn.execute("INSERT INTO serving_pointers VALUES ('feed_version', '1', '2026-03-01T00:00:00+00:00')")
+    insert_rows(db.conn, "catalog", pl.DataFrame({"item_id": ["ITEM1"], "name": "婚姻登记", "department": "市民政局",
+                                                  "audience": "person", "category": "婚育", "ingest_id": 0}))
+    insert_rows(db.conn, "people", pl.DataFrame({"person_id": ["P0000001"], "birth_date": "1990-01-01", "gender": "F",
+                                                 "district": "黄浦区", "local_hukou": 1, "ingest_id": 0}))
+    reasons = json.dumps([{"source": "tag", "zh": "因为您近期结婚", "en": "you recently married", "ref": None}])
+    publish(db, config, [pl.DataFrame({"subject_id": ["P0000001"], "rank": [1], "item_id": ["ITEM1"], "score": [0.9],
+                                       "reasons_json": [reasons]})], "m", date(2026, 3, 1))
     _, admin = create_key(db, "fuzz", ["admin"])
     db.conn.close()
     with run_api(config) as base_url:

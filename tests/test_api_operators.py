@@ -9,6 +9,7 @@ import shutil
 import httpx
 import pytest
 
+from notifier.outbox import stored_alerts
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
 from yiwang.api.server import run_api
@@ -59,7 +60,7 @@ def test_dry_run_sends_nothing(live):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["rule_id"] == "hk_macau_permit_expiry" and body["as_of"] == "2026-06-01" and body["subjects"] == 0
-    assert db.conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    assert stored_alerts(db.conn).height == 0
     assert client.post("/v1/rules/no_such_rule/dry-run").status_code == 404
     assert client.post("/v1/rules/hk_macau_permit_expiry/dry-run", params={"as_of": "June"}).status_code == 422
 

@@ -12,7 +12,7 @@ import pytest
 
 from recommender import candidates as C
 from recommender.config import load_config
-from data.registry import write_snapshot
+from data.registry import insert_rows, write_snapshot
 
 from cities import PERMIT_RENEWAL, mini_city
 
@@ -75,10 +75,8 @@ def test_tag_source_matches_declared_crowd(world):
 
 def test_popular_source_gives_a_full_list_without_history(settings, db, city, cfg):
     # a person registered with no events at all still gets popular candidates of every kind of group
-    db.conn.execute(
-        "INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
-        "VALUES ('P999999', '1950-03-01', 'F', '静安区', 1, 1)")
-    db.conn.commit()
+    insert_rows(db.conn, "people", pl.DataFrame({"person_id": ["P999999"], "birth_date": "1950-03-01", "gender": "F",
+                                                 "district": "静安区", "local_hukou": 1, "ingest_id": 1}))
     write_snapshot(settings.home, "people", db.conn)
     w = C.build_world(settings, db, cfg, city["as_of"])
     sidx = w.subjects.filter(pl.col("subject_id") == "P999999")["sidx"]

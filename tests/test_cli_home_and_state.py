@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from cities import mini_city
+from data.registry import scan_table
+from taggers.store import read_tags
 
 YIWANG = [str(Path(sys.executable).parent / "yiwang")]
 
@@ -118,9 +121,11 @@ def test_tags_of_a_known_subject_without_tags_is_still_listed(city_home, monkeyp
     from yiwang.migrations import open_db
 
     db = open_db(home / "yiwang.db")
-    untagged = db.conn.execute(
-        "SELECT person_id FROM people WHERE person_id NOT IN (SELECT subject_id FROM tags) LIMIT 1").fetchone()
-    tagged = db.conn.execute("SELECT subject_id FROM tags LIMIT 1").fetchone()[0]
+    tags = read_tags(db)
+    people = scan_table(home, "people").select("person_id").collect()
+    untagged = people.filter(~pl.col("person_id").is_in(tags["subject_id"].implode())).head(1).rows()
+    untagged = untagged[0] if untagged else None
+    tagged = tags["subject_id"][0]
     db.conn.close()
     code, out, err = _cli(monkeypatch, capsys, "--home", str(home), "tags", tagged, "--json")
     assert code == 0, err

@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta, timezone
 
+import polars as pl
 import pytest
 
 from notifier.delivery import deliver, idempotency_key, in_quiet_hours
 from notifier.engine import evaluate_alerts
-from notifier.outbox import dismiss, list_alerts, mark_read
+from notifier.outbox import (
+    dismiss, list_alerts, mark_read, stored_alerts, stored_dead_letters, stored_deliveries,
+)
 from testsupport.webhook_receiver import Receiver
 from testsupport.registries import put_rows
+from data.citizen import write_preferences
 from data.errors import NotFound
 from data.settings import load_settings
 from yiwang.migrations import open_db
@@ -46,12 +50,7 @@ def make_store(tmp_path, receiver):
 
 
 def set_prefs(db, subject_id, personalisation=1, channels=("in_app", "webhook")):
-    with db.conn:
-        db.conn.execute(
-            "INSERT OR REPLACE INTO subject_preferences (subject_id, personalisation, channels, updated_at)"
-            " VALUES (?, ?, ?, '2026-01-01T00:00:00+00:00')",
-            (subject_id, personalisation, json.dumps(list(channels))),
-        )
+    write_preferences(db.conn, subject_id, bool(personalisation), list(channels))
 
 
 def holder(settings, db, person_id, *licences):
@@ -64,10 +63,9 @@ def holder(settings, db, person_id, *licences):
 
 
 def webhook_row(db, alert_id):
-    return db.conn.execute(
-        "SELECT status, attempts, next_attempt_at, last_error FROM deliveries WHERE alert_id=? AND channel='webhook'",
-        (alert_id,),
-    ).fetchone()
+    rows = (stored_deliveries(db.conn).filter((pl.col("alert_id") == alert_id) & (pl.col("channel") == "webhook"))
+            .select("status", "attempts", "next_attempt_at", "last_error").rows())
+    return rows[0] if rows else None
 
 
 def test_in_app_by_default_read_and_dismiss(make_store, receiver):
@@ -96,7 +94,7 @@ def test_webhook_carries_the_idempotency_key(make_store, receiver):
     assert (s.webhook_sent, s.webhook_delivered) == (1, 1)
     [req] = receiver.requests
     assert req["key"] == req["payload_key"] == idempotency_key("hk_macau_permit_expiry", "P1", "L1", "30", "webhook")
-    assert db.conn.execute("SELECT status FROM outbox").fetchone()[0] == "delivered"
+    assert stored_alerts(db.conn)["status"][0] == "delivered"
     assert deliver(settings, db, NOON + timedelta(hours=1)).webhook_sent == 0
 
 
@@ -132,9 +130,9 @@ def test_dead_letter_after_max_attempts_and_hangs_count_as_failures(make_store, 
     receiver.hang_rate = 1.0  # every call hangs past the 0.5 s timeout
     s = deliver(settings, db, NOON)
     assert s.webhook_dead == 2 and s.webhook_sent == 6
-    dead = db.conn.execute("SELECT alert_id, attempts, last_error FROM dead_letters ORDER BY alert_id").fetchall()
+    dead = stored_dead_letters(db.conn).select("alert_id", "attempts", "last_error").rows()
     assert [(a, n) for a, n, _ in dead] == [(1, 3), (2, 3)] and all("Timeout" in e for _, _, e in dead)
-    status = dict(db.conn.execute("SELECT subject_id, status FROM outbox"))
+    status = dict(stored_alerts(db.conn).select("subject_id", "status").rows())
     # P1 accepted only the webhook: nothing reached them. P2 still has it in-app.
     assert status == {"P1": "dead", "P2": "delivered"}
     assert deliver(settings, db, NOON + timedelta(days=1)).webhook_sent == 0
@@ -161,7 +159,7 @@ def test_daily_cap_releases_the_most_important_first(make_store, receiver):
            ("L3", "driving_licence", 10), ("L4", "resident_id_card", 5))
     put_rows(settings, db, "people", [{"person_id": "P1", "birth_date": date(1966, 2, 1), "household_id": "H"}])
     evaluate_alerts(settings, db, AS_OF)  # 4 licence notices (high) + the senior card offer (normal)
-    assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 5
+    assert stored_alerts(db.conn).height == 5
     s = deliver(settings, db, NOON)
     assert (s.released, s.deferred_by_cap) == (2, 3)
     assert deliver(settings, db, NOON + timedelta(hours=3)).released == 0  # same local day
@@ -169,7 +167,8 @@ def test_daily_cap_releases_the_most_important_first(make_store, receiver):
     assert (day2.released, day2.deferred_by_cap) == (2, 1)
     assert deliver(settings, db, NOON + timedelta(days=2)).released == 1
     # The senior-card offer (normal priority) came last.
-    last = db.conn.execute("SELECT rule_id FROM outbox ORDER BY released_on DESC, alert_id DESC LIMIT 1").fetchone()
+    last = (stored_alerts(db.conn).sort("released_on", "alert_id", descending=True, nulls_last=True)
+            .select("rule_id").head(1).rows()[0])
     assert last[0] == "senior_card_at_60"
     assert len(list_alerts(db, "P1")) == 5
 
@@ -183,7 +182,8 @@ def test_channel_preferences_and_statutory_fallback(make_store, receiver):
     set_prefs(db, "P2", channels=("sms_only_someday",))  # accepts nothing we have
     evaluate_alerts(settings, db, AS_OF)
     s = deliver(settings, db, NOON)
-    by = {r[0]: r[1:] for r in db.conn.execute("SELECT rule_id || ':' || subject_id, status, status_reason FROM outbox")}
+    by = {f"{r}:{s}": (st, why) for r, s, st, why in
+          stored_alerts(db.conn).select("rule_id", "subject_id", "status", "status_reason").iter_rows()}
     assert by["senior_card_at_60:P1"] == ("cancelled", "no channel the subject accepts")
     assert by["senior_card_at_60:P2"] == ("cancelled", "no channel the subject accepts")
     # The statutory notice still reaches P2, in the portal's own inbox.
@@ -216,5 +216,5 @@ def test_concurrent_senders_send_each_alert_once(make_store, receiver):
     assert (s.released, s.webhook_sent, s.webhook_delivered) == (30, 30, 30)
     keys = [r["key"] for r in receiver.requests]
     assert len(keys) == len(set(keys)) == 30
-    assert db.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'delivered'").fetchone()[0] == 30
+    assert stored_alerts(db.conn).filter(pl.col("status") == "delivered").height == 30
     assert deliver(settings, db, NOON, max_sends=5).webhook_sent == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from recommender.interactions import load_interactions
 from recommender.models import EASE
 from recommender.splits import leave_last_out, random_split
 from data.errors import ConfigFileError, ContractError
+from tagging import put_tags, tag_row
 
 YIWANG = Path(sys.executable).parent / "yiwang"
 
@@ -196,13 +198,10 @@ def _store_events(settings, db):
                                     "ts": pl.Datetime("us", "UTC")}, orient="row")
     df = df.with_columns(event_id=pl.int_range(pl.len()).cast(pl.String), channel=pl.lit("app"))
     append_events(settings.events_dir, df, 1)
-    db.conn.executemany(
-        "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en, valid_from, "
-        "sensitive, as_of) VALUES (?, ?, 'crowd', 1.0, 'test', '', '', '2026-01-01', ?, '2026-11-01')",
-        [(f"P{u}", "crowd.elderly" if u % 2 else "crowd.non_local", 0) for u in range(80)]
-        + [("P3", "crowd.hardship", 1)],
-    )
-    db.conn.commit()
+    put_tags(db, [tag_row(f"P{u}", "crowd.elderly" if u % 2 else "crowd.non_local", date(2026, 1, 1),
+                          as_of=date(2026, 11, 1), evidence_zh="", evidence_en="") for u in range(80)]
+         + [tag_row("P3", "crowd.hardship", date(2026, 1, 1), sensitive=True, as_of=date(2026, 11, 1),
+                    evidence_zh="", evidence_en="")])
 
 
 def test_store_events_temporal_with_crowd_groups(settings, db, tmp_path):

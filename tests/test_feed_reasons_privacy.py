@@ -24,6 +24,7 @@ from yiwang.api.server import run_api
 from data.eventlog import append_events
 from data.reference import load_taxonomy
 from data.settings import load_settings
+from taggers.store import TAG_COLUMNS, replace_tags
 from yiwang.migrations import open_db
 
 SENSITIVE = ("crowd.hardship", "crowd.disabled")
@@ -62,14 +63,13 @@ def city(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reasons_privacy")
     s = load_settings(home=tmp / "home", id_hash_key="test-key", reminder_rules_file=tmp / "rules.yaml")
     db = open_db(s.db_path)
-    c = mini_city(s, db, n_people=240, n_ent=20)
+    c = mini_city(s, db, n_people=240, n_ent=20, tagged=False)  # tagged below, with sensitive tags
     as_of = c["as_of"]
     rng = np.random.default_rng(11)
     rows, holders = _tag_rows(c["people"], as_of, rng)
-    with db.conn:
-        db.conn.executemany(
-            "INSERT INTO tags (subject_id, code, dimension, confidence, source, evidence_zh, evidence_en,"
-            " valid_from, valid_until, sensitive, as_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    replace_tags(db, pl.DataFrame(rows, schema=list(TAG_COLUMNS), orient="row").with_columns(
+        [pl.col(c).cast(pl.String).str.to_date("%Y-%m-%d") for c in ("valid_from", "valid_until", "as_of")]
+        + [pl.col("sensitive").cast(pl.Boolean)]))
     # Tagged residents use the services declared for their crowd, and a few common ones more than others do:
     # popularity within their crowd then picks items for them too.
     cat = c["catalog"]
@@ -146,7 +146,9 @@ def test_feed_reasons_over_http_do_not_reveal_sensitive_tags(city):
 def test_stored_reason_lists_hold_no_sensitive_code(city):
     """Every read path (API fast lane, read_feed, CLI, tools) serves what is stored: nothing to leak there."""
     s, db, *_ = city
-    stored = [t for (t,) in db.conn.execute("SELECT reasons_json FROM feed_reasons")]
+    from recommender.feeds import stored_versions, version_rows
+
+    stored = [t for v in stored_versions(db.conn) for t in version_rows(db.conn, v)["reasons_json"].unique()]
     assert stored
     assert not [t for t in stored if any(code in t for code in SENSITIVE)]
 
@@ -193,24 +195,23 @@ GLOBAL = {"source": "popular", "zh": "全市热门事项", "en": "Popular across
 
 def test_feed_stored_before_the_fix_is_served_without_sensitive_tags(tmp_path):
     """A store upgraded in place: its kept versions are rewritten on open, before any server reads them."""
-    from recommender.feeds import _compact
+    from datetime import date
+
+    from data.registry import insert_rows
+    from recommender.feeds import publish
 
     s = load_settings(home=tmp_path / "home", id_hash_key="test-key", reminder_rules_file=tmp_path / "rules.yaml")
     db = open_db(s.db_path)
+    insert_rows(db.conn, "catalog", pl.DataFrame({"item_id": ["IT1"], "name": "事项1", "department": "市公安局",
+                                                  "audience": "person", "category": "出入境", "ingest_id": 0}))
+    insert_rows(db.conn, "people", pl.DataFrame({"person_id": list(OLD_REASONS), "birth_date": "1950-05-01",
+                                                 "gender": "F", "district": "静安区", "local_hukou": 1, "ingest_id": 0}))
+    # A version stored as the publisher wrote it before the fix (its reasons name sensitive tags).
+    frame = pl.DataFrame([(sid, 1, "IT1", 1.0, json.dumps(r, ensure_ascii=False, separators=(",", ":")))
+                          for sid, r in OLD_REASONS.items()], orient="row",
+                         schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
+    assert publish(db, s, [frame], "m-old", date(2026, 11, 20)).version == 1
     with db.conn:
-        db.conn.execute("INSERT INTO catalog (item_id, name, department, audience, category, ingest_id) "
-                        "VALUES ('IT1', '事项1', '市公安局', 'person', '出入境', 0)")
-        db.conn.executemany("INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
-                            "VALUES (?, '1950-05-01', 'F', '静安区', 1, 0)", [(sid,) for sid in OLD_REASONS])
-        db.conn.execute("INSERT INTO feed_versions VALUES (1, 'm-old', '2026-11-20', '2026-11-20T01:00:00+00:00', "
-                        "'published', 2)")
-        frame = pl.DataFrame([(sid, 1, "IT1", 1.0, json.dumps(r, ensure_ascii=False, separators=(",", ":")))
-                              for sid, r in OLD_REASONS.items()], orient="row",
-                             schema=["subject_id", "rank", "item_id", "score", "reasons_json"])
-        texts, (ids, items) = _compact(frame, {})
-        db.conn.executemany("INSERT INTO feed_reasons VALUES (1, ?, ?)", texts)
-        db.conn.executemany("INSERT INTO feed_rows VALUES (1, ?, ?)", zip(ids, items))
-        db.conn.execute("INSERT INTO serving_pointers VALUES ('feed_version', '1', '2026-11-20T01:00:00+00:00')")
         # The store as it was before the migration that cleans stored reasons existed.
         db.conn.execute("DELETE FROM _migrations WHERE name = ?",
                         ("recommender_0003_reasons_without_sensitive_tags",))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from datetime import timedelta
+from datetime import date, timedelta
 
 import polars as pl
 import pytest
@@ -14,12 +14,15 @@ import pytest
 import recommender
 from recommender import candidates as C
 from recommender.config import load_config
-from recommender.feeds import POINTER, list_versions, publish, read_feed, rollback, stored_feed, version_rows
+from recommender.feeds import (
+    current_version, list_versions, publish, read_feed, rollback, stored_feed, stored_versions, version_rows,
+)
 from recommender.filters import eligible
 from recommender.reasons import SOURCES
 from cities import PERMIT_RENEWAL, mini_city
 from data.errors import StateError
-from data.registry import write_snapshot
+from data.citizen import dismiss, write_preferences
+from data.registry import insert_rows, scan_table, write_snapshot
 from data.settings import load_settings
 from yiwang.migrations import open_db
 
@@ -34,12 +37,9 @@ def built(tmp_path_factory):
     db = open_db(s.db_path)
     city = mini_city(s, db, n_people=300, n_ent=30)
     as_of = city["as_of"]
-    db.conn.execute("INSERT INTO people (person_id, birth_date, gender, district, local_hukou, ingest_id) "
-                    "VALUES (?, '1990-05-01', 'F', '静安区', 1, 1)", (SEED,))
-    db.conn.execute("INSERT INTO licenses (license_id, holder_id, license_type, issued_on, expires_on, ingest_id) "
-                    "VALUES ('LSEED1', ?, 'hk_macau_permit', ?, ?, 1)",
-                    (SEED, (as_of - timedelta(days=3620)).isoformat(), (as_of + timedelta(days=30)).isoformat()))
-    db.conn.commit()
+    insert_rows(db.conn, "people", pl.DataFrame({"person_id": [SEED], "birth_date": "1990-05-01", "gender": "F",
+                                                 "district": "静安区", "local_hukou": 1, "ingest_id": 1}))
+    _licence(db, "LSEED1", as_of - timedelta(days=3620), as_of + timedelta(days=30), 1)
     for t in ("people", "licenses"):
         write_snapshot(s.home, t, db.conn)
     recommender.train(s, db, as_of)
@@ -60,12 +60,18 @@ def served(built, tmp_path):
     db.conn.close()
 
 
+def _licence(db, license_id: str, issued_on, expires_on, ingest_id: int) -> None:
+    insert_rows(db.conn, "licenses", pl.DataFrame({
+        "license_id": [license_id], "holder_id": SEED, "license_type": "hk_macau_permit",
+        "issued_on": issued_on.isoformat(), "expires_on": expires_on.isoformat(), "ingest_id": ingest_id}))
+
+
 def _feed_frame(db, version: int) -> pl.DataFrame:
     return version_rows(db.conn, version)
 
 
 def _current(db) -> int:
-    return int(db.conn.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()[0])
+    return current_version(db.conn)
 
 
 def test_seed_scenario_expiring_permit_leads_until_renewed(served):
@@ -79,10 +85,7 @@ def test_seed_scenario_expiring_permit_leads_until_renewed(served):
     assert item.reasons[0]["zh"] == f"您的往来港澳通行证将于{expiry}到期"
     assert expiry in item.reasons[0]["en"]
     # renewed: a new permit with a later expiry appears; the next batch no longer puts the renewal on top
-    db.conn.execute("INSERT INTO licenses (license_id, holder_id, license_type, issued_on, expires_on, ingest_id) "
-                    "VALUES ('LSEED2', ?, 'hk_macau_permit', ?, ?, 2)",
-                    (SEED, city["as_of"].isoformat(), (city["as_of"] + timedelta(days=3650)).isoformat()))
-    db.conn.commit()
+    _licence(db, "LSEED2", city["as_of"], city["as_of"] + timedelta(days=3650), 2)
     write_snapshot(s.home, "licenses", db.conn)
     recommender.recommend(s, db, city["as_of"])
     after = read_feed(db, s, SEED, 10)
@@ -122,12 +125,11 @@ def test_published_feed_never_holds_ineligible_or_completed_once_only_items(serv
 
 def test_personalisation_off_gives_eligible_popular_list_at_once(served):
     s, db, _ = served
-    young = db.conn.execute("SELECT person_id FROM people WHERE birth_date > '2000-01-01' LIMIT 1").fetchone()[0]
+    young = (scan_table(s.home, "people").filter(pl.col("birth_date") > date(2000, 1, 1)).sort("person_id")
+             .select("person_id").head(1).collect().item())
     on = read_feed(db, s, young, 20)
     assert on.personalised
-    db.conn.execute("INSERT INTO subject_preferences (subject_id, personalisation, updated_at) VALUES (?, 0, 'now')",
-                    (young,))
-    db.conn.commit()
+    write_preferences(db.conn, young, False, ["in_app"])
     off = read_feed(db, s, young, 20)
     assert not off.personalised and "关闭个性化推荐" in off.notice_zh
     assert 0 < len(off.items) <= 20
@@ -136,16 +138,16 @@ def test_personalisation_off_gives_eligible_popular_list_at_once(served):
     popular = [r[1] for r in stored_feed(db.conn, off.version, "~popular:person")]
     ids = [i.item_id for i in off.items]
     assert ids == [p for p in popular if p in set(ids)]
-    min_ages = dict(db.conn.execute("SELECT item_id, min_age FROM catalog WHERE min_age IS NOT NULL").fetchall())
+    min_ages = dict(scan_table(s.home, "catalog").filter(pl.col("min_age").is_not_null())
+                    .select("item_id", "min_age").collect().rows())
     assert all(min_ages.get(i, 0) < 60 for i in ids)
 
 
 def test_dismissal_takes_effect_at_read_time(served):
     s, db, _ = served
-    sid = db.conn.execute("SELECT person_id FROM people LIMIT 1").fetchone()[0]
+    sid = scan_table(s.home, "people").select("person_id").sort("person_id").head(1).collect().item()
     first = read_feed(db, s, sid, 5).items[0].item_id
-    db.conn.execute("INSERT INTO dismissals (subject_id, item_id, dismissed_at) VALUES (?, ?, 'now')", (sid, first))
-    db.conn.commit()
+    dismiss(db.conn, sid, first)
     assert first not in [i.item_id for i in read_feed(db, s, sid, 20).items]
 
 
@@ -164,17 +166,16 @@ def test_publish_is_atomic_and_a_failed_run_leaves_the_served_feed(served):
     def chunks():
         yield _rows(10, "NEW")
         # mid-publish, another connection still sees the old version, whole
-        assert reader.execute("SELECT value FROM serving_pointers WHERE name = ?", (POINTER,)).fetchone()[0] == str(before)
-        assert reader.execute("SELECT COUNT(*) FROM feed_rows WHERE version = ? AND subject_id = 'X0'",
-                              (before,)).fetchone()[0] == 0
+        assert current_version(reader) == before
+        assert stored_feed(reader, before, "X0") == []
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
         publish(db, s, chunks(), "m", city["as_of"])
     assert _current(db) == before
-    assert db.conn.execute("SELECT COUNT(*) FROM feed_versions WHERE status = 'building'").fetchone()[0] == 0
-    assert db.conn.execute("SELECT COUNT(*) FROM feed_rows WHERE items LIKE '%NEW%'").fetchone()[0] == 0
-    assert db.conn.execute("SELECT COUNT(*) FROM feed_rows WHERE version > ?", (before,)).fetchone()[0] == 0
+    assert all(v["status"] != "building" for v in list_versions(db))
+    assert max(stored_versions(db.conn)) == before
+    assert all(version_rows(db.conn, v).filter(pl.col("item_id") == "NEW").height == 0 for v in stored_versions(db.conn))
     reader.close()
 
 
@@ -185,9 +186,9 @@ def test_keeps_last_k_versions_and_rolls_back(served):
     versions = [publish(db, s, iter([_rows(3, f"V{i}")]), "m", city["as_of"]).version for i in range(3)]
     kept = [v["version"] for v in list_versions(db)]
     assert kept == versions[-2:][::-1]
-    assert db.conn.execute("SELECT COUNT(DISTINCT version) FROM feed_rows").fetchone()[0] == 2
-    assert db.conn.execute("SELECT COUNT(DISTINCT version) FROM feed_reasons").fetchone()[0] == 2
-    assert db.conn.execute("SELECT COUNT(*) FROM feed_rows WHERE version = ?", (first,)).fetchone()[0] == 0
+    stored = stored_versions(db.conn)
+    assert sorted(stored) == sorted(versions[-2:]) and all(v["rows"] and v["reasons"] for v in stored.values())
+    assert first not in stored
     assert rollback(db) == {"from": versions[-1], "to": versions[-2]}
     assert read_feed(db, s, "X0", 5).items[0].item_id == f"V{len(versions) - 2}"
     statuses = {v["version"]: v["status"] for v in list_versions(db)}
@@ -236,5 +237,4 @@ def test_scoring_ahead_in_a_worker_publishes_what_one_thread_scores(served, tmp_
     assert published.select("subject_id", "rank", "item_id", "reasons_json").equals(
         one_thread.select("subject_id", "rank", "item_id", "reasons_json"))
     assert (published["score"] - one_thread["score"]).abs().max() < 1e-6
-    q = "SELECT subject_id, items FROM feed_rows WHERE version = ? ORDER BY subject_id"
-    assert db.conn.execute(q, (first.feed_version,)).fetchall() == db.conn.execute(q, (again.feed_version,)).fetchall()
+    assert version_rows(db.conn, first.feed_version).equals(version_rows(db.conn, again.feed_version))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import polars as pl
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
@@ -12,6 +10,7 @@ from recommender import candidates as C
 from recommender.filters import apply_filters, blocked_pairs, eligibility_expr, eligible
 from recommender.config import load_config
 from cities import mini_city
+from data.citizen import dismiss
 
 
 def _pairs(subject: dict, item: dict) -> pl.DataFrame:
@@ -97,9 +96,7 @@ def test_completed_once_only_and_dismissed_items_are_blocked(settings, db, world
                                & pl.col("min_age").is_null() & pl.col("max_age").is_null()
                                & ~pl.col("local_hukou_only") & pl.col("item_district").is_null()
                                & (pl.col("industry_list").list.len() == 0)).head(1)
-    db.conn.execute("INSERT INTO dismissals (subject_id, item_id, dismissed_at) VALUES (?, ?, ?)",
-                    (sid, other["item_id"][0], date.today().isoformat()))
-    db.conn.commit()
+    dismiss(db.conn, sid, other["item_id"][0])
     blocked = blocked_pairs(world, db.conn)
     cands = pl.DataFrame({"sidx": [sidx, sidx], "iidx": [once["iidx"][0], other["iidx"][0]]},
                          schema={"sidx": pl.UInt32, "iidx": pl.UInt32})

@@ -18,7 +18,7 @@ import pytest
 from data.contract import resident_id_check_char, uscc_check_char
 from data.eventlog import scan_events
 from data.ingest import ingest_export, read_quarantine
-from data.registry import scan_table
+from data.registry import count_records, ingest_record, scan_table, stored_record
 from data.settings import load_settings
 from yiwang.migrations import open_db
 
@@ -109,7 +109,7 @@ def db(settings):
 
 
 def count(db, table: str) -> int:
-    return db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return count_records(db.conn, table)
 
 
 def check_identity(db, settings, summary) -> None:
@@ -117,13 +117,9 @@ def check_identity(db, settings, summary) -> None:
     for name, t in summary.tables.items():
         assert t.rows_in == t.inserted + t.updated + t.unchanged + t.quarantined, name
         assert sum(t.reasons.values()) == t.quarantined, name
-        in_q = db.conn.execute(
-            "SELECT count(*) FROM quarantine WHERE ingest_id = ? AND table_name = ?", (summary.ingest_id, name)
-        ).fetchone()[0]
+        in_q = sum(c["rows"] for c in read_quarantine(db, summary.ingest_id, name)["counts"])
         assert in_q == t.quarantined, name
-    stored = json.loads(
-        db.conn.execute("SELECT summary_json FROM ingests WHERE ingest_id = ?", (summary.ingest_id,)).fetchone()[0]
-    )
+    stored = ingest_record(db.conn, summary.ingest_id)["summary"]
     assert stored == json.loads(json.dumps(summary.to_dict(), ensure_ascii=False))
 
 
@@ -150,11 +146,11 @@ def test_clean_export_loads_everything(settings, db, tmp_path):
         "licenses": (2, 2, 0),
         "events": (5, 5, 0),
     }
-    p1 = db.conn.execute("SELECT birth_date, local_hukou, id_hash, occupation, low_income FROM people WHERE person_id='P1'").fetchone()
+    p1 = stored_record(db.conn, "people", "P1", ["birth_date", "local_hukou", "id_hash", "occupation", "low_income"])
     assert p1 == ("1980-01-01", 1, hmac.new(b"test-key", ID1.encode(), "sha256").hexdigest(), "teacher", 0)
-    assert db.conn.execute("SELECT local_hukou, low_income FROM people WHERE person_id='P3'").fetchone() == (1, None)
-    assert db.conn.execute("SELECT expires_on FROM licenses WHERE license_id='L2'").fetchone() == (None,)
-    assert db.conn.execute("SELECT once_per_subject, local_hukou_only, min_age FROM catalog WHERE item_id='I3'").fetchone() == (0, 0, None)
+    assert stored_record(db.conn, "people", "P3", ["local_hukou", "low_income"]) == (1, None)
+    assert stored_record(db.conn, "licenses", "L2", ["expires_on"]) == (None,)
+    assert stored_record(db.conn, "catalog", "I3", ["once_per_subject", "local_hukou_only", "min_age"]) == (0, 0, None)
 
     people = scan_table(settings.home, "people").collect()
     assert people.height == 3 and people.schema["birth_date"] == pl.Date
@@ -192,8 +188,8 @@ def test_reingest_is_idempotent_and_counts_updates(settings, db, tmp_path):
     third = ingest(settings, db, export)
     t = third.tables["people"]
     assert (t.inserted, t.updated, t.unchanged) == (1, 1, 2)
-    assert db.conn.execute("SELECT district, ingest_id FROM people WHERE person_id='P2'").fetchone() == ("闵行区", third.ingest_id)
-    assert db.conn.execute("SELECT ingest_id FROM people WHERE person_id='P1'").fetchone() == (first.ingest_id,)
+    assert stored_record(db.conn, "people", "P2", ["district", "ingest_id"]) == ("闵行区", third.ingest_id)
+    assert stored_record(db.conn, "people", "P1", ["ingest_id"]) == (first.ingest_id,)
     assert scan_table(settings.home, "people").collect().height == 4
 
 
@@ -240,7 +236,7 @@ def test_gbk_csv_is_decoded_and_said_so(settings, db, tmp_path):
     export = write_export(tmp_path, **base_tables(catalog=CATALOG.encode("gbk")))
     s = ingest(settings, db, export)
     assert s.tables["catalog"].encoding == "gb18030" and "GBK" in s.tables["catalog"].note
-    assert db.conn.execute("SELECT name FROM catalog WHERE item_id='I1'").fetchone() == ("结婚登记",)
+    assert stored_record(db.conn, "catalog", "I1", ["name"]) == ("结婚登记",)
 
 
 def test_undecodable_file_is_rejected_naming_the_encoding(settings, db, tmp_path):
@@ -314,7 +310,7 @@ def test_duplicate_primary_keys_first_kept(settings, db, tmp_path):
     ev = EVENTS + "P2,I1,click,2025-02-01 10:00:00,web,given-1\nP1,I2,view,2025-06-01 09:00:00,app,\n"
     s = ingest(settings, db, write_export(tmp_path, **base_tables(people=ppl, events=ev)))
     assert [(r["line"], r["field"], r["reason"]) for r in quarantined(db, s.ingest_id, "people")] == [(5, "person_id", "duplicate_key")]
-    assert db.conn.execute("SELECT birth_date FROM people WHERE person_id='P1'").fetchone() == ("1980-01-01",)
+    assert stored_record(db.conn, "people", "P1", ["birth_date"]) == ("1980-01-01",)
     got = sorted((r["line"], r["field"], r["reason"]) for r in quarantined(db, s.ingest_id, "events"))
     # given-1 reappears in another month; the second line repeats line 2 (same derived id).
     assert got == [(7, "event_id", "duplicate_key"), (8, "event_id", "duplicate_key")]
@@ -406,7 +402,7 @@ def test_parquet_tables(settings, db, tmp_path):
     s = ingest(settings, db, export)
     assert s.tables["people"].format == "parquet" and s.tables["people"].inserted == 3
     # Typed Parquet values go through the same rules: a real Date and a real Boolean.
-    assert db.conn.execute("SELECT birth_date, local_hukou FROM people WHERE person_id='P1'").fetchone() == ("1980-01-01", 1)
+    assert stored_record(db.conn, "people", "P1", ["birth_date", "local_hukou"]) == ("1980-01-01", 1)
     assert s.tables["events"].inserted == 2
     (r,) = quarantined(db, s.ingest_id, "events")
     assert (r["line"], r["reason"]) == (3, "unknown_subject")
@@ -450,7 +446,7 @@ def test_events_breaking_late_store_nothing(tmp_path):
     assert "events.csv" in s.tables["events"].rejected and "UTF-8" in s.tables["events"].rejected
     assert scan_events(settings.events_dir).collect().height == 0
     # Its rows were duplicates of one another (quarantined while streaming): that was rolled back too.
-    assert count(db, "quarantine") == 0
+    assert read_quarantine(db, s.ingest_id)["counts"] == []
     assert list((settings.home / "tmp").glob("ingest-*")) == []
     assert list(settings.events_dir.rglob("*.pending")) == []
     assert s.tables["people"].inserted == 3

@@ -169,7 +169,7 @@ def test_readers_see_one_whole_batch_during_publish(built, monkeypatch):
         conn = sqlite3.connect(settings.db_path, timeout=30)
         while not stop.is_set():
             try:
-                seen.append(conn.execute("SELECT SUM(n_subjects), COUNT(DISTINCT batch_id) FROM profiles").fetchone())
+                seen.append(profiler.served_profiles_shape(conn)[1:])
             except sqlite3.OperationalError:
                 # The table was swapped under a prepared statement; SQLite re-prepares on the next call.
                 continue
@@ -193,7 +193,7 @@ def test_every_subject_is_found_across_serving_blocks(built, monkeypatch):
              profiler.scan_profiles(settings).select("subject_id").collect()["subject_id"]}
     monkeypatch.setattr(profiler, "BLOCK_SUBJECTS", 3)
     again = profiler.build_profiles(settings, db, AS_OF)
-    assert db.conn.execute("SELECT COUNT(*), SUM(n_subjects) FROM profiles").fetchone() == (6, 17)
+    assert profiler.served_profiles_shape(db.conn)[:2] == (6, 17)
     for sid, before in whole.items():
         after = profiler.read_profile(db, sid, include_sensitive=True)
         assert after == {**before, "batch_id": again.batch_id}

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from notifier.engine import evaluate_alerts
-from notifier.rules import check_file, in_force_path, install_rules, load_reference, parse_rules, rules_in_force
+from notifier.rules import (
+    check_file, in_force_path, install_rules, list_snapshots, load_reference, parse_rules, rules_in_force,
+)
 from data.errors import RulesError
 from data.settings import REPO_ROOT, load_settings
 from yiwang.migrations import open_db
@@ -187,9 +189,9 @@ def test_broken_file_never_replaces_the_rules_in_force(rsettings, rdb, rules_fil
     # A fixed file becomes the new rules in force (and a second snapshot) once an evaluation uses it.
     home_file.write_text(GOOD.replace("version: 1", "version: 2"), encoding="utf-8")
     assert rules_in_force(rsettings, rdb).rules[0].version == 2
-    assert rdb.conn.execute("SELECT COUNT(*) FROM rule_snapshots").fetchone()[0] == 1
+    assert len(list_snapshots(rdb)) == 1
     evaluate_alerts(rsettings, rdb, date(2026, 3, 1))
-    assert rdb.conn.execute("SELECT COUNT(*) FROM rule_snapshots").fetchone()[0] == 2
+    assert len(list_snapshots(rdb)) == 2
     # The seed file is only ever read.
     assert rules_file.read_text(encoding="utf-8") == GOOD
 

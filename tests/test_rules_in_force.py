@@ -12,9 +12,11 @@ import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from notifier.rules import install_rules
+from notifier.outbox import stored_alerts, stored_deliveries
+from notifier.rules import install_rules, list_snapshots
 from testsupport.registries import put_rows
 from data.settings import load_settings
 from yiwang.migrations import open_db
@@ -74,9 +76,7 @@ def city(tmp_path, monkeypatch):
 def _outbox(home: Path, rule_id: str) -> list[tuple]:
     db = open_db(home / "yiwang.db")
     try:
-        return db.conn.execute(
-            "SELECT status, released_on FROM outbox WHERE rule_id = ? ORDER BY alert_id", (rule_id,)
-        ).fetchall()
+        return stored_alerts(db.conn).filter(pl.col("rule_id") == rule_id).select("status", "released_on").rows()
     finally:
         db.conn.close()
 
@@ -84,7 +84,7 @@ def _outbox(home: Path, rule_id: str) -> list[tuple]:
 def _count(home: Path, table: str) -> int:
     db = open_db(home / "yiwang.db")
     try:
-        return db.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return len(list_snapshots(db)) if table == "rule_snapshots" else stored_alerts(db.conn).height
     finally:
         db.conn.close()
 
@@ -191,10 +191,8 @@ def test_deliver_never_releases_an_alert_of_a_rule_not_in_force(city, monkeypatc
     assert code == 0, err
     assert _outbox(home, "newlywed_greeting") == [("cancelled", None)] * 7
     db = open_db(home / "yiwang.db")
-    reasons = {r for (r,) in db.conn.execute("SELECT status_reason FROM outbox WHERE rule_id='newlywed_greeting'")}
-    delivered = db.conn.execute(
-        "SELECT count(*) FROM deliveries d JOIN outbox o USING (alert_id) WHERE o.rule_id='newlywed_greeting'"
-    ).fetchone()[0]
+    reasons = set(stored_alerts(db.conn).filter(pl.col("rule_id") == "newlywed_greeting")["status_reason"])
+    delivered = stored_deliveries(db.conn).filter(pl.col("rule_id") == "newlywed_greeting").height
     db.conn.close()
     assert reasons == {"rule not in force"} and delivered == 0
 

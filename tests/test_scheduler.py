@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from yiwang import scheduler as sched
+from notifier.outbox import stored_alerts
 from testsupport.registries import put_rows
+from yiwang.scheduler import list_runs
 from data.errors import ConfigError
 from data.settings import load_settings
 from yiwang.migrations import open_db
@@ -47,8 +49,7 @@ def running():
 def runs(settings, job_id=None):
     db = open_db(settings.db_path)
     try:
-        sql = "SELECT job_id, status, summary FROM job_runs" + (" WHERE job_id = ?" if job_id else "") + " ORDER BY id"
-        return db.conn.execute(sql, (job_id,) if job_id else ()).fetchall()
+        return list_runs(db, job_id)
     finally:
         db.conn.close()
 
@@ -86,7 +87,7 @@ def test_jobs_persist_across_a_restart_and_a_missed_run_runs_once(ssettings, run
     assert len(runs(ssettings, "alerts")) == 1  # coalesced: one run, not one per missed time
     # The job evaluated real alerts in the store.
     db = open_db(ssettings.db_path)
-    assert db.conn.execute("SELECT rule_id, stage FROM outbox").fetchall() == [("hk_macau_permit_expiry", "30")]
+    assert stored_alerts(db.conn).select("rule_id", "stage").rows() == [("hk_macau_permit_expiry", "30")]
     db.conn.close()
     kept = {j.id: j.next_run_time for j in second.get_jobs()}
     assert {k: v for k, v in kept.items() if k != "alerts"} == {k: v for k, v in stored_next.items() if k != "alerts"}

@@ -8,11 +8,12 @@ import json
 import shutil
 from datetime import timedelta
 
+import polars as pl
 import pytest
 
 import recommender
 from notifier import deliver, evaluate_alerts
-from notifier.outbox import list_alerts
+from notifier.outbox import list_alerts, stored_alerts
 from testsupport.registries import put_rows
 from recommender.feeds import read_feed
 from cities import mini_city
@@ -51,10 +52,8 @@ def city(built, tmp_path):
 
 
 def seed_alerts(db):
-    return db.conn.execute(
-        "SELECT alert_id, stage, status, item_ids, message_zh FROM outbox WHERE subject_id = ? ORDER BY alert_id",
-        (SEED,),
-    ).fetchall()
+    return (stored_alerts(db.conn).filter(pl.col("subject_id") == SEED)
+            .select("alert_id", "stage", "status", "item_ids", "message_zh").rows())
 
 
 def renew(s, db, as_of):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from data.errors import StateError
+from taggers.store import read_tags
 from yiwang import pipeline, scheduler, stages
 from yiwang.stages import STAGES, stage
 
@@ -127,9 +128,9 @@ def test_the_scheduled_profile_and_tag_job_is_the_one_pass(tmp_path):
     assert [line.split(":")[0] for line in done] == ["profile", "tag"]
     db = open_db(settings.db_path)
     try:
-        status, summary = db.conn.execute("SELECT status, summary FROM job_runs WHERE job_id = 'profile_tag'").fetchone()
+        [(_, status, summary)] = scheduler.list_runs(db, "profile_tag")
         assert status == "ok" and summary == "\n".join(done)
         assert '"as_of": "%s"' % today.isoformat() in done[0] and '"tags_written"' in done[1]
-        assert db.conn.execute("SELECT count(*) FROM tags").fetchone()[0] > 0
+        assert read_tags(db).height > 0
     finally:
         db.conn.close()

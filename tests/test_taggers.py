@@ -13,7 +13,7 @@ import profiler
 import taggers
 from testsupport.sample_city import SAMPLE_AS_OF, load_city, sample_city
 from taggers.occupation import OccupationClassifier, OccupationTagger
-from taggers.store import delete_tag, list_tags, restore_tag
+from taggers.store import delete_tag, list_tags, read_tags, restore_tag
 from data.errors import NotFound, StateError
 from data.eventlog import scan_events
 from data.registry import scan_table
@@ -155,7 +155,7 @@ def test_deletion_during_a_batch_is_honoured_at_the_swap(tagged, monkeypatch):
     summary = taggers.run_taggers(settings, db, AS_OF)
     assert summary.suppressed == 1
     assert "life_event.marriage" not in codes(db, "P7")
-    assert db.conn.execute("SELECT count(*) FROM tags").fetchone()[0] == summary.tags_written
+    assert read_tags(db).height == summary.tags_written
     names = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'tags%'")}
     assert "tags_build" not in names and "tags_old" not in names
     assert not [n for n in names if n.startswith("tags_code")]
@@ -350,7 +350,7 @@ def test_profile_and_tag_checks_the_rules_before_publishing_anything(city, tmp_p
     settings, db = city
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - id: r1\n    tag: crowd.elderly\n    when: no_such_field >= 60\n", encoding="utf-8")
-    batches = db.conn.execute("SELECT COUNT(*) FROM profile_batches").fetchone()[0]
+    batches = profiler.list_batches(db)
     with pytest.raises(Exception, match="no_such_field"):
         taggers.profile_and_tag(settings.model_copy(update={"tag_rules_file": bad}), db, AS_OF)
-    assert db.conn.execute("SELECT COUNT(*) FROM profile_batches").fetchone()[0] == batches
+    assert profiler.list_batches(db) == batches

@@ -333,3 +333,9 @@ def list_jobs(settings) -> list[JobInfo]:
         return out
     finally:
         db.conn.close()
+
+
+def list_runs(db, job_id: str | None = None) -> list[tuple[str, str, str | None]]:
+    """(job_id, status, summary) of every recorded run, oldest first; one job's only when ``job_id`` is given."""
+    sql = "SELECT job_id, status, summary FROM job_runs" + (" WHERE job_id = ?" if job_id else "") + " ORDER BY id"
+    return db.conn.execute(sql, (job_id,) if job_id else ()).fetchall()

@@ -6,23 +6,15 @@ import polars as pl
 import sqlite_utils
 
 from data.eventlog import scan_events
+from data.registry import is_registered
 from data.settings import Settings
-
-_KNOWN_IN_TABLES = (
-    "SELECT 1 FROM people WHERE person_id = ?",
-    "SELECT 1 FROM enterprises WHERE enterprise_id = ?",
-    "SELECT 1 FROM tags WHERE subject_id = ?",
-    "SELECT 1 FROM tag_suppressions WHERE subject_id = ?",
-)
-
+from profiler import read_profile
+from taggers.store import has_any
 
 def subject_known(settings: Settings, db: sqlite_utils.Database, subject_id: str) -> bool:
     """True if the subject is in a registry, holds or deleted a tag, has a published profile or any event."""
-    conn = db.conn
-    if any(conn.execute(sql, (subject_id,)).fetchone() for sql in _KNOWN_IN_TABLES):
+    if is_registered(db.conn, subject_id) or has_any(db.conn, subject_id):
         return True
-    from profiler import read_profile
-
     if read_profile(db, subject_id) is not None:
         return True
     # Subjects seen only in events (the registries do not list them) are still subjects of this store.

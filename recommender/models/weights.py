@@ -8,13 +8,14 @@ model trained "as of" a date never sees the future.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from data.errors import ConfigFileError, ContractError
+from data.facts import end_of_as_of_day_utc
 
 REQUIRED = ("subject_id", "item_id", "action", "ts")
 
@@ -38,8 +39,8 @@ def _as_utc(as_of) -> datetime:
     if isinstance(as_of, datetime):
         return as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
     if isinstance(as_of, date):
-        # "as of" a day means through the end of that day
-        return datetime.combine(as_of, time.max, tzinfo=timezone.utc)
+        # "As of" a day means through the end of that Shanghai day (data.facts), the last microsecond before it.
+        return end_of_as_of_day_utc(as_of) - timedelta(microseconds=1)
     raise ContractError(f"as_of must be a date or datetime, got {type(as_of).__name__}")
 
 

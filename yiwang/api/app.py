@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from yiwang.api import errors
 from yiwang.api.db import ConnectionPool
 from yiwang.api.fastlane import FeedFastLane
-from yiwang.api.feed_read import FeedVersions, ItemNames
+from recommender.feeds import FeedVersions, ItemNames
 from yiwang.api.metrics import Metrics
 from yiwang.api.middleware import BODY_TIMEOUT_S, EdgeMiddleware
 from yiwang.api.openapi import document

@@ -30,26 +30,38 @@ def require(*scopes: str):
     # Runs on the event loop: one primary-key lookup, cheaper than a hop to the threadpool. The header is
     # read here rather than through fastapi.security so the hottest route resolves one dependency, not three.
     async def dependency(request: Request) -> ApiKey:
-        scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
         try:
-            key = verify_key(request_db(request).conn, credentials.strip())
-        except Unauthenticated as exc:
-            # A revoked key still in use is worth an audit record; an unknown key names nobody to record.
-            revoked_key_id = getattr(exc, "key_id", None)
-            if revoked_key_id is not None:
-                await _audit_denial(request, revoked_key_id)
+            key = authorised_key(request_db(request).conn, request.headers.get("authorization"), scopes)
+        except (Unauthenticated, PermissionDenied) as exc:
+            # A revoked key still in use, or one lacking the scope, is worth an audit record; an unknown key
+            # names nobody to record.
+            denied_key_id = getattr(exc, "key_id", None)
+            if denied_key_id is not None:
+                await _audit_denial(request, denied_key_id)
             raise
-        if not any(key.allows(s) for s in scopes):
-            await _audit_denial(request, key.key_id)
-            raise PermissionDenied(f"this API key lacks the scope {' or '.join(scopes)}")
         request.state.api_key_id = key.key_id
         return key
 
     dependency.__name__ = "require_" + "_or_".join(s.replace(":", "_") for s in scopes)
     dependency.scopes = scopes  # type: ignore[attr-defined]
     return dependency
+
+
+def authorised_key(conn, authorization: str | None, scopes: tuple[str, ...]) -> ApiKey:
+    """The key an ``Authorization: Bearer <key>`` header carries, if it is active and holds one of ``scopes``.
+
+    Raises :class:`Unauthenticated` (``key_id`` set when the key is known but revoked) or
+    :class:`PermissionDenied` (``key_id`` set). Both the routes and the feed fast lane decide access here.
+    """
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+    key = verify_key(conn, credentials.strip())
+    if not any(key.allows(s) for s in scopes):
+        denied = PermissionDenied(f"this API key lacks the scope {' or '.join(scopes)}")
+        denied.key_id = key.key_id  # type: ignore[attr-defined]
+        raise denied
+    return key
 
 
 # The path parameter naming what a request acts on, in the order the audit log's ``subject`` prefers them.

@@ -3,7 +3,7 @@
 FastAPI's per-request machinery (routing, dependency solving, parameter validation) cost more than the
 feed read itself. This ASGI layer answers only the plain success case: a well-formed path and ``limit``,
 a valid active key holding feed:read, and a personalised feed in the served version
-(:func:`yiwang.api.feed_read.personalised_feed_json`). Anything else (no or bad key, wrong scope, odd
+(:func:`recommender.feeds.read_feed_fast`). Anything else (no or bad key, wrong scope, odd
 parameters, personalisation off, no feed) passes through untouched to the FastAPI route, which then
 decides and answers, errors included, exactly as if this layer did not exist.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-from yiwang.api.db import STATE_KEY, ConnectionPool
-from yiwang.api.feed_read import FeedVersions, ItemNames, personalised_feed_json
-from yiwang.api.keys import verify_key
 from data.errors import YiwangError
+from recommender.feeds import FeedVersions, ItemNames, read_feed_fast
+from yiwang.api.auth import authorised_key
+from yiwang.api.db import STATE_KEY, ConnectionPool
 
 FEED_ROUTE = "/v1/subjects/{subject_id}/feed"
 _PATH = re.compile(r"^/v1/subjects/([A-Za-z0-9_-]{1,64})/feed$")
@@ -63,24 +63,18 @@ class FeedFastLane:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
-        if not authorization or authorization[:7].lower() != "bearer ":
+        if not authorization:
             return None
         state = scope.setdefault("state", {})
         db = state.get(STATE_KEY)
         if db is None:
             db = state[STATE_KEY] = self.pool.acquire()  # given back by the edge middleware
         try:
-            key = verify_key(db.conn, authorization[7:].strip())
+            key = authorised_key(db.conn, authorization, ("feed:read",))
         except YiwangError:
-            return None
-        if not key.allows("feed:read"):
-            return None
+            return None  # the route answers, and audits, the denial
         state["api_key_id"] = key.key_id
-        try:
-            from recommender.feeds import NOTICE  # the recommender's wording of the Art. 16 notice
-        except ModuleNotFoundError:
-            return None  # the route answers 503
-        return personalised_feed_json(db.conn, subject_id, limit, NOTICE[True], self.names, self.versions)
+        return read_feed_fast(db.conn, subject_id, limit, self.names, self.versions)
 
     def _limit(self, query_string: bytes) -> int | None:
         if not query_string:

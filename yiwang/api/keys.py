@@ -86,6 +86,11 @@ def list_keys(db: sqlite_utils.Database) -> list[ApiKey]:
     return [_row_to_key(r) for r in rows]
 
 
+def stored_key(db: sqlite_utils.Database, key_id: str) -> dict | None:
+    """A key's record exactly as stored (its hash, never the key): what an audit of the store sees."""
+    return next(db.query("SELECT * FROM api_keys WHERE key_id = ?", [key_id]), None)
+
+
 def revoke_key(db: sqlite_utils.Database, key_id: str) -> ApiKey:
     """Revoke a key at once; revoking twice is an error so scripts notice a typo'd id."""
     try:

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data.errors import ConfigError, StateError
+from data.registry import has_ingested_data
 from data.settings import Settings, load_settings
 from yiwang.migrations import open_db
 
@@ -71,14 +72,6 @@ class AppContext:
 def _refuse_non_directory(home: Path) -> None:
     if home.exists() and not home.is_dir():
         raise ConfigError(f"store home {home} (--home or YIWANG_HOME) is not a directory")
-
-
-def has_ingested_data(conn: sqlite3.Connection) -> bool:
-    """True once an ingest finished or a registry holds a subject."""
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM ingests WHERE status = 'done') OR EXISTS (SELECT 1 FROM people) "
-        "OR EXISTS (SELECT 1 FROM enterprises)"
-    ).fetchone()[0] == 1
 
 
 def app_context(ctx: typer.Context) -> AppContext:

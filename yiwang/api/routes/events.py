@@ -41,6 +41,7 @@ from data.eventlog import (
     append_events,
     derived_event_id,
 )
+from data.registry import close_ingest, known_items, open_ingest
 from data.settings import TIMEZONE
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -142,28 +143,14 @@ def _validate(db: sqlite_utils.Database, events: list[EventIn]) -> pl.DataFrame:
 
 
 def _known_items(db: sqlite_utils.Database, item_ids: set[str]) -> set[str]:
-    ids = list(item_ids)
-    known: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        known.update(r[0] for r in db.conn.execute(f"SELECT item_id FROM catalog WHERE item_id IN ({marks})", chunk))
-    return known
+    return known_items(db.conn, item_ids)
 
 
 def _open_ingest(db: sqlite_utils.Database, key: ApiKey) -> int:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with db.conn:
-        cur = db.conn.execute(
-            "INSERT INTO ingests (source, started_at, status) VALUES (?, ?, 'running')", (f"api:{key.key_id}", now)
-        )
-    return int(cur.lastrowid)
+    return open_ingest(db.conn, f"api:{key.key_id}", now)
 
 
 def _close_ingest(db: sqlite_utils.Database, ingest_id: int, status: str, summary: dict) -> None:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with db.conn:
-        db.conn.execute(
-            "UPDATE ingests SET finished_at = ?, status = ?, summary_json = ? WHERE ingest_id = ?",
-            (now, status, json.dumps(summary), ingest_id),
-        )
+    close_ingest(db.conn, ingest_id, now, status, json.dumps(summary))

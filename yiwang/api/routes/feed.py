@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Annotated
 
 import sqlite_utils
@@ -13,11 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
-from yiwang.api.feed_read import personalised_feed_json
 from yiwang.api.keys import ApiKey
 from yiwang.api.params import ItemId, SubjectId
+from data.citizen import dismiss
 from data.errors import NotFound
-from recommender.feeds import NOTICE, read_feed
+from data.registry import catalog_item_exists, is_registered
+from recommender.feeds import in_served_feed, read_feed, read_feed_fast
 
 router = APIRouter(prefix="/v1/subjects/{subject_id}/feed", tags=["feed"])
 
@@ -56,16 +56,6 @@ class Feed(BaseModel):
     items: list[FeedItem]
 
 
-# The subjects a feed read does not answer 404 for (recommender.feeds.read_feed): in a registry, or in the
-# served version. A dismissal for any other subject is 404 too, rather than stored for a feed that cannot exist.
-_FEED_SUBJECT_SQL = """
-SELECT EXISTS (SELECT 1 FROM people WHERE person_id = ?1)
-    OR EXISTS (SELECT 1 FROM enterprises WHERE enterprise_id = ?1)
-    OR EXISTS (SELECT 1 FROM feed_rows WHERE subject_id = ?1 AND version =
-               (SELECT CAST(value AS INTEGER) FROM serving_pointers WHERE name = 'feed_version'))
-"""
-
-
 class Dismissal(BaseModel):
     subject_id: str
     item_id: str
@@ -81,11 +71,10 @@ async def get_feed(
     limit: Annotated[int | None, Query(ge=1, le=200, description="At most this many items")] = None,
 ) -> Response:
     state = request.app.state
-    notice = NOTICE[True]
     # Two indexed reads of a WAL database (readers never wait for a publishing writer): cheaper on the event
     # loop than a hop to the threadpool, and this is the hottest route.
-    body = personalised_feed_json(db.conn, subject_id, limit or state.settings.feed_size, notice, state.item_names,
-                                  state.feed_versions)
+    body = read_feed_fast(db.conn, subject_id, limit or state.settings.feed_size, state.item_names,
+                          state.feed_versions)
     if body is None:
         # The other cases may filter against the event log (a Parquet scan): off the loop.
         feed = Feed.model_validate(await run_in_threadpool(read_feed, db, state.settings, subject_id, limit))
@@ -107,17 +96,12 @@ def dismiss_item(
     request: Request,
 ) -> Dismissal:
     with audited(db, request, key, "feed.dismiss", subject_id):
-        if not db.conn.execute(_FEED_SUBJECT_SQL, (subject_id,)).fetchone()[0]:
+        # The subjects a feed read does not answer 404 for (recommender.feeds.read_feed): in a registry, or in the
+        # served version. A dismissal for any other subject is 404 too, rather than stored for a feed that cannot
+        # exist.
+        if not (is_registered(db.conn, subject_id) or in_served_feed(db.conn, subject_id)):
             raise NotFound(f"subject {subject_id!r} is neither in the registries nor in the served feed")
-        if db.conn.execute("SELECT 1 FROM catalog WHERE item_id = ?", (item_id,)).fetchone() is None:
+        if not catalog_item_exists(db.conn, item_id):
             raise NotFound(f"no catalogue item {item_id!r}")
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with db.conn:
-            db.conn.execute(
-                "INSERT OR IGNORE INTO dismissals (subject_id, item_id, dismissed_at) VALUES (?, ?, ?)",
-                (subject_id, item_id, now),
-            )
-        row = db.conn.execute(
-            "SELECT dismissed_at FROM dismissals WHERE subject_id = ? AND item_id = ?", (subject_id, item_id)
-        ).fetchone()
-    return Dismissal(subject_id=subject_id, item_id=item_id, dismissed_at=row[0])
+        dismissed_at = dismiss(db.conn, subject_id, item_id)
+    return Dismissal(subject_id=subject_id, item_id=item_id, dismissed_at=dismissed_at)

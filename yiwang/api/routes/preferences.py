@@ -5,14 +5,13 @@ Switching off is read by the feed at request time, so it holds from the very nex
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 import sqlite_utils
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 
+from data.citizen import read_preferences, write_preferences
 from yiwang.api.audit import audited
 from yiwang.api.auth import require
 from yiwang.api.db import get_db
@@ -60,26 +59,11 @@ def put_preferences(
 ) -> Preferences:
     action = "preferences.personalisation_on" if body.personalisation else "preferences.personalisation_off"
     with audited(db, request, key, action, subject_id):
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with db.conn:
-            db.conn.execute(
-                """
-                INSERT INTO subject_preferences (subject_id, personalisation, channels, updated_at)
-                VALUES (?, ?, ?, ?)
-                ON CONFLICT(subject_id) DO UPDATE SET
-                    personalisation = excluded.personalisation, channels = excluded.channels,
-                    updated_at = excluded.updated_at
-                """,
-                (subject_id, int(body.personalisation), json.dumps(body.channels), now),
-            )
+        write_preferences(db.conn, subject_id, body.personalisation, body.channels)
     return _read(db, subject_id)
 
 
 def _read(db: sqlite_utils.Database, subject_id: str) -> Preferences:
-    row = db.conn.execute(
-        "SELECT personalisation, channels, updated_at FROM subject_preferences WHERE subject_id = ?", (subject_id,)
-    ).fetchone()
-    if row is None:
-        return Preferences(subject_id=subject_id, personalisation=True, channels=["in_app"], updated_at=None)
-    return Preferences(subject_id=subject_id, personalisation=bool(row[0]), channels=json.loads(row[1]),
-                       updated_at=row[2])
+    p = read_preferences(db.conn, subject_id)
+    return Preferences(subject_id=subject_id, personalisation=p.personalisation, channels=p.channels,
+                       updated_at=p.updated_at)
