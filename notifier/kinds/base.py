@@ -62,12 +62,12 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     # strict: `statutory: 1` or `version: "1"` is a mistake in a rules file, not something to coerce
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class Audience(_Strict):
+class Audience(StrictModel):
     subject_type: str
     tags_any: tuple[str, ...] = ()
     tags_all: tuple[str, ...] = ()
@@ -95,12 +95,12 @@ class Audience(_Strict):
         return set(self.tags_any) | set(self.tags_all) | set(self.tags_none)
 
 
-class Message(_Strict):
+class Message(StrictModel):
     zh: str
     en: str
 
 
-class RuleBase(_Strict):
+class RuleBase(StrictModel):
     """The fields every rule has. ``line`` (where the rule starts in its file) is set by the reader."""
 
     id: str

@@ -9,12 +9,12 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 from pydantic import ValidationInfo, field_validator
 
-from notifier.kinds.base import RuleBase, _Strict, audience_filter, finish
+from notifier.kinds.base import RuleBase, StrictModel, audience_filter, finish
 
 _MMDD = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
 
 
-class Window(_Strict):
+class Window(StrictModel):
     start: str
     end: str
 
