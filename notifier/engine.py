@@ -2,8 +2,9 @@
 
 Every rule becomes a Polars query (its trigger kind's ``query``, notifier/kinds/) over the registry snapshots that
 yields candidate alerts keyed by (rule, subject, object, stage); the engine never names a kind. The outbox's UNIQUE
-key on those four columns and INSERT OR IGNORE make reruns, crashes and overlapping runs harmless: a candidate either is already there or is added once. All writes of a run
-happen in one transaction, so a run killed half-way leaves the outbox as it was.
+key on those four columns and INSERT OR IGNORE make reruns, crashes and overlapping runs harmless: a candidate
+either is already there or is added once. All writes of a run happen in one transaction, so a run killed half-way
+leaves the outbox as it was.
 
 Catch-up: only the latest due stage of a ladder is a candidate (7 days left gives the 7-day notice, never the 90),
 and a pending earlier stage of the same object is superseded. Cancellation: an alert not yet delivered whose cause
