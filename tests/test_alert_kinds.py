@@ -131,3 +131,8 @@ def test_without_its_registration_line_the_kind_is_unknown():
     [rule_text] = _blocks("yaml")
     with pytest.raises(RulesError, match=r"^r:4: rule 'tenth_anniversary': unknown kind 'enterprise_anniversary'"):
         parse_rules(rule_text, "r")
+
+
+def test_a_control_character_is_a_rules_error_naming_its_line():
+    with pytest.raises(RulesError, match=r"^r:2: not valid YAML: special characters are not allowed \(character #x0001\)"):
+        parse_rules("rules:\n  - id: a\x01\n", "r")
