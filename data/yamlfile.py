@@ -125,7 +125,12 @@ def load(text: str, source: str, *, error: type[YiwangError] = ConfigError,
          style: Callable[[Fault], str] = colon_style, rules: Rules | None = None) -> Document:
     """Parse YAML text; an empty document gives ``data=None``. Raises ``error`` naming ``source`` and the line
     (and, with ``rules``, the rule a duplicate key sits in)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: the reader refuses the whole text before parsing
+        line = text[: exc.position].count("\n") + 1
+        raise error(style(Fault(source, line, ())) + f"not valid YAML: {exc.reason} (character #x{exc.character:04x})"
+                    ) from None
     keys: dict[PathT, int] = {}
     nodes: dict[PathT, int] = {}
     duplicates: list[tuple[PathT, int, str]] = []  # reported once the whole rule (and so its id) is read

@@ -1,9 +1,10 @@
 """Alert evaluation: rules in force x registries (+ tags) -> rows in the outbox, each alert exactly once.
 
-Every rule becomes a Polars query over the registry snapshots that yields candidate alerts keyed by
-(rule, subject, object, stage). The outbox's UNIQUE key on those four columns and INSERT OR IGNORE make reruns,
-crashes and overlapping runs harmless: a candidate either is already there or is added once. All writes of a run
-happen in one transaction, so a run killed half-way leaves the outbox as it was.
+Every rule becomes a Polars query (its trigger kind's ``query``, notifier/kinds/) over the registry snapshots that
+yields candidate alerts keyed by (rule, subject, object, stage); the engine never names a kind. The outbox's UNIQUE
+key on those four columns and INSERT OR IGNORE make reruns, crashes and overlapping runs harmless: a candidate
+either is already there or is added once. All writes of a run happen in one transaction, so a run killed half-way
+leaves the outbox as it was.
 
 Catch-up: only the latest due stage of a ladder is a candidate (7 days left gives the 7-day notice, never the 90),
 and a pending earlier stage of the same object is superseded. Cancellation: an alert not yet delivered whose cause
@@ -14,7 +15,6 @@ marked resolved so the portal stops showing it.
 from __future__ import annotations
 
 import json
-import string
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -243,276 +243,14 @@ class Inputs:
         return self._cache["licences"].lazy()
 
 
-# -- rule queries -----------------------------------------------------------------------------------------------
-
-
-def _audience(rule: Rule, inp: Inputs, frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Keep rows whose subject_id passes the rule's audience filter (district, tags, personalisation)."""
-    a = rule.audience
-    if a.districts:
-        frame = frame.filter(pl.col("district").is_in(list(a.districts)))
-    if a.tag_codes:
-        tags = inp.tags(a.tag_codes).select("subject_id", "code")
-        if a.tags_any:
-            have = tags.filter(pl.col("code").is_in(list(a.tags_any))).select("subject_id").unique()
-            frame = frame.join(have, on="subject_id", how="semi")
-        for code in a.tags_all:
-            have = tags.filter(pl.col("code") == code).select("subject_id").unique()
-            frame = frame.join(have, on="subject_id", how="semi")
-        if a.tags_none:
-            bad = tags.filter(pl.col("code").is_in(list(a.tags_none))).select("subject_id").unique()
-            frame = frame.join(bad, on="subject_id", how="anti")
-    if not rule.statutory:
-        # Marketing-like reminders stop at once for a subject who switched personalisation off (PIPL Art. 24).
-        frame = frame.join(inp.personalisation_off, on="subject_id", how="anti")
-    return frame
-
-
-def _licence(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    as_of = inp.as_of
-    lic = inp.current_licences(inp.licence_types).filter(
-        pl.col("license_type").is_in(list(rule.licence_types)) & (pl.col("holder_type") == rule.audience.subject_type)
-    )
-    live = _audience(rule, inp, lic)
-    live_keys = live.select("subject_id", pl.col("license_id").alias("object_id"))
-
-    days_left = (pl.lit(as_of) - pl.col("expires_on")).dt.total_days().neg()
-    ascending = sorted(rule.stages_days)
-    stage_expr = pl.when(days_left <= ascending[0]).then(pl.lit(ascending[0]))
-    for s in ascending[1:]:
-        stage_expr = stage_expr.when(days_left <= s).then(pl.lit(s))
-    order = {s: i for i, s in enumerate(rule.stages_days)}  # stages_days is descending: 90 -> 0, 7 -> 2
-    due = (
-        live.with_columns(days_left.alias("days_left"))
-        .filter((pl.col("days_left") >= 0) & (pl.col("days_left") <= ascending[-1]))
-        .with_columns(stage_expr.cast(pl.Int64).alias("stage_n"))
-        .with_columns(
-            pl.col("stage_n").replace_strict(order, return_dtype=pl.Int64).alias("stage_order"),
-            pl.col("stage_n").cast(pl.String).alias("stage"),
-        )
-    )
-    cat = inp.catalog.lazy()
-    if rule.renewal_item == "auto":
-        renew = (
-            cat.filter(pl.col("renews_license").is_in(list(rule.licence_types)))
-            .group_by(pl.col("renews_license").alias("license_type"))
-            .agg(pl.col("item_id").min())
-        )
-        due = due.join(renew, on="license_type", how="left")
-    else:
-        due = due.with_columns(pl.lit(rule.renewal_item).alias("item_id"))
-    due = (
-        due.join(cat.select("item_id", pl.col("name").alias("item_name")), on="item_id", how="left")
-        .join(inp.item_names_en.lazy().rename({"name_en": "item_name_en"}), on="item_id", how="left")
-        .join(inp.licence_names.lazy(), on="license_type", how="left")
-        .with_columns(
-            pl.col("licence_name_zh").fill_null(pl.col("license_type")),
-            pl.col("licence_name_en").fill_null(pl.col("license_type")),
-            pl.col("item_name_en").fill_null(pl.col("item_id")),
-            pl.col("expires_on").cast(pl.String),
-            pl.col("license_id").alias("object_id"),
-            pl.col("expires_on").cast(pl.String).alias("cause_date"),
-        )
-        .with_columns(_expiry_phrases())
-    )
-    fields = ["license_id", "license_type", "licence_name_zh", "licence_name_en", "expires_on", "days_left",
-              "expiry_zh", "expiry_en", "stage", "item_id", "item_name", "item_name_en"]
-    return _finish(rule, inp, due, fields, lead_items=[pl.col("item_id")]), live_keys
-
-
-def _expiry_phrases() -> list[pl.Expr]:
-    """When the licence expires, as a sentence reads it: today and tomorrow by name, later as a date and a count."""
-    left, on = pl.col("days_left"), pl.col("expires_on").cast(pl.String)
-    return [
-        pl.when(left == 0).then(pl.concat_str([pl.lit("今天（"), on, pl.lit("）到期")]))
-        .when(left == 1).then(pl.concat_str([pl.lit("明天（"), on, pl.lit("）到期")]))
-        .otherwise(pl.concat_str([pl.lit("将于"), on, pl.lit("到期（还有"), left.cast(pl.String), pl.lit("天）")]))
-        .alias("expiry_zh"),
-        pl.when(left == 0).then(pl.concat_str([pl.lit("expires today ("), on, pl.lit(")")]))
-        .when(left == 1).then(pl.concat_str([pl.lit("expires tomorrow ("), on, pl.lit(")")]))
-        .otherwise(pl.concat_str([pl.lit("expires on "), on, pl.lit(" ("), left.cast(pl.String),
-                                  pl.lit(" days left)")]))
-        .alias("expiry_en"),
-    ]
-
-
-def _tag_gained(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    tags = inp.tags({rule.tag}).filter(pl.col("code") == rule.tag)
-    subjects = inp.subjects(rule.audience.subject_type).select("subject_id", "district")
-    live = _audience(rule, inp, tags.join(subjects, on="subject_id", how="inner"))
-    live_keys = live.select("subject_id", pl.col("code").alias("object_id"))
-    since = pl.lit(inp.as_of) - pl.duration(days=rule.within_days)
-    due = (
-        live.filter(pl.col("valid_from").is_not_null() & pl.col("valid_from").is_between(since, pl.lit(inp.as_of)))
-        .join(inp.tag_names.lazy(), left_on="code", right_on="tag_code", how="left")
-        .with_columns(
-            pl.col("code").alias("object_id"),
-            pl.col("code").alias("tag_code"),
-            pl.col("valid_from").cast(pl.String).alias("stage"),
-            pl.lit(0, dtype=pl.Int64).alias("stage_order"),
-            pl.col("valid_from").cast(pl.String).alias("tag_date"),
-            pl.col("valid_from").cast(pl.String).alias("cause_date"),
-            pl.col("tag_name_zh").fill_null(pl.col("code")),
-            pl.col("tag_name_en").fill_null(pl.col("code")),
-        )
-    )
-    return _finish(rule, inp, due, ["tag_code", "tag_name_zh", "tag_name_en", "tag_date"]), live_keys
-
-
-def _calendar(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    year = inp.as_of.year
-    start = date.fromisoformat(f"{year}-{rule.window_start}")
-    end = date.fromisoformat(f"{year}-{rule.window_end}")
-    subjects = inp.subjects(rule.audience.subject_type)
-    if rule.existing_before_window and rule.audience.subject_type == "enterprise":
-        subjects = subjects.filter(pl.col("founded_on") < pl.lit(start))
-    if not start <= inp.as_of <= end:
-        subjects = subjects.filter(pl.lit(False))
-    live = _audience(rule, inp, subjects.select("subject_id", "district"))
-    live_keys = live.select("subject_id", pl.lit(str(year)).alias("object_id"))
-    due = live.with_columns(
-        pl.lit(str(year)).alias("object_id"),
-        pl.lit(str(year)).alias("year"),
-        pl.lit(start.isoformat()).alias("stage"),
-        pl.lit(0, dtype=pl.Int64).alias("stage_order"),
-        pl.lit(start.isoformat()).alias("window_start"),
-        pl.lit(end.isoformat()).alias("window_end"),
-        pl.lit(end.isoformat()).alias("cause_date"),
-    )
-    return _finish(rule, inp, due, ["year", "window_start", "window_end"]), live_keys
-
-
-def _age(rule: Rule, inp: Inputs) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    as_of = inp.as_of
-    people = inp.subjects("person")
-    milestone = pl.col("birth_date").dt.offset_by(f"{rule.age}y")
-    lo = pl.lit(as_of) - pl.duration(days=rule.days_after)
-    hi = pl.lit(as_of) + pl.duration(days=rule.days_before)
-    # Candidates: people whose milestone falls in [as_of - days_after, as_of + days_before].
-    members = (
-        people.filter(pl.col("birth_date").is_not_null())
-        .with_columns(milestone.alias("milestone"))
-        .filter(pl.col("milestone").is_between(lo, hi))
-        .select(pl.col("subject_id").alias("member_id"), "birth_date", "milestone", "household_id", "district")
-    )
-    if rule.notify == "self":
-        frame = members.with_columns(pl.col("member_id").alias("subject_id"))
-    else:
-        adult = pl.col("birth_date").dt.offset_by("18y") <= pl.lit(as_of)
-        adults = people.filter(adult & pl.col("household_id").is_not_null()).select(
-            "subject_id", "household_id", "district"
-        )
-        frame = members.filter(pl.col("household_id").is_not_null()).drop("district").join(
-            adults, on="household_id", how="inner"
-        )
-    live = _audience(rule, inp, frame)
-    live_keys = live.select("subject_id", pl.col("member_id").alias("object_id"))
-    due = live.with_columns(
-        pl.col("member_id").alias("object_id"),
-        pl.lit(str(rule.age)).alias("stage"),
-        pl.lit(0, dtype=pl.Int64).alias("stage_order"),
-        pl.lit(str(rule.age)).alias("age"),
-        pl.col("birth_date").cast(pl.String).alias("birthday"),
-        pl.col("milestone").cast(pl.String).alias("milestone_date"),
-        pl.col("milestone").cast(pl.String).alias("cause_date"),
-    )
-    return _finish(rule, inp, due, ["age", "member_id", "birthday", "milestone_date"]), live_keys
-
-
-KIND_QUERIES = {"licence_expiry": _licence, "tag_gained": _tag_gained, "calendar": _calendar, "age_milestone": _age}
-
-
-# In an English message the catalogue's (Chinese) item names are replaced by their English names.
-EN_FIELDS = {"item_name": "item_name_en", "item_names": "item_names_en"}
-
-
-def _render(template: str, fields: dict[str, str] | None = None) -> pl.Expr:
-    """A message template as one concat_str expression (vectorised, no per-row formatting)."""
-    parts: list[pl.Expr] = []
-    for literal, name, _spec, _conv in string.Formatter().parse(template):
-        if literal:
-            parts.append(pl.lit(literal))
-        if name is not None:
-            parts.append(pl.col((fields or {}).get(name, name)).cast(pl.String).fill_null(""))
-    return pl.concat_str(parts) if parts else pl.lit("")
-
-
-def _finish(
-    rule: Rule, inp: Inputs, frame: pl.LazyFrame, fields: list[str], lead_items: list[pl.Expr] | None = None
-) -> pl.LazyFrame:
-    """Add linked items, common fields, rendered messages and the fixed rule columns."""
-    frame = frame.join(inp.district_codes.lazy(), on="district", how="left")
-    cat_names = inp.catalog.lazy().select("item_id", "name").join(inp.item_names_en.lazy(), on="item_id", how="left")
-    item_cols: list[str] = []
-    for i, expr in enumerate(lead_items or []):
-        frame = frame.with_columns(expr.alias(f"_item{i}"))
-        item_cols.append(f"_item{i}")
-    for j, item in enumerate(rule.items):
-        col = f"_item{len(item_cols)}"
-        if "{district}" in item:
-            pre, post = item.split("{district}", 1)
-            frame = frame.with_columns(pl.concat_str([pl.lit(pre), pl.col("district_code"), pl.lit(post)]).alias(col))
-        else:
-            frame = frame.with_columns(pl.lit(item).alias(col))
-        item_cols.append(col)
-    name_cols = []
-    for col in item_cols:
-        frame = frame.join(cat_names.rename({"item_id": col, "name": f"{col}_name", "name_en": f"{col}_name_en"}),
-                           on=col, how="left")
-        # An item id that the catalogue does not hold (e.g. no such district variant) is dropped, not linked.
-        frame = frame.with_columns(
-            pl.when(pl.col(f"{col}_name").is_not_null()).then(pl.col(col)).alias(col),
-            # An item without an English name is named by its id in English texts, never in Chinese.
-            pl.when(pl.col(f"{col}_name").is_not_null()).then(pl.col(f"{col}_name_en").fill_null(pl.col(col)))
-            .alias(f"{col}_name_en"),
-        )
-        name_cols.append(f"{col}_name")
-    if item_cols:
-        ids = pl.concat_list([pl.col(c) for c in item_cols]).list.drop_nulls()
-        names = pl.concat_list([pl.col(c) for c in name_cols]).list.drop_nulls().list.join("、")
-        names_en = pl.concat_list([pl.col(f"{c}_en") for c in name_cols]).list.drop_nulls().list.join(", ")
-        item_json = pl.when(ids.list.len() > 0).then(
-            pl.concat_str([pl.lit('["'), ids.list.join('","'), pl.lit('"]')])
-        ).otherwise(pl.lit("[]"))
-    else:
-        names, names_en, item_json = pl.lit(""), pl.lit(""), pl.lit("[]")
-    frame = frame.with_columns(
-        item_json.alias("item_ids"),
-        names.alias("item_names"),
-        names_en.alias("item_names_en"),
-        pl.lit(rule.id).alias("rule_id"),
-        pl.lit(inp.as_of.isoformat()).alias("as_of"),
-    )
-    all_fields = ["subject_id", "rule_id", "as_of", "item_names", *fields]
-    frame = frame.with_columns([pl.col(f).cast(pl.String) for f in fields])
-    return frame.select(
-        pl.col("rule_id"),
-        pl.lit(rule.version, dtype=pl.Int64).alias("rule_version"),
-        pl.lit(rule.kind).alias("kind"),
-        pl.col("subject_id"),
-        pl.lit(rule.audience.subject_type).alias("subject_type"),
-        pl.col("object_id").cast(pl.String),
-        pl.col("stage").cast(pl.String),
-        pl.col("stage_order").cast(pl.Int64),
-        pl.col("cause_date").cast(pl.String),
-        pl.col("item_ids"),
-        _render(rule.message_zh).alias("message_zh"),
-        _render(rule.message_en, EN_FIELDS).alias("message_en"),
-        pl.struct(all_fields).struct.json_encode().alias("fields_json"),
-        pl.lit(json.dumps(list(rule.channels))).alias("channels"),
-        pl.lit(rule.priority, dtype=pl.Int64).alias("priority"),
-        pl.lit(int(rule.statutory), dtype=pl.Int64).alias("statutory"),
-    )
-
-
 def candidates(settings, db, as_of: date, rules: list[Rule]) -> list[tuple[Rule, pl.DataFrame, pl.DataFrame]]:
     """Per enabled rule: (rule, due candidates, live cause keys), all queries collected together."""
     inp = Inputs(settings, db, as_of)
-    inp.licence_types = {t for r in rules if r.kind == "licence_expiry" for t in r.licence_types}
-    inp.licence_max_stage = max((r.stages_days[0] for r in rules if r.kind == "licence_expiry"), default=0)
+    for kind in dict.fromkeys(type(r) for r in rules):
+        kind.prepare(inp, [r for r in rules if type(r) is kind])
     plans: list[pl.LazyFrame] = []
     for rule in rules:
-        due, live = KIND_QUERIES[rule.kind](rule, inp)
+        due, live = rule.query(inp)
         # Keys are unique by construction (registry primary keys); the outbox's UNIQUE key backs that up.
         plans.append(due)
         plans.append(live)  # only ever anti-joined against: duplicates are harmless, deduplicating is not free

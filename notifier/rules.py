@@ -1,7 +1,8 @@
 """Operator reminder rules: a YAML file, validated with errors that name file, rule and line.
 
-A file is parsed with yaml's composer (not ``safe_load``) so every value keeps the line it was written on; every
-error message reads ``FILE:LINE: rule 'ID': ...``. The rules in force belong to the store home
+A file is read by ``data.yamlfile`` (every value keeps the line it was written on) and validated by the trigger
+kinds' pydantic classes (``notifier.kinds``, one per kind, a union on ``kind:``); every error message reads
+``FILE:LINE: rule 'ID': ...``. The rules in force belong to the store home
 (``HOME/rules/reminder_rules.yaml``), seeded from ``data/reminder_rules.yaml`` or YIWANG_REMINDER_RULES_FILE
 until the home has its own. Rules enter ``rule_snapshots`` only when they are really in force (used by an
 evaluation, or installed through PUT /v1/rules or `yiwang rules install`); when the home's file is broken,
@@ -13,93 +14,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import string
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from data import yamlfile
 from data.errors import RulesError
 from data.reference import CATALOG_FILE, LICENSE_TYPES_FILE, TAXONOMY_FILE, read_reference_table
+from notifier import kinds
+from notifier.kinds import RuleBase
+from notifier.kinds.base import CHANNELS, PRIORITIES, SUBJECT_TYPES, Audience  # noqa: F401 (named here as before)
 
-KINDS = ("licence_expiry", "tag_gained", "calendar", "age_milestone")
-CHANNELS = ("in_app", "webhook")
-PRIORITIES = {"high": 3, "normal": 2, "low": 1}
-SUBJECT_TYPES = ("person", "enterprise")
-NOTIFY = ("self", "household_adults")
-
-COMMON_FIELDS = {"subject_id", "rule_id", "as_of", "item_names"}
-KIND_FIELDS = {
-    "licence_expiry": {
-        "license_id", "license_type", "licence_name_zh", "licence_name_en", "expires_on", "days_left", "stage",
-        "item_id", "item_name", "expiry_zh", "expiry_en",
-    },
-    "tag_gained": {"tag_code", "tag_name_zh", "tag_name_en", "tag_date"},
-    "calendar": {"year", "window_start", "window_end"},
-    "age_milestone": {"age", "member_id", "birthday", "milestone_date"},
-}
-
-_ID = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
-_MMDD = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
-
-COMMON_KEYS = {"id", "version", "kind", "enabled", "audience", "message", "channels", "priority", "statutory", "items"}
-KIND_KEYS = {
-    "licence_expiry": {"licence_types", "stages_days", "renewal_item"},
-    "tag_gained": {"tag", "within_days"},
-    "calendar": {"window", "existing_before_window"},
-    "age_milestone": {"age", "notify", "days_before", "days_after"},
-}
-AUDIENCE_KEYS = {"subject_type", "tags_any", "tags_all", "tags_none", "districts"}
-
-
-@dataclass(frozen=True)
-class Audience:
-    subject_type: str
-    tags_any: tuple[str, ...] = ()
-    tags_all: tuple[str, ...] = ()
-    tags_none: tuple[str, ...] = ()
-    districts: tuple[str, ...] = ()
-
-    @property
-    def tag_codes(self) -> set[str]:
-        return set(self.tags_any) | set(self.tags_all) | set(self.tags_none)
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    version: int
-    kind: str
-    audience: Audience
-    message_zh: str
-    message_en: str
-    channels: tuple[str, ...]
-    priority: int
-    statutory: bool
-    enabled: bool = True
-    items: tuple[str, ...] = ()
-    line: int = 0
-    # licence_expiry
-    licence_types: tuple[str, ...] = ()
-    stages_days: tuple[int, ...] = ()
-    renewal_item: str = "auto"
-    # tag_gained
-    tag: str = ""
-    within_days: int = 30
-    # calendar
-    window_start: str = ""
-    window_end: str = ""
-    existing_before_window: bool = False
-    # age_milestone
-    age: int = 0
-    notify: str = "self"
-    days_before: int = 0
-    days_after: int = 60
+# A rule is an instance of one trigger kind's class (notifier/kinds/), chosen by its `kind:` key.
+Rule = RuleBase
 
 
 @dataclass(frozen=True)
@@ -150,295 +82,56 @@ def load_reference(data_dir: Path) -> Reference:
     return ref
 
 
-# -- parsing with line numbers ---------------------------------------------------------------------------------
+# -- parsing ---------------------------------------------------------------------------------------------------
 
 
-class _Located:
-    """A YAML mapping converted to a dict, remembering each key's line."""
-
-    def __init__(self, values: dict[str, Any], lines: dict[str, int], line: int):
-        self.values, self.lines, self.line = values, lines, line
-        self.duplicates: list[tuple[str, int]] = []  # reported by the reader that knows the rule id
+# Today's wording: FILE:LINE: rule 'ID': what is wrong (the field is named in the words, not as a prefix).
+def _style(fault: yamlfile.Fault) -> str:
+    return yamlfile.colon_style(replace(fault, field=()))
 
 
-def _convert(node: yaml.Node, where: str) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        out = _Located({}, {}, node.start_mark.line + 1)
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise RulesError(f"{where}:{key_node.start_mark.line + 1}: a key must be a plain word")
-            if key in out.values:
-                # yaml would silently keep the last value; an operator almost never means that.
-                out.duplicates.append((key, key_node.start_mark.line + 1))
-                continue
-            out.values[key] = _convert(value_node, where)
-            out.lines[key] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [(_convert(v, where), v.start_mark.line + 1) for v in node.value]
-    # Scalars go through yaml's own constructors so `true`, `30` and `null` get their usual types.
-    return _SCALAR_LOADER.construct_object(node, deep=True)
+def _style_for(exc: ValidationError):
+    """A wrong type names its field (``field 'version': must be a whole number``); the kinds' own checks say
+    what is wrong in words that already name it (``priority must be one of ...``)."""
+    first = exc.errors(include_url=False)[0]["type"]
+    if first in ("value_error", "missing", "extra_forbidden") or first.startswith("union_tag"):
+        return _style
+    return yamlfile.colon_style
 
 
-_SCALAR_LOADER = yaml.SafeLoader("")
-
-
-class _RuleReader:
-    """Typed access to one rule's fields, raising errors that carry file, rule and line."""
-
-    def __init__(self, where: str, node: _Located, rule_id: str):
-        self.where, self.node, self.rule_id = where, node, rule_id
-        if node.duplicates:
-            key, line = node.duplicates[0]
-            raise self.fail(None, f"duplicate key {key!r}", line)
-
-    def fail(self, key: str | None, msg: str, line: int | None = None) -> RulesError:
-        line = line or (self.node.lines.get(key, self.node.line) if key else self.node.line)
-        return RulesError(f"{self.where}:{line}: rule {self.rule_id!r}: {msg}")
-
-    def has(self, key: str) -> bool:
-        return key in self.node.values
-
-    def get(self, key: str, typ, default=None, required: bool = False):
-        if key not in self.node.values:
-            if required:
-                raise self.fail(None, f"missing field {key!r}")
-            return default
-        value = self.node.values[key]
-        if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self.fail(key, f"field {key!r} must be a whole number, got {_show(value)}")
-        if typ is bool and not isinstance(value, bool):
-            raise self.fail(key, f"field {key!r} must be true or false, got {_show(value)}")
-        if typ is str and not isinstance(value, str):
-            raise self.fail(key, f"field {key!r} must be text, got {_show(value)}")
-        if typ is list:
-            if not isinstance(value, list):
-                raise self.fail(key, f"field {key!r} must be a list, got {_show(value)}")
-        if typ is dict and not isinstance(value, _Located):
-            raise self.fail(key, f"field {key!r} must be a mapping (key: value lines), got {_show(value)}")
-        return value
-
-    def str_list(self, key: str, required: bool = False, item_type=str) -> tuple:
-        raw = self.get(key, list, default=[], required=required)
-        out = []
-        for value, line in raw:
-            ok = isinstance(value, item_type) and not isinstance(value, bool)
-            if not ok:
-                kind = "text" if item_type is str else "whole numbers"
-                raise self.fail(key, f"field {key!r} must list {kind}, got {_show(value)}", line)
-            out.append(value)
-        if required and not out:
-            raise self.fail(key, f"field {key!r} must not be empty")
-        if len(set(out)) != len(out):
-            raise self.fail(key, f"field {key!r} lists a value twice")
-        return tuple(out)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, _Located):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _template_fields(template: str) -> list[str]:
-    try:
-        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise ValueError(f"bad braces ({exc})") from None
+_RULES = yamlfile.Rules()
+_PHRASES = {"extra_forbidden": "unknown field {key!r}"}
 
 
 def parse_rules(text: str, source: str = "<rules>", reference: Reference | None = None) -> tuple[Rule, ...]:
     """Parse and validate a rules file's text; raises RulesError naming ``source``, line and rule."""
     ref = reference or Reference()
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RulesError(f"{source}{line}: not valid YAML: {problem}") from None
-    if root is None:
+    doc = yamlfile.load(text, source, error=RulesError, style=_style, rules=_RULES)
+    if doc.data is None:
         raise RulesError(f"{source}:1: the file is empty; expected a top-level 'rules:' list")
-    doc = _convert(root, source)
-    if not isinstance(doc, _Located) or "rules" not in doc.values:
+    if not isinstance(doc.data, dict) or "rules" not in doc.data:
         raise RulesError(f"{source}:1: expected a top-level mapping with a 'rules:' list")
-    if doc.duplicates:
-        raise RulesError(f"{source}:{doc.duplicates[0][1]}: duplicate key {doc.duplicates[0][0]!r}")
-    extra = set(doc.values) - {"rules"}
-    if extra:
-        key = sorted(extra)[0]
-        raise RulesError(f"{source}:{doc.lines[key]}: unknown top-level key {key!r} (only 'rules' is allowed)")
-    if not isinstance(doc.values["rules"], list):
-        raise RulesError(f"{source}:{doc.lines['rules']}: 'rules' must be a list of rules")
-    rules: list[Rule] = []
+    try:
+        # the registry is read at each parse: a kind registered in notifier/kinds/__init__.py is all it takes
+        parsed = kinds.rules_file_model(kinds.KIND_CLASSES).model_validate(doc.data, context={"reference": ref})
+    except ValidationError as exc:
+        raise RulesError(yamlfile.explain(exc, doc, style=_style_for(exc), rules=_RULES, line_at="key",
+                                          phrases=_PHRASES)) from None
     seen: dict[str, int] = {}
-    for node, line in doc.values["rules"]:
-        if not isinstance(node, _Located):
-            raise RulesError(f"{source}:{line}: each rule must be a mapping, got {_show(node)}")
-        rule = _parse_rule(source, node, ref)
+    for i, rule in enumerate(parsed.rules):
+        rule._line = doc.locator.line(("rules", i))
+        # A message may only name the fields its kind offers (checked here, where the kind is known).
+        for lang in ("zh", "en"):
+            problem = rule.template_problem(lang)
+            if problem:
+                raise RulesError(yamlfile.where(doc, ("rules", i, "message", lang), style=_style, rules=_RULES)
+                                 + problem)
+        id_line = doc.locator.line(("rules", i, "id"))
         if rule.id in seen:
-            raise RulesError(
-                f"{source}:{node.lines['id']}: rule {rule.id!r}: duplicate rule id (first defined on line {seen[rule.id]})"
-            )
-        seen[rule.id] = node.lines["id"]
-        rules.append(rule)
-    return tuple(rules)
-
-
-def _parse_rule(source: str, node: _Located, ref: Reference) -> Rule:
-    raw_id = node.values.get("id")
-    if not isinstance(raw_id, str):
-        raise RulesError(f"{source}:{node.line}: rule without a text 'id' field")
-    r = _RuleReader(source, node, raw_id)
-    if not _ID.match(raw_id):
-        raise r.fail("id", "id must be lower-case letters, digits and underscores, starting with a letter")
-    kind = r.get("kind", str, required=True)
-    if kind not in KINDS:
-        raise r.fail("kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    unknown = set(node.values) - COMMON_KEYS - KIND_KEYS[kind]
-    if unknown:
-        key = sorted(unknown, key=lambda k: node.lines[k])[0]
-        raise r.fail(key, f"unknown field {key!r} for kind {kind}")
-    version = r.get("version", int, required=True)
-    if version < 1:
-        raise r.fail("version", "version must be 1 or more")
-    statutory = r.get("statutory", bool, required=True)
-    enabled = r.get("enabled", bool, default=True)
-    priority_name = r.get("priority", str, default="normal")
-    if priority_name not in PRIORITIES:
-        raise r.fail("priority", f"priority must be one of {', '.join(PRIORITIES)}, got {priority_name!r}")
-    channels = r.str_list("channels", required=True)
-    for ch in channels:
-        if ch not in CHANNELS:
-            raise r.fail("channels", f"unknown channel {ch!r}; expected {' / '.join(CHANNELS)}")
-
-    audience = _parse_audience(r, ref)
-    items = r.str_list("items")
-    for item in items:
-        if item.count("{district}") > 1 or ("{" in item.replace("{district}", "")):
-            raise r.fail("items", f"item {item!r}: the only placeholder allowed is {{district}}")
-        if ref.items and "{district}" in item:
-            pattern = re.compile("^" + re.escape(item).replace(re.escape("{district}"), r"\d{6}") + "$")
-            if not any(pattern.match(i) for i in ref.items):
-                raise r.fail("items", f"no catalogue item matches {item!r} for any district")
-        elif ref.items and item not in ref.items:
-            raise r.fail("items", f"item {item!r} is not in the catalogue")
-
-    kw: dict[str, Any] = {}
-    if kind == "licence_expiry":
-        types = r.str_list("licence_types", required=True)
-        for t in types:
-            if ref.licence_types and t not in ref.licence_types:
-                raise r.fail("licence_types", f"unknown licence type {t!r} (see data/license_types.csv)")
-        stages = r.str_list("stages_days", required=True, item_type=int)
-        if any(s < 0 for s in stages):
-            raise r.fail("stages_days", "stages_days must be 0 or more days before expiry")
-        renewal = r.get("renewal_item", str, default="auto")
-        if ref.items:
-            if renewal == "auto":
-                missing = [t for t in types if t not in set(ref.items.values())]
-                if missing:
-                    raise r.fail("renewal_item", f"renewal_item auto: no catalogue item renews {missing[0]!r}")
-            elif renewal not in ref.items:
-                raise r.fail("renewal_item", f"renewal item {renewal!r} is not in the catalogue")
-            elif ref.items[renewal] not in types:
-                raise r.fail(
-                    "renewal_item",
-                    f"item {renewal!r} renews {ref.items[renewal] or 'no licence'!r}, not {' / '.join(types)}",
-                )
-        if audience.subject_type not in SUBJECT_TYPES:
-            raise r.fail("audience", "licence rules need audience.subject_type")
-        kw = dict(licence_types=types, stages_days=tuple(sorted(stages, reverse=True)), renewal_item=renewal)
-    elif kind == "tag_gained":
-        tag = r.get("tag", str, required=True)
-        _check_tag(r, "tag", tag, ref)
-        within = r.get("within_days", int, default=30)
-        if within < 0:
-            raise r.fail("within_days", "within_days must be 0 or more")
-        kw = dict(tag=tag, within_days=within)
-    elif kind == "calendar":
-        window = r.get("window", dict, required=True)
-        wr = _RuleReader(source, window, raw_id)
-        unknown = set(window.values) - {"start", "end"}
-        if unknown:
-            raise wr.fail(sorted(unknown)[0], f"unknown window field {sorted(unknown)[0]!r} (expected start, end)")
-        start = wr.get("start", str, required=True)
-        end = wr.get("end", str, required=True)
-        for key, value in (("start", start), ("end", end)):
-            if not _MMDD.match(value):
-                raise wr.fail(key, f"window {key} must be MM-DD (e.g. 06-30), got {value!r}")
-        if end < start:
-            raise wr.fail("end", "window end must not come before its start within the year")
-        kw = dict(
-            window_start=start, window_end=end,
-            existing_before_window=r.get("existing_before_window", bool, default=False),
-        )
-    elif kind == "age_milestone":
-        age = r.get("age", int, required=True)
-        if not 0 < age < 130:
-            raise r.fail("age", f"age must be between 1 and 129, got {age}")
-        notify = r.get("notify", str, default="self")
-        if notify not in NOTIFY:
-            raise r.fail("notify", f"notify must be one of {', '.join(NOTIFY)}, got {notify!r}")
-        before = r.get("days_before", int, default=0)
-        after = r.get("days_after", int, default=60)
-        if before < 0 or after < 0:
-            raise r.fail("days_before" if before < 0 else "days_after", "days must be 0 or more")
-        if audience.subject_type != "person":
-            raise r.fail("audience", "age milestones apply to persons: set audience.subject_type: person")
-        kw = dict(age=age, notify=notify, days_before=before, days_after=after)
-
-    message = r.get("message", dict, required=True)
-    mr = _RuleReader(source, message, raw_id)
-    unknown = set(message.values) - {"zh", "en"}
-    if unknown:
-        raise mr.fail(sorted(unknown)[0], f"unknown message language {sorted(unknown)[0]!r} (expected zh, en)")
-    texts = {}
-    allowed = COMMON_FIELDS | KIND_FIELDS[kind]
-    for lang in ("zh", "en"):
-        text = mr.get(lang, str, required=True)
-        try:
-            names = _template_fields(text)
-        except ValueError as exc:
-            raise mr.fail(lang, f"message.{lang}: {exc}") from None
-        for name in names:
-            if name not in allowed:
-                raise mr.fail(
-                    lang, f"message.{lang} uses unknown field {{{name}}}; fields for {kind}: {', '.join(sorted(allowed))}"
-                )
-        texts[lang] = text
-    return Rule(
-        id=raw_id, version=version, kind=kind, audience=audience, message_zh=texts["zh"], message_en=texts["en"],
-        channels=channels, priority=PRIORITIES[priority_name], statutory=statutory, enabled=enabled, items=items,
-        line=node.line, **kw,
-    )
-
-
-def _check_tag(r: _RuleReader, key: str, code: str, ref: Reference) -> None:
-    if "." not in code:
-        raise r.fail(key, f"tag code {code!r} must be written dimension.code, e.g. life_event.birth")
-    if ref.tag_codes and code not in ref.tag_codes:
-        raise r.fail(key, f"unknown tag code {code!r} (see data/tag_taxonomy.csv)")
-
-
-def _parse_audience(r: _RuleReader, ref: Reference) -> Audience:
-    node = r.get("audience", dict, required=True)
-    ar = _RuleReader(r.where, node, r.rule_id)
-    unknown = set(node.values) - AUDIENCE_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ar.fail(key, f"unknown audience field {key!r}; expected {', '.join(sorted(AUDIENCE_KEYS))}")
-    subject_type = ar.get("subject_type", str, required=True)
-    if subject_type not in SUBJECT_TYPES:
-        raise ar.fail("subject_type", f"subject_type must be person or enterprise, got {subject_type!r}")
-    lists = {k: ar.str_list(k) for k in ("tags_any", "tags_all", "tags_none", "districts")}
-    for key in ("tags_any", "tags_all", "tags_none"):
-        for code in lists[key]:
-            _check_tag(ar, key, code, ref)
-    return Audience(subject_type=subject_type, **lists)
+            raise RulesError(f"{source}:{id_line}: rule {rule.id!r}: duplicate rule id (first defined on line "
+                             f"{seen[rule.id]})")
+        seen[rule.id] = id_line
+    return tuple(parsed.rules)
 
 
 # -- files and the rules in force ------------------------------------------------------------------------------
@@ -601,11 +294,15 @@ def install_rules(settings, db, text: str, source: str = "api", by: str | None =
 
 
 def rule_to_dict(rule: Rule) -> dict[str, Any]:
-    """A rule as plain JSON-able data (for the API and `--json`)."""
-    from dataclasses import asdict
-
-    d = asdict(rule)
-    d["priority"] = {v: k for k, v in PRIORITIES.items()}[rule.priority]
+    """A rule as plain JSON-able data (for the API and `--json`): the flat shape, with every kind's fields."""
+    d: dict[str, Any] = {
+        "id": rule.id, "version": rule.version, "kind": rule.kind, "audience": rule.audience.model_dump(),
+        "message_zh": rule.message_zh, "message_en": rule.message_en, "channels": rule.channels,
+        "priority": {v: k for k, v in PRIORITIES.items()}[rule.priority], "statutory": rule.statutory,
+        "enabled": rule.enabled, "items": rule.items, "line": rule.line,
+    }
+    for cls in kinds.KIND_CLASSES:
+        d.update(rule.flat_fields() if isinstance(rule, cls) else cls.FLAT_DEFAULTS)
     return json.loads(json.dumps(d))
 
 

@@ -50,7 +50,7 @@ def test_shipped_rules_are_valid_and_cover_every_kind(ref):
     assert {r.kind for r in rules} == {"licence_expiry", "tag_gained", "calendar", "age_milestone"}
     for licence in ("hk_macau_permit", "passport", "resident_id_card", "driving_licence", "residence_permit",
                     "food_business_licence"):
-        [rule] = [r for r in rules if r.licence_types == (licence,)]
+        [rule] = [r for r in rules if r.kind == "licence_expiry" and r.licence_types == (licence,)]
         assert rule.stages_days == (90, 30, 7) and rule.statutory
         # The renewal item really renews this licence in the catalogue.
         assert ref.items[rule.renewal_item] == licence
