@@ -77,6 +77,8 @@ def test_jobs_persist_across_a_restart_and_a_missed_run_runs_once(ssettings, run
     assert all(j.coalesce and j.max_instances == 1 and j.misfire_grace_time == 3600 for j in jobs.values())
     stored_next = {j.id: j.next_run_time for j in jobs.values()}
     # The alerts job was due 3 times while the process was down (the last 10 s ago): simulate by moving it back.
+    # Paused first: a running scheduler would wake up on the change and run the job before the shutdown.
+    first.pause()
     first.modify_job("alerts", next_run_time=datetime.now(timezone.utc) - timedelta(seconds=10))
     first.shutdown(wait=True)
     assert runs(ssettings) == []
