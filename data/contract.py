@@ -142,12 +142,15 @@ def mask_id_number(col: pl.Expr) -> pl.Expr:
 
 
 # --- Resident ID numbers outside their column ------------------------------------------------------
-# A resident ID's shape: 6 address digits, a birth date YYYYMMDD (year 18xx-20xx, month 01-12, day 01-31),
-# 3 sequence digits and a check character, not part of a longer run of digits. The check character is
-# not tested (a mistyped number is still personal data); the date shape is what tells an ID from an
-# order number or a hash that happens to hold 18 digits. Written for Rust's regex engine (Polars) and
-# Python's alike, so without look-around: the neighbours are matched as groups 1 and 3.
-_ID_BODY = r"([0-9]{6})(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]"
+# A resident ID's shape: 6 address digits starting with a province digit (GB/T 2260 provinces are 11-82, so
+# 1-8), a birth date YYYYMMDD (year 18xx-20xx, month 01-12, day 01-31), 3 sequence digits and a check
+# character, not part of a longer run of digits. The check character is not tested (a mistyped number is
+# still personal data); the date shape is what tells an ID from an order number or a hash that happens to
+# hold 18 digits, and the province digit is what tells it from an enterprise's USCC (91..., 92..., 93...: a
+# USCC whose region code ends in 18, 19 or 20, such as 青浦区 310118, would otherwise read as a birth year).
+# Written for Rust's regex engine (Polars) and Python's alike, so without look-around: the neighbours are
+# matched as groups 1 and 3.
+_ID_BODY = r"([1-8][0-9]{5})(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]"
 RESIDENT_ID_IN_TEXT = r"(^|[^0-9])" + _ID_BODY + r"($|[^0-9])"
 _ID_MASK = "*" * 12
 _RESIDENT_ID_IN_TEXT_RE = re.compile(RESIDENT_ID_IN_TEXT)
