@@ -55,7 +55,7 @@ from data.eventlog import (
     write_id_index,
     writer_lock,
 )
-from data.registry import next_generation, write_snapshot, write_snapshot_frame
+from data.registry import forget_id_hashes, next_generation, write_snapshot, write_snapshot_frame
 from data.settings import TIMEZONE, Settings
 from data.store import RunLock, bind_id_hash_key
 
@@ -1174,7 +1174,7 @@ def ingest_export(
         raise ContractError(f"{export_dir}: no such export directory")
     as_of = as_of or _today_shanghai()
     conn = db.conn
-    _, rekeyed = bind_id_hash_key(conn, settings, rekey=rekey)
+    _, rekeyed = bind_id_hash_key(conn, settings, forget_id_hashes, rekey=rekey)
     # A 256 MB page cache for the bulk upserts (the 2 MB default thrashes on million-row B-tree inserts),
     # and the staging table in memory; restored when done, the connection may be shared.
     saved_pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "temp_store")}

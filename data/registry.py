@@ -19,11 +19,15 @@ import json
 import os
 import sqlite3
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from data.eventlog import PENDING_SUFFIX
+from data.store import dead_run
 
 # Column types of each snapshot; the SQLite tables hold the same columns (booleans as 0/1 there).
 SNAPSHOT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
@@ -391,3 +395,41 @@ def count_records(conn: sqlite3.Connection, table: str) -> int:
     if table not in _KEYS:
         raise ValueError(f"not a registry table: {table!r}")
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def forget_id_hashes(conn: sqlite3.Connection) -> None:
+    """Clear every stored resident ``id_hash`` (the ID-hash key was replaced; called inside its transaction)."""
+    conn.execute("UPDATE people SET id_hash = NULL WHERE id_hash IS NOT NULL")
+
+
+def holds_hashed_ids(conn: sqlite3.Connection) -> bool:
+    """Whether any resident ID in the people registry is stored hashed."""
+    return conn.execute("SELECT 1 FROM people WHERE id_hash IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+# -- ingests that died half-way (see data.store: runs that die half-way) -------------------------------------------
+
+def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
+    """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
+    (named after the ingest, so no live writer's); returns their ids."""
+    failed = []
+    for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
+        with dead_run(home, f"ingest-{ingest_id}") as dead:
+            if not dead:
+                continue
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            note = json.dumps({"ingest_id": ingest_id, "status": "failed", "error": (
+                "the ingest process died before finishing (killed or crashed); found by a later open of the store. "
+                "Tables whose load had committed are kept; re-run the ingest to load the rest"
+            )})
+            cur = conn.execute(
+                "UPDATE ingests SET status = 'failed', finished_at = ?, summary_json = COALESCE(summary_json, ?) "
+                "WHERE ingest_id = ? AND status = 'running'",
+                (now, note, ingest_id),
+            )
+            conn.commit()
+            if cur.rowcount:
+                failed.append(ingest_id)
+                for pending in Path(home).glob(f"events/month=*/part-{ingest_id:06d}-*{PENDING_SUFFIX}"):
+                    pending.unlink(missing_ok=True)
+    return failed

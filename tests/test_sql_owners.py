@@ -42,11 +42,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # A delivered in-app alert set up by hand: the notifier has no function that writes one outside a rule run.
     ("tests.test_api_citizen", "outbox"): "fixture writes a delivered alert",
     ("tests.test_api_citizen", "deliveries"): "fixture writes a delivered alert",
-    # Arrived with the issue-10 merge, after this test's sweep: to move behind data.registry / data.ingest.
-    ("data.store", "ingests"): "crash recovery marks dead ingests failed",
-    ("data.store", "people"): "a replaced id-hash key clears people.id_hash",
-    ("data.settings", "people"): "whether resident ids were hashed with a key",
-    ("data.settings", "store_meta"): "whether resident ids were hashed with a key",
     # Tests from the same merge, still to convert to the owners' functions.
     ("benchmarks.bench_event_posts", "catalog"): "issue-10 benchmark set-up",
     ("tests.test_api_keys_audit_store", "api_keys"): "issue-10 test",
