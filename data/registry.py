@@ -381,6 +381,16 @@ def stored_record(conn: sqlite3.Connection, table: str, key: str, columns: list[
     return conn.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {_KEYS[table]} = ?", (key,)).fetchone()
 
 
+def stored_records(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[tuple]:
+    """``columns`` of every record of a registry table exactly as SQLite stores it, in key order (checks and tools)."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    bad = [c for c in columns if c not in (*SNAPSHOT_SCHEMAS[table], "ingest_id")]
+    if bad:
+        raise ValueError(f"{table} has no column {', '.join(bad)}")
+    return conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {_KEYS[table]}").fetchall()
+
+
 def ingest_record(conn: sqlite3.Connection, ingest_id: int) -> dict | None:
     """The bookkeeping row of one ingest: source, status, as_of and its summary (parsed), or None."""
     row = conn.execute("SELECT source, status, as_of, summary_json FROM ingests WHERE ingest_id = ?",

@@ -42,22 +42,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # A delivered in-app alert set up by hand: the notifier has no function that writes one outside a rule run.
     ("tests.test_api_citizen", "outbox"): "fixture writes a delivered alert",
     ("tests.test_api_citizen", "deliveries"): "fixture writes a delivered alert",
-    # Tests from the same merge, still to convert to the owners' functions.
-    ("benchmarks.bench_event_posts", "catalog"): "issue-10 benchmark set-up",
-    ("tests.test_api_keys_audit_store", "api_keys"): "issue-10 test",
-    ("tests.test_api_resident_ids", "audit_log"): "issue-10 test",
-    ("tests.test_api_resident_ids", "catalog"): "issue-10 test",
-    ("tests.test_id_hash_key", "people"): "issue-10 test",
-    ("tests.test_ingest_parquet_inputs", "enterprises"): "issue-10 test",
-    ("tests.test_ingest_privacy", "catalog"): "issue-10 test",
-    ("tests.test_ingest_privacy", "enterprises"): "issue-10 test",
-    ("tests.test_ingest_strict_parsing", "enterprises"): "issue-10 test",
-    ("tests.test_kill9_store", "feed_reasons"): "issue-10 test of crash states",
-    ("tests.test_kill9_store", "feed_rows"): "issue-10 test of crash states",
-    ("tests.test_kill9_store", "feed_versions"): "issue-10 test of crash states",
-    ("tests.test_kill9_store", "ingests"): "issue-10 test of crash states",
-    ("tests.test_kill9_store", "people"): "issue-10 test of crash states",
-    ("tests.test_scheduler", "job_runs"): "an old store's scheduler tables carried over",
 }
 TABLES = sorted(set().union(*OWNERS.values()))
 _STATEMENT = re.compile(
