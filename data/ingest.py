@@ -39,7 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlite_utils
 
-from data import contract
+from data import contract, reference
 from data.contract import EVENTS, TABLES, Context, TableSpec
 from data.errors import ContractError
 from data.eventlog import (
@@ -1143,11 +1143,10 @@ def _now() -> str:
 
 
 def _license_types(settings: Settings) -> pl.Series | None:
-    path = Path(settings.data_dir) / "license_types.csv"
-    if not path.exists():
-        return None
+    path = Path(settings.data_dir) / reference.LICENSE_TYPES_FILE
     try:
-        return pl.read_csv(path, infer_schema=False)["license_type"].str.strip_chars()
+        types = reference.read_reference_table(settings.data_dir, reference.LICENSE_TYPES_FILE)
+        return None if types is None else types["license_type"].str.strip_chars()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ContractError(f"{path}: cannot read the licence-type catalogue ({exc})") from None
 
@@ -1205,7 +1204,7 @@ def ingest_export(
                 + ", ".join(f"{t}.csv/.parquet" for t in contract.INGEST_ORDER) + ")"
             )
         if files["catalog"] is None and "catalog" not in summary.tables:
-            fallback = Path(settings.data_dir) / "catalog.csv"
+            fallback = Path(settings.data_dir) / reference.CATALOG_FILE
             files["catalog"] = fallback if fallback.exists() else None
 
         for table in contract.INGEST_ORDER:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from data import reference
 from data.registry import SNAPSHOT_SCHEMAS, snapshot_path, write_snapshot
 
 _DEFAULTS = {
@@ -41,8 +42,7 @@ def delete_rows(settings, db, table: str, ids: list[str]) -> None:
     write_snapshot(settings.home, table, db.conn)
 
 
-DISTRICTS = ["黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区", "宝山区", "嘉定区",
-             "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区"]
+DISTRICTS = list(reference.DISTRICTS)
 PERSON_LICENCES = [("resident_id_card", 20), ("passport", 10), ("hk_macau_permit", 10), ("driving_licence", 6),
                    ("residence_permit", 1), ("social_security_card", 10)]
 
