@@ -333,6 +333,42 @@ def insert_rows(conn: sqlite3.Connection, table: str, rows: pl.DataFrame) -> int
     return rows.height
 
 
+def replace_rows(conn: sqlite3.Connection, table: str, rows: pl.DataFrame) -> int:
+    """Replace every row of a registry table by ``rows`` (as :func:`insert_rows` stores them), in one transaction.
+
+    For test fixtures and synthetic set-ups, like :func:`insert_rows`.
+    """
+    if table not in SNAPSHOT_SCHEMAS:
+        raise ValueError(f"not a registry table: {table!r}")
+    cols = rows.columns
+    with conn:
+        conn.execute(f"DELETE FROM {table}")
+        conn.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows.iter_rows())
+    return rows.height
+
+
+def upsert_records(conn: sqlite3.Connection, table: str, records: list[dict]) -> None:
+    """Insert registry records, or update the given columns of those whose key is already stored (fixtures)."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    key = _KEYS[table]
+    with conn:
+        for record in records:
+            cols = list(record)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key) or f"{key} = excluded.{key}"
+            conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                         f"ON CONFLICT({key}) DO UPDATE SET {updates}", list(record.values()))
+
+
+def delete_records(conn: sqlite3.Connection, table: str, keys: list[str]) -> None:
+    """Delete registry records by key (fixtures; real data leaves through ingest)."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    with conn:
+        conn.executemany(f"DELETE FROM {table} WHERE {_KEYS[table]} = ?", [(k,) for k in keys])
+
+
 def known_items(conn: sqlite3.Connection, item_ids) -> set[str]:
     """Those of ``item_ids`` that are in the catalogue."""
     ids = list(item_ids)
