@@ -455,6 +455,7 @@ def holds_hashed_ids(conn: sqlite3.Connection) -> bool:
 
 # -- ingests that died half-way (see data.store: runs that die half-way) -------------------------------------------
 
+
 def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
     """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
     (named after the ingest, so no live writer's); returns their ids."""

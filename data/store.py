@@ -14,7 +14,6 @@ statements on ``db.conn``, where sqlite-utils' per-call table look-ups would cos
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import sqlite3
