@@ -61,6 +61,7 @@ def main() -> None:
         def live_files(part: Path) -> list[Path]:
             return sorted(Path(part).glob("*.parquet"))
     from data.ingest import ingest_export
+    from data.registry import stored_records
     from data.settings import load_settings
     from yiwang.migrations import open_db
 
@@ -74,7 +75,7 @@ def main() -> None:
         settings = load_settings(home=home, id_hash_key="bench-key")
         db = open_db(settings.db_path)
         ingest_export(settings, db, export)
-        item = db.conn.execute("SELECT item_id FROM catalog WHERE audience = 'person' LIMIT 1").fetchone()[0]
+        item = next(i for i, audience in stored_records(db.conn, "catalog", ["item_id", "audience"]) if audience == "person")
         key = create_key(db, "bench", ["events:write"])[1]
         db.conn.close()
 

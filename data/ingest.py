@@ -39,7 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlite_utils
 
-from data import contract
+from data import contract, reference
 from data.contract import EVENTS, TABLES, Context, TableSpec
 from data.errors import ContractError
 from data.eventlog import (
@@ -55,7 +55,7 @@ from data.eventlog import (
     write_id_index,
     writer_lock,
 )
-from data.registry import next_generation, write_snapshot, write_snapshot_frame
+from data.registry import forget_id_hashes, next_generation, write_snapshot, write_snapshot_frame
 from data.settings import TIMEZONE, Settings
 from data.store import RunLock, bind_id_hash_key
 
@@ -1143,11 +1143,10 @@ def _now() -> str:
 
 
 def _license_types(settings: Settings) -> pl.Series | None:
-    path = Path(settings.data_dir) / "license_types.csv"
-    if not path.exists():
-        return None
+    path = Path(settings.data_dir) / reference.LICENSE_TYPES_FILE
     try:
-        return pl.read_csv(path, infer_schema=False)["license_type"].str.strip_chars()
+        types = reference.read_reference_table(settings.data_dir, reference.LICENSE_TYPES_FILE)
+        return None if types is None else types["license_type"].str.strip_chars()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ContractError(f"{path}: cannot read the licence-type catalogue ({exc})") from None
 
@@ -1174,7 +1173,7 @@ def ingest_export(
         raise ContractError(f"{export_dir}: no such export directory")
     as_of = as_of or _today_shanghai()
     conn = db.conn
-    _, rekeyed = bind_id_hash_key(conn, settings, rekey=rekey)
+    _, rekeyed = bind_id_hash_key(conn, settings, forget_id_hashes, rekey=rekey)
     # A 256 MB page cache for the bulk upserts (the 2 MB default thrashes on million-row B-tree inserts),
     # and the staging table in memory; restored when done, the connection may be shared.
     saved_pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "temp_store")}
@@ -1205,7 +1204,7 @@ def ingest_export(
                 + ", ".join(f"{t}.csv/.parquet" for t in contract.INGEST_ORDER) + ")"
             )
         if files["catalog"] is None and "catalog" not in summary.tables:
-            fallback = Path(settings.data_dir) / "catalog.csv"
+            fallback = Path(settings.data_dir) / reference.CATALOG_FILE
             files["catalog"] = fallback if fallback.exists() else None
 
         for table in contract.INGEST_ORDER:

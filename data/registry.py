@@ -19,11 +19,15 @@ import json
 import os
 import sqlite3
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from data.eventlog import PENDING_SUFFIX
+from data.store import dead_run
 
 # Column types of each snapshot; the SQLite tables hold the same columns (booleans as 0/1 there).
 SNAPSHOT_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
@@ -329,6 +333,42 @@ def insert_rows(conn: sqlite3.Connection, table: str, rows: pl.DataFrame) -> int
     return rows.height
 
 
+def replace_rows(conn: sqlite3.Connection, table: str, rows: pl.DataFrame) -> int:
+    """Replace every row of a registry table by ``rows`` (as :func:`insert_rows` stores them), in one transaction.
+
+    For test fixtures and synthetic set-ups, like :func:`insert_rows`.
+    """
+    if table not in SNAPSHOT_SCHEMAS:
+        raise ValueError(f"not a registry table: {table!r}")
+    cols = rows.columns
+    with conn:
+        conn.execute(f"DELETE FROM {table}")
+        conn.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows.iter_rows())
+    return rows.height
+
+
+def upsert_records(conn: sqlite3.Connection, table: str, records: list[dict]) -> None:
+    """Insert registry records, or update the given columns of those whose key is already stored (fixtures)."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    key = _KEYS[table]
+    with conn:
+        for record in records:
+            cols = list(record)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key) or f"{key} = excluded.{key}"
+            conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                         f"ON CONFLICT({key}) DO UPDATE SET {updates}", list(record.values()))
+
+
+def delete_records(conn: sqlite3.Connection, table: str, keys: list[str]) -> None:
+    """Delete registry records by key (fixtures; real data leaves through ingest)."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    with conn:
+        conn.executemany(f"DELETE FROM {table} WHERE {_KEYS[table]} = ?", [(k,) for k in keys])
+
+
 def known_items(conn: sqlite3.Connection, item_ids) -> set[str]:
     """Those of ``item_ids`` that are in the catalogue."""
     ids = list(item_ids)
@@ -377,6 +417,16 @@ def stored_record(conn: sqlite3.Connection, table: str, key: str, columns: list[
     return conn.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {_KEYS[table]} = ?", (key,)).fetchone()
 
 
+def stored_records(conn: sqlite3.Connection, table: str, columns: list[str]) -> list[tuple]:
+    """``columns`` of every record of a registry table exactly as SQLite stores it, in key order (checks and tools)."""
+    if table not in _KEYS:
+        raise ValueError(f"not a registry table: {table!r}")
+    bad = [c for c in columns if c not in (*SNAPSHOT_SCHEMAS[table], "ingest_id")]
+    if bad:
+        raise ValueError(f"{table} has no column {', '.join(bad)}")
+    return conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {_KEYS[table]}").fetchall()
+
+
 def ingest_record(conn: sqlite3.Connection, ingest_id: int) -> dict | None:
     """The bookkeeping row of one ingest: source, status, as_of and its summary (parsed), or None."""
     row = conn.execute("SELECT source, status, as_of, summary_json FROM ingests WHERE ingest_id = ?",
@@ -391,3 +441,42 @@ def count_records(conn: sqlite3.Connection, table: str) -> int:
     if table not in _KEYS:
         raise ValueError(f"not a registry table: {table!r}")
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def forget_id_hashes(conn: sqlite3.Connection) -> None:
+    """Clear every stored resident ``id_hash`` (the ID-hash key was replaced; called inside its transaction)."""
+    conn.execute("UPDATE people SET id_hash = NULL WHERE id_hash IS NOT NULL")
+
+
+def holds_hashed_ids(conn: sqlite3.Connection) -> bool:
+    """Whether any resident ID in the people registry is stored hashed."""
+    return conn.execute("SELECT 1 FROM people WHERE id_hash IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+# -- ingests that died half-way (see data.store: runs that die half-way) -------------------------------------------
+
+
+def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
+    """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
+    (named after the ingest, so no live writer's); returns their ids."""
+    failed = []
+    for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
+        with dead_run(home, f"ingest-{ingest_id}") as dead:
+            if not dead:
+                continue
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            note = json.dumps({"ingest_id": ingest_id, "status": "failed", "error": (
+                "the ingest process died before finishing (killed or crashed); found by a later open of the store. "
+                "Tables whose load had committed are kept; re-run the ingest to load the rest"
+            )})
+            cur = conn.execute(
+                "UPDATE ingests SET status = 'failed', finished_at = ?, summary_json = COALESCE(summary_json, ?) "
+                "WHERE ingest_id = ? AND status = 'running'",
+                (now, note, ingest_id),
+            )
+            conn.commit()
+            if cur.rowcount:
+                failed.append(ingest_id)
+                for pending in Path(home).glob(f"events/month=*/part-{ingest_id:06d}-*{PENDING_SUFFIX}"):
+                    pending.unlink(missing_ok=True)
+    return failed

@@ -138,16 +138,16 @@ def store_holds_hashed_ids(db_path: Path) -> bool:
     """Whether the store has a key fingerprint recorded or any hashed resident ID (read-only look)."""
     if not Path(db_path).exists():
         return False
+    # The owners' reads, imported here: settings are read before (and without) any store being opened.
+    from data.registry import holds_hashed_ids
+    from data.store import recorded_key_fingerprint
+
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "store_meta" in tables and conn.execute(
-            "SELECT 1 FROM store_meta WHERE name = 'id_hash_key_fingerprint'"
-        ).fetchone():
+        if "store_meta" in tables and recorded_key_fingerprint(conn) is not None:
             return True
-        return "people" in tables and bool(
-            conn.execute("SELECT 1 FROM people WHERE id_hash IS NOT NULL LIMIT 1").fetchone()
-        )
+        return "people" in tables and holds_hashed_ids(conn)
     finally:
         conn.close()
 

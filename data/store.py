@@ -14,7 +14,6 @@ statements on ``db.conn``, where sqlite-utils' per-call table look-ups would cos
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import sqlite3
@@ -169,34 +168,6 @@ def dead_run(home: Path, name: str):
         os.close(fd)
 
 
-def fail_dead_ingests(conn: sqlite3.Connection, home: Path) -> list[int]:
-    """Mark ingests left 'running' by a dead process as failed, and delete the event files they left pending
-    (named after the ingest, so no live writer's); returns their ids."""
-    from data.eventlog import PENDING_SUFFIX
-
-    failed = []
-    for (ingest_id,) in conn.execute("SELECT ingest_id FROM ingests WHERE status = 'running'").fetchall():
-        with dead_run(home, f"ingest-{ingest_id}") as dead:
-            if not dead:
-                continue
-            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            note = json.dumps({"ingest_id": ingest_id, "status": "failed", "error": (
-                "the ingest process died before finishing (killed or crashed); found by a later open of the store. "
-                "Tables whose load had committed are kept; re-run the ingest to load the rest"
-            )})
-            cur = conn.execute(
-                "UPDATE ingests SET status = 'failed', finished_at = ?, summary_json = COALESCE(summary_json, ?) "
-                "WHERE ingest_id = ? AND status = 'running'",
-                (now, note, ingest_id),
-            )
-            conn.commit()
-            if cur.rowcount:
-                failed.append(ingest_id)
-                for pending in Path(home).glob(f"events/month=*/part-{ingest_id:06d}-*{PENDING_SUFFIX}"):
-                    pending.unlink(missing_ok=True)
-    return failed
-
-
 def apply_migrations(db: sqlite_utils.Database, migrations: Sequence[Migration]) -> list[str]:
     """Apply every pending migration of ``migrations`` in order; returns the names applied now."""
     conn = db.conn
@@ -277,11 +248,21 @@ def drop_old_table(conn: sqlite3.Connection, table: str) -> None:
 KEY_FINGERPRINT = "id_hash_key_fingerprint"
 
 
-def bind_id_hash_key(conn: sqlite3.Connection, settings, *, rekey: bool = False) -> tuple[bytes, bool]:
+def recorded_key_fingerprint(conn: sqlite3.Connection) -> str | None:
+    """The fingerprint of the ID-hash key the store's resident IDs were hashed with, or None before the first."""
+    row = conn.execute("SELECT value FROM store_meta WHERE name = ?", (KEY_FINGERPRINT,)).fetchone()
+    return None if row is None else row[0]
+
+
+def bind_id_hash_key(
+    conn: sqlite3.Connection, settings, forget_id_hashes: Callable[[sqlite3.Connection], object], *,
+    rekey: bool = False,
+) -> tuple[bytes, bool]:
     """The ID-hash key to ingest with, checked against the fingerprint the store recorded (the first key
     used is recorded). A different key raises :class:`ConfigError`, unless ``rekey``: then it becomes the
-    store's key and every stored ``id_hash`` is cleared (ingest recomputes those of the people it loads), so
-    no hash made with another key remains. Returns (key, whether the key was replaced)."""
+    store's key and ``forget_id_hashes`` (the registry's, :func:`data.registry.forget_id_hashes`) clears every
+    stored ``id_hash`` in the same transaction (ingest recomputes those of the people it loads), so no hash
+    made with another key remains. Returns (key, whether the key was replaced)."""
     from data.settings import key_fingerprint
 
     key = settings.hash_key(new_key_allowed=rekey)
@@ -289,23 +270,23 @@ def bind_id_hash_key(conn: sqlite3.Connection, settings, *, rekey: bool = False)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        row = conn.execute("SELECT value FROM store_meta WHERE name = ?", (KEY_FINGERPRINT,)).fetchone()
-        replaced = row is not None and row[0] != fingerprint
+        recorded = recorded_key_fingerprint(conn)
+        replaced = recorded is not None and recorded != fingerprint
         if replaced and not rekey:
             raise ConfigError(
                 f"the ID-hash key ({settings.hash_key_source()}) is not the key this store's resident IDs were "
-                f"hashed with (fingerprint {row[0][:12]}, this key {fingerprint[:12]}): ingesting would re-hash "
+                f"hashed with (fingerprint {recorded[:12]}, this key {fingerprint[:12]}): ingesting would re-hash "
                 f"every ID. Set YIWANG_ID_HASH_KEY to the original key or restore {settings.hash_key_file}; to "
                 "re-hash all IDs with this key on purpose, run `yiwang ingest --rekey`"
             )
-        if row is None or replaced:
+        if recorded is None or replaced:
             conn.execute(
                 "INSERT INTO store_meta (name, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 (KEY_FINGERPRINT, fingerprint, now),
             )
         if replaced:
-            conn.execute("UPDATE people SET id_hash = NULL WHERE id_hash IS NOT NULL")
+            forget_id_hashes(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -170,7 +170,15 @@ def load(text: str, source: str, *, error: type[YiwangError] = ConfigError,
 
     def scalar(node: yaml.ScalarNode) -> Any:
         # yaml's own constructors, so `true`, `30`, `2026-01-01` and `null` get their usual types.
-        return loader.construct_object(node, deep=True)
+        try:
+            return loader.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            # The resolver picks a type from the text's shape and the constructor then refuses the value
+            # (`2026-13-45`, `!!int abc`, `!!bool x`): yaml lets Python's own error through.
+            why = f" ({exc})" if isinstance(exc, ValueError) else ""
+            fail(node.start_mark.line + 1, f"not valid YAML: {node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}{why}")
 
     try:
         try:

@@ -11,28 +11,19 @@ only its holders receive would name them (see :func:`_without_sensitive`).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import polars as pl
 
-from data.reference import load_taxonomy
-
-DISTRICT_EN = {
-    "黄浦区": "Huangpu", "徐汇区": "Xuhui", "长宁区": "Changning", "静安区": "Jing'an", "普陀区": "Putuo",
-    "虹口区": "Hongkou", "杨浦区": "Yangpu", "闵行区": "Minhang", "宝山区": "Baoshan", "嘉定区": "Jiading",
-    "浦东新区": "Pudong New Area", "金山区": "Jinshan", "松江区": "Songjiang", "青浦区": "Qingpu",
-    "奉贤区": "Fengxian", "崇明区": "Chongming",
-}
+from data.reference import DISTRICT_NAMES_EN, LICENSE_TYPES_FILE, TAXONOMY_FILE, load_taxonomy, read_reference_table
 
 SOURCES = ("licence", "tag", "similar_item", "history", "similar_people", "popular")
 
 
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+def _reference_rows(data_dir: Path, file_name: str) -> list[dict]:
+    """A reference file's rows as text (empty cells as ""), none when the file is absent."""
+    table = read_reference_table(data_dir, file_name)
+    return [] if table is None else [{k: v or "" for k, v in r.items()} for r in table.iter_rows(named=True)]
 
 
 def _sensitive(taxonomy: list[dict]) -> set[str]:
@@ -41,7 +32,7 @@ def _sensitive(taxonomy: list[dict]) -> set[str]:
 
 def sensitive_codes(data_dir: Path) -> set[str]:
     """Tag codes the taxonomy marks sensitive (hardship, disability): never named in a reason."""
-    return _sensitive(_read_csv(Path(data_dir) / "tag_taxonomy.csv"))
+    return _sensitive(_reference_rows(data_dir, TAXONOMY_FILE))
 
 
 def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
@@ -50,7 +41,7 @@ def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
     happened to the citizen rather than a label put on them)."""
     data_dir = Path(data_dir)
     lic = {r["license_type"]: (r.get("name_zh") or r["license_type"], r.get("name_en") or r["license_type"])
-           for r in _read_csv(data_dir / "license_types.csv")}
+           for r in _reference_rows(data_dir, LICENSE_TYPES_FILE)}
     taxonomy = load_taxonomy(data_dir)
     tags = {code: (zh or code, en or code) for code, zh, en in taxonomy.select("code", "name_zh", "name_en").iter_rows()}
     phrases = taxonomy.drop_nulls(["reason_zh", "reason_en"]).select("code", "reason_zh", "reason_en")
@@ -124,7 +115,7 @@ def reason_exprs(names: dict, as_of) -> list[pl.Expr]:
 
     gtype = pl.col("pop_group").str.split_exact(":", 1).struct.field("field_0")
     gkey = pl.col("pop_group").str.split_exact(":", 1).struct.field("field_1")
-    gkey_en_district = gkey.replace_strict(DISTRICT_EN, default=gkey, return_dtype=pl.String)
+    gkey_en_district = gkey.replace_strict(DISTRICT_NAMES_EN, default=gkey, return_dtype=pl.String)
     is_industry_band = gkey.str.starts_with("industry ")
     popular_zh = (
         pl.when(gtype == "district").then(pl.concat_str([pl.lit("在"), gkey, pl.lit("很受欢迎")]))

@@ -4,12 +4,15 @@ profile:read; delete survives, restore lifts), the profile, and the audit trail 
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import polars as pl
 import pytest
 
+from notifier.delivery import deliver
+from notifier.engine import evaluate_alerts
+from notifier.outbox import list_alerts
 from profiler import new_batch, publish_profiles
 from yiwang.api.audit import list_audit
 from yiwang.api.keys import create_key
@@ -18,6 +21,7 @@ from data.citizen import read_preferences
 from data.settings import load_settings
 from taggers.store import list_suppressed
 from tagging import put_tags, tag_row
+from testsupport.registries import put_rows
 from yiwang.migrations import open_db
 
 SUBJECT = "P0000042"
@@ -52,14 +56,14 @@ def live(tmp_path_factory):
             name: httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
             for name, (_, key) in keys.items()
         }
-        yield clients, {name: rec.key_id for name, (rec, _) in keys.items()}, db
+        yield clients, {name: rec.key_id for name, (rec, _) in keys.items()}, db, settings
         for c in clients.values():
             c.close()
     db.conn.close()
 
 
 def test_preferences_default_then_set(live):
-    clients, _, db = live
+    clients, _, db, _ = live
     portal = clients["portal"]
     got = portal.get("/v1/subjects/P0000099/preferences").json()
     assert got == {"subject_id": "P0000099", "personalisation": True, "channels": ["in_app"], "updated_at": None}
@@ -75,13 +79,13 @@ def test_preferences_default_then_set(live):
     {"personalisation": True, "channels": ["sms"]}, {"personalisation": True, "channels": ["in_app", "in_app"]},
 ])
 def test_bad_preferences_are_422(live, body):
-    clients, _, _ = live
+    clients, _, _, _ = live
     resp = clients["portal"].put("/v1/subjects/P0000099/preferences", json=body)
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request"
 
 
 def test_sensitive_tags_only_with_profile_scope(live):
-    clients, _, _ = live
+    clients, _, _, _ = live
     portal = clients["portal"].get(f"/v1/subjects/{SUBJECT}/tags").json()
     rights = clients["rights"].get(f"/v1/subjects/{SUBJECT}/tags").json()
     assert portal["include_sensitive"] is False and rights["include_sensitive"] is True
@@ -91,7 +95,7 @@ def test_sensitive_tags_only_with_profile_scope(live):
 
 
 def test_delete_and_restore_a_tag(live):
-    clients, _, db = live
+    clients, _, db, _ = live
     rights = clients["rights"]
     resp = rights.delete(f"/v1/subjects/{SUBJECT}/tags/life_event.marriage")
     assert resp.status_code == 200 and resp.json()["status"] == "deleted"
@@ -104,7 +108,7 @@ def test_delete_and_restore_a_tag(live):
 
 
 def test_profile_is_for_profile_scope_and_includes_sensitive_fields(live):
-    clients, _, _ = live
+    clients, _, _, _ = live
     resp = clients["rights"].get(f"/v1/subjects/{SUBJECT}/profile")
     assert resp.status_code == 200
     assert resp.json()["subject_id"] == SUBJECT and resp.json()["low_income"] is True
@@ -113,7 +117,7 @@ def test_profile_is_for_profile_scope_and_includes_sensitive_fields(live):
 
 
 def test_reads_and_changes_are_audited_with_key_action_subject_and_time(live):
-    clients, key_ids, db = live
+    clients, key_ids, db, _ = live
     subject = "P0000777"
     clients["portal"].get(f"/v1/subjects/{subject}/tags")
     clients["rights"].get(f"/v1/subjects/{subject}/profile")
@@ -134,31 +138,32 @@ def test_reads_and_changes_are_audited_with_key_action_subject_and_time(live):
     assert "婚姻" not in dump and "静安" not in dump
 
 
-def _alert(db, subject_id: str, rule_id: str) -> int:
-    now = "2026-06-01T01:00:00+00:00"
-    with db.conn:
-        cur = db.conn.execute(
-            "INSERT INTO outbox (rule_id, rule_version, kind, subject_id, subject_type, object_id, stage, stage_order,"
-            " due_on, cause_date, item_ids, message_zh, message_en, fields_json, channels, priority, statutory,"
-            " status, created_at, updated_at) VALUES (?, 1, 'licence_expiry', ?, 'person', 'L1', '30', 2,"
-            " '2026-06-01', '2026-07-01', '[\"ITEM_RENEW\"]', '您的往来港澳通行证将于2026-07-01到期',"
-            " 'Your permit expires on 2026-07-01', '{}', '[\"in_app\"]', 3, 1, 'delivered', ?, ?)",
-            (rule_id, subject_id, now, now),
-        )
-        alert_id = cur.lastrowid
-        db.conn.execute(
-            "INSERT INTO deliveries (alert_id, channel, idempotency_key, status, next_attempt_at, delivered_at)"
-            " VALUES (?, 'in_app', ?, 'delivered', ?, ?)", (alert_id, f"k{alert_id}", now, now))
-    return alert_id
+def _alert(settings, db, subject_id: str) -> int:
+    """A delivered in-app alert the way the nightly run makes one: a permit 30 days from expiry, the rules run,
+    the delivery releases it to the portal's inbox."""
+    settings.reminder_rules_file.write_text(
+        "rules:\n  - id: hk_macau_permit_expiry\n    version: 1\n    kind: licence_expiry\n"
+        "    licence_types: [hk_macau_permit]\n    stages_days: [30]\n    renewal_item: SH-CRJ-0002\n"
+        "    audience: {subject_type: person}\n"
+        "    message: {zh: \"您的{licence_name_zh}{expiry_zh}\", en: \"Your {licence_name_en} {expiry_en}\"}\n"
+        "    channels: [in_app]\n    statutory: true\n", encoding="utf-8")
+    as_of = date(2026, 6, 1)
+    put_rows(settings, db, "people", [{"person_id": subject_id, "birth_date": date(1985, 1, 1)}])
+    put_rows(settings, db, "licenses", [{"license_id": "L1", "holder_id": subject_id, "license_type": "hk_macau_permit",
+                                         "issued_on": date(2020, 1, 1), "expires_on": as_of + timedelta(days=30)}])
+    evaluate_alerts(settings, db, as_of)
+    assert deliver(settings, db, datetime(2026, 6, 1, 4, 0, tzinfo=timezone.utc)).in_app == 1
+    [alert] = list_alerts(db, subject_id)
+    return alert["alert_id"]
 
 
 def test_alerts_list_read_dismiss(live):
-    clients, key_ids, db = live
-    alert_id = _alert(db, SUBJECT, "hk_macau_expiry")
+    clients, key_ids, db, settings = live
+    alert_id = _alert(settings, db, SUBJECT)
     portal = clients["portal"]
     listed = portal.get(f"/v1/subjects/{SUBJECT}/alerts").json()["alerts"]
     assert [a["alert_id"] for a in listed] == [alert_id] and listed[0]["read"] is False
-    assert listed[0]["item_ids"] == ["ITEM_RENEW"]
+    assert listed[0]["item_ids"] == ["SH-CRJ-0002"]
     read = portal.post(f"/v1/alerts/{alert_id}/read")
     assert read.status_code == 200 and read.json()["read"] is True
     assert portal.post(f"/v1/alerts/{alert_id}/dismiss").json()["dismissed_at"]

@@ -6,15 +6,15 @@ import pytest
 
 from data.errors import NotFound, StateError, Unauthenticated
 from yiwang.api.audit import list_audit, record
-from yiwang.api.keys import create_key, list_keys, revoke_key, verify_key
+from yiwang.api.keys import create_key, list_keys, revoke_key, stored_key, verify_key
 
 
 def test_keys_are_listed_revoked_once_and_unknown_ids_named(db):
     portal, portal_key = create_key(db, "  portal  ", ["feed:read", "events:write", "feed:read"])
     ops, _ = create_key(db, "ops", ["admin"])
     assert portal.name == "portal" and portal.scopes == {"feed:read", "events:write"}
-    stored = db.conn.execute("SELECT key_hash, scopes FROM api_keys WHERE key_id = ?", (portal.key_id,)).fetchone()
-    assert portal_key not in stored[0] and stored[1] == "events:write feed:read"
+    stored = stored_key(db, portal.key_id)
+    assert portal_key not in stored["key_hash"] and stored["scopes"] == "events:write feed:read"
 
     assert {k.key_id for k in list_keys(db)} == {portal.key_id, ops.key_id}
     assert verify_key(db.conn, portal_key) == portal

@@ -14,6 +14,7 @@ import pytest
 
 from data.contract import resident_id_check_char
 from data.errors import ConfigError
+from data.registry import stored_records
 from data.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def ingest(home: Path, export: Path, *extra: str, key: str | None = None) -> sub
 
 def hashes(home: Path) -> dict[str, str]:
     with sqlite3.connect(home / "yiwang.db") as conn:
-        return dict(conn.execute("SELECT person_id, id_hash FROM people"))
+        return dict(stored_records(conn, "people", ["person_id", "id_hash"]))
 
 
 def test_a_different_key_setting_is_refused_and_changes_nothing(tmp_path, export):

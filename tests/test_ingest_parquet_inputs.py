@@ -22,6 +22,7 @@ from test_ingest import (  # noqa: F401  (settings and db are fixtures)
     settings,
     write_export,
 )
+from data.registry import stored_records
 
 LIBRARY_WORDS = ("thrift", "deserializ", "straddl", "ZSTD", "decompression", "page header", "OSError", "Arrow")
 
@@ -74,6 +75,6 @@ def test_integral_floats_are_whole_numbers(settings, db, tmp_path):
               ).with_columns(pl.Series("employees", [6.0, 42.0, 6.5, float("nan")])).write_parquet(
         export / "enterprises.parquet")
     s = ingest(settings, db, export)
-    assert dict(db.conn.execute("SELECT enterprise_id, employees FROM enterprises")) == {"E1": 6, "E2": 42}
+    assert dict(stored_records(db.conn, "enterprises", ["enterprise_id", "employees"])) == {"E1": 6, "E2": 42}
     got = {(r["line"], r["field"], r["reason"]) for r in quarantined(db, s.ingest_id, "enterprises")}
     assert got == {(3, "employees", "bad_integer"), (4, "employees", "missing_value")}

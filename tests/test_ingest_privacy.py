@@ -24,6 +24,7 @@ from test_ingest import (  # noqa: F401  (settings and db are fixtures)
     uscc,
     write_export,
 )
+from data.registry import stored_record
 
 # One number per place it can hide, so a leak names its way in. Checksums valid, except where noted.
 IN_HOLDER = rid("11010119850505011")
@@ -116,9 +117,9 @@ def test_no_resident_id_in_clear_anywhere_under_home(settings, db, tmp_path):
     assert {by_line[("events", n)]["reason"] for n in (7, 8)} == {"resident_id_shaped"}
     assert by_line[("events", 9)]["reason"] == "malformed_row"
     # Free text is kept, with the number masked to its address code.
-    (name,) = db.conn.execute("SELECT name FROM enterprises WHERE enterprise_id = 'E3'").fetchone()
+    (name,) = stored_record(db.conn, "enterprises", "E3", ["name"])
     assert name == f"个体户{IN_NAME[:6]}{'*' * 12}经营部"
-    (item,) = db.conn.execute("SELECT name FROM catalog WHERE item_id = 'I9'").fetchone()
+    (item,) = stored_record(db.conn, "catalog", "I9", ["name"])
     assert IN_ITEM_NAME[:6] + "*" * 12 in item
     # Extra columns and malformed text are kept in the quarantine's raw row, masked.
     assert IN_EXTRA[:6] + "*" * 12 in by_line[("people", 5)]["raw"]
@@ -134,9 +135,7 @@ def test_masking_leaves_ordinary_numbers_alone(settings, db, tmp_path):
     )
     s = ingest(settings, db, write_export(tmp_path, catalog=CATALOG, people=PEOPLE, enterprises=enterprises))
     assert s.tables["enterprises"].inserted == 4, quarantined(db, s.ingest_id, "enterprises")
-    rows = dict(db.conn.execute(
-        "SELECT enterprise_id, name || ' ' || uscc FROM enterprises WHERE enterprise_id IN ('E7', 'E8')"
-    ))
+    rows = {e: " ".join(stored_record(db.conn, "enterprises", e, ["name", "uscc"])) for e in ("E7", "E8")}
     assert rows == {"E7": f"上海某某公司（卡号6{IN_HOLDER}） {usccs[0]}",
                     "E8": f"上海某某公司（订单310101000000000000） {usccs[1]}"}
 

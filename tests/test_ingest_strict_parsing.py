@@ -18,6 +18,7 @@ from test_ingest import (  # noqa: F401  (settings and db are fixtures)
     write_export,
 )
 from data.eventlog import scan_events
+from data.registry import stored_record
 
 
 def _reasons(db, s, table):
@@ -46,7 +47,7 @@ def test_dates_integers_and_timestamps_follow_the_contract_exactly(settings, db,
     s = ingest(settings, db, export)
     assert _reasons(db, s, "people") == {5: ("birth_date", "bad_date"), 6: ("birth_date", "bad_date")}
     assert _reasons(db, s, "enterprises") == {4: ("employees", "bad_integer")}
-    assert db.conn.execute("SELECT employees FROM enterprises WHERE enterprise_id = 'E8'").fetchone() == (7,)
+    assert stored_record(db.conn, "enterprises", "E8", ["employees"]) == (7,)
     assert _reasons(db, s, "events") == {
         **{n: ("ts", "bad_timestamp") for n in (7, 8, 9, 10)},
         **{n: ("ts", "ts_before_1900") for n in (11, 12, 13)},

@@ -23,13 +23,15 @@ import textwrap
 import time
 from datetime import date
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import polars as pl
+import sqlite_utils
 
-from data.registry import scan_table, snapshot_path
+from data.registry import ingest_record, open_ingest, scan_table, snapshot_path, stored_record, stored_records
 from data.settings import load_settings
 from profiler import read_profile
-from recommender.feeds import publish
+from recommender.feeds import list_versions, publish, stored_versions
 from yiwang.migrations import open_db
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,12 +72,30 @@ def wait_for(what, condition, proc: subprocess.Popen, timeout: float = 300.0) ->
         time.sleep(0.05)
 
 
-def query(db_path: Path, sql: str, *args) -> list[tuple]:
+T = TypeVar("T")
+
+
+def read(db_path: Path, owner_read: Callable[[sqlite3.Connection], T]) -> T:
+    """An owner's read on a read-only connection (opening the store would run its recovery)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        return conn.execute(sql, args).fetchall()
+        return owner_read(conn)
     finally:
         conn.close()
+
+
+def ingest_statuses(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(ingest_id, status) of every recorded ingest (ids count up from 1)."""
+    out = []
+    while (record := ingest_record(conn, len(out) + 1)) is not None:
+        out.append((len(out) + 1, record["status"]))
+    return out
+
+
+def feed_state(conn: sqlite3.Connection) -> tuple[dict[int, str], dict[int, dict[str, int]]]:
+    """version -> status of every feed version, and what rows and reasons each still holds."""
+    return ({v["version"]: v["status"] for v in list_versions(sqlite_utils.Database(conn))},
+            stored_versions(conn))
 
 
 def leftovers(home: Path) -> list[str]:
@@ -100,11 +120,11 @@ def test_ingest_killed_between_commit_and_snapshot(tmp_path):
         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_for("the people load to commit", lambda: query(
-            db_path, "SELECT household_id FROM people WHERE person_id = 'P0000001'") == [("H0000001m",)], second)
+        wait_for("the people load to commit", lambda: read(
+            db_path, lambda c: stored_record(c, "people", "P0000001", ["household_id"])) == ("H0000001m",), second)
         # Still alive, still 'running': opening the store meanwhile must not take it for dead.
         open_db(db_path).conn.close()
-        assert query(db_path, "SELECT status FROM ingests ORDER BY ingest_id") == [("done",), ("running",)]
+        assert read(db_path, ingest_statuses) == [(1, "done"), (2, "running")]
     finally:
         second.send_signal(signal.SIGKILL)
         second.wait()
@@ -121,7 +141,7 @@ def test_ingest_killed_between_commit_and_snapshot(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert profile.returncode == 0, profile.stderr
 
-    in_sqlite = dict(query(db_path, "SELECT person_id, household_id FROM people"))
+    in_sqlite = dict(read(db_path, lambda c: stored_records(c, "people", ["person_id", "household_id"])))
     in_snapshot = dict(pl.read_parquet(snapshot_path(home, "people")).select("person_id", "household_id").iter_rows())
     assert in_snapshot == in_sqlite
     assert in_snapshot["P0000001"] == "H0000001m"
@@ -129,8 +149,8 @@ def test_ingest_killed_between_commit_and_snapshot(tmp_path):
     published = read_profile(db, "P0000001", include_sensitive=True)
     db.conn.close()
     assert published["household_id"] == "H0000001m"
-    assert query(db_path, "SELECT ingest_id, status FROM ingests ORDER BY ingest_id") == [(1, "done"), (2, "failed")]
-    assert "died" in query(db_path, "SELECT summary_json FROM ingests WHERE ingest_id = 2")[0][0]
+    assert read(db_path, ingest_statuses) == [(1, "done"), (2, "failed")]
+    assert "died" in read(db_path, lambda c: ingest_record(c, 2))["summary"]["error"]
     assert leftovers(home) == []
 
 
@@ -201,11 +221,10 @@ def test_publisher_killed_while_building(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(home), str(gate)], env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for("a building version with rows", lambda: query(
-            db_path, "SELECT count(*) FROM feed_rows r JOIN feed_versions v USING (version) "
-                     "WHERE v.status = 'building'") == [(2,)], proc)
+        wait_for("a building version with rows", lambda: (
+            (state := read(db_path, feed_state))[0] == {1: "building"} and state[1].get(1, {}).get("rows") == 2), proc)
         open_db(db_path).conn.close()  # a live build is left alone
-        assert query(db_path, "SELECT version, status FROM feed_versions") == [(1, "building")]
+        assert read(db_path, feed_state)[0] == {1: "building"}
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -214,15 +233,13 @@ def test_publisher_killed_while_building(tmp_path):
 
     db = open_db(db_path)  # the next open of the store, by any command
     # Its rows are gone; the version stays as a 'failed' tombstone, so no later build gets its number.
-    assert query(db_path, "SELECT version, status FROM feed_versions") == [(1, "failed")]
-    assert query(db_path, "SELECT count(*) FROM feed_rows") == [(0,)]
-    assert query(db_path, "SELECT count(*) FROM feed_reasons") == [(0,)]
+    assert read(db_path, feed_state) == ({1: "failed"}, {})
     assert leftovers(home) == []
 
     frame = pl.DataFrame({"subject_id": ["P1"], "rank": [1], "item_id": ["I1"], "score": [0.5],
                           "reasons_json": ['[{"source":"popular","zh":"热门","en":"popular","ref":"x"}]']})
     publish(db, load_settings(home=home, id_hash_key="k"), [frame], "m2", date(2026, 11, 21))
-    assert query(db_path, "SELECT version, status FROM feed_versions") == [(2, "published")]
+    assert read(db_path, feed_state)[0] == {2: "published"}
     assert leftovers(home) == []
     db.conn.close()
 
@@ -244,8 +261,7 @@ def test_only_ingests_whose_process_is_gone_are_failed(tmp_path):
     home = tmp_path / "home"
     db = open_db(home / "yiwang.db")
     for _ in range(2):
-        db.conn.execute("INSERT INTO ingests (source, started_at, status) VALUES ('x', '2026-11-20', 'running')")
-    db.conn.commit()
+        open_ingest(db.conn, "x", "2026-11-20")
     month = home / "events" / "month=2026-11"
     month.mkdir(parents=True)
     pending = {i: month / f"part-{i:06d}-00000n-0123abcd.parquet.pending" for i in (1, 2)}
@@ -256,7 +272,7 @@ def test_only_ingests_whose_process_is_gone_are_failed(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         open_db(home / "yiwang.db").conn.close()
-        assert db.conn.execute("SELECT ingest_id, status FROM ingests").fetchall() == [(1, "failed"), (2, "running")]
+        assert ingest_statuses(db.conn) == [(1, "failed"), (2, "running")]
         assert not pending[1].exists() and pending[2].exists()
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -264,7 +280,7 @@ def test_only_ingests_whose_process_is_gone_are_failed(tmp_path):
         holder.stdin.close()
         holder.stdout.close()
     open_db(home / "yiwang.db").conn.close()
-    assert db.conn.execute("SELECT ingest_id, status FROM ingests").fetchall() == [(1, "failed"), (2, "failed")]
+    assert ingest_statuses(db.conn) == [(1, "failed"), (2, "failed")]
     assert not pending[2].exists()
     assert leftovers(home) == []
     db.conn.close()

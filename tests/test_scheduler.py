@@ -191,10 +191,10 @@ def test_a_store_made_when_the_notifier_created_the_scheduler_tables_opens_uncha
             sql += shell_sql.replace(" IF NOT EXISTS", "")
         older.append((name, sql))
     from data.store import open_db as open_with
+    from yiwang.scheduler import finish_run, list_runs, start_run
 
     old = open_with(tmp_path / "old.db", older)
-    old.conn.execute("INSERT INTO job_runs (job_id, started_at, status) VALUES ('alerts', '2026-11-20T00:00:00', 'ok')")
-    old.conn.commit()
+    finish_run(old, start_run(old, "alerts"), "ok", "")
     old.conn.close()
     reopened = open_db(tmp_path / "old.db")
     new = open_db(tmp_path / "new.db")
@@ -207,7 +207,7 @@ def test_a_store_made_when_the_notifier_created_the_scheduler_tables_opens_uncha
         assert reopened.conn.execute("SELECT name FROM _migrations WHERE name = ?", (shell_name,)).fetchone()
         for table in ("scheduler_jobs", "job_runs"):
             assert schema(reopened, table) == schema(new, table) != []
-        assert reopened.conn.execute("SELECT job_id, status FROM job_runs").fetchall() == [("alerts", "ok")]
+        assert list_runs(reopened) == [("alerts", "ok", "")]
     finally:
         reopened.conn.close()
         new.conn.close()

@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from data.registry import SNAPSHOT_SCHEMAS, snapshot_path, write_snapshot
+from data import reference
+from data.registry import (
+    SNAPSHOT_SCHEMAS, delete_records, replace_rows, snapshot_path, upsert_records, write_snapshot,
+)
 
 _DEFAULTS = {
     "people": {"gender": "F", "district": "静安区", "local_hukou": 1, "ingest_id": 0},
     "enterprises": {"name": "示例企业", "industry": "I", "district": "静安区", "employees": 10, "ingest_id": 0},
     "licenses": {"ingest_id": 0},
 }
-_KEY = {"people": "person_id", "enterprises": "enterprise_id", "licenses": "license_id"}
 
 
 def put_rows(settings, db, table: str, rows: list[dict]) -> None:
@@ -31,18 +33,16 @@ def put_rows(settings, db, table: str, rows: list[dict]) -> None:
         for k, v in list(r.items()):
             if isinstance(v, date):
                 r[k] = v.isoformat()
-    db[table].upsert_all(full, pk=_KEY[table], alter=False)
+    upsert_records(db.conn, table, full)
     write_snapshot(settings.home, table, db.conn)
 
 
 def delete_rows(settings, db, table: str, ids: list[str]) -> None:
-    with db.conn:
-        db.conn.executemany(f"DELETE FROM {table} WHERE {_KEY[table]} = ?", [(i,) for i in ids])
+    delete_records(db.conn, table, ids)
     write_snapshot(settings.home, table, db.conn)
 
 
-DISTRICTS = ["黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区", "宝山区", "嘉定区",
-             "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区"]
+DISTRICTS = list(reference.DISTRICTS)
 PERSON_LICENCES = [("resident_id_card", 20), ("passport", 10), ("hk_macau_permit", 10), ("driving_licence", 6),
                    ("residence_permit", 1), ("social_security_card", 10)]
 
@@ -132,10 +132,5 @@ def load_into_store(settings, db, frames: dict[str, pl.DataFrame]) -> None:
             [pl.col(c).cast(pl.String) for c in cols if df.schema[c] in (pl.Date, pl.Datetime)]
             + [pl.col(c).cast(pl.Int64) for c in cols if df.schema[c] == pl.Boolean]
         ).with_columns(pl.lit(0).alias("ingest_id"))
-        with db.conn:
-            db.conn.execute(f"DELETE FROM {table}")
-            db.conn.executemany(
-                f"INSERT INTO {table} ({', '.join(out.columns)}) VALUES ({', '.join('?' * out.width)})",
-                out.iter_rows(),
-            )
+        replace_rows(db.conn, table, out)
         write_snapshot(settings.home, table, db.conn)

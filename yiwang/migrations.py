@@ -44,7 +44,7 @@ def recovery() -> tuple[store.Recovery, ...]:
     from data import registry
     from recommender import feeds
 
-    return (store.fail_dead_ingests, registry.remove_dead_snapshot_temps_at_open, feeds.drop_dead_builds)
+    return (registry.fail_dead_ingests, registry.remove_dead_snapshot_temps_at_open, feeds.drop_dead_builds)
 
 
 def all_migrations() -> list[store.Migration]:

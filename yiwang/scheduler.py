@@ -207,12 +207,7 @@ def run_job(job_id: str, home: str | None = None) -> list[str]:
     scheduler logs it as a failed job."""
     settings = load_settings(home=home)
     db = open_db(settings.db_path)
-    started = datetime.now(timezone.utc)
-    with db.conn:
-        run_id = db.conn.execute(
-            "INSERT INTO job_runs (job_id, started_at, status) VALUES (?, ?, 'running')",
-            (job_id, started.isoformat(timespec="seconds")),
-        ).lastrowid
+    run_id = start_run(db, job_id)
     done: list[str] = []
     try:
         for name in JOBS[job_id][1]:
@@ -223,18 +218,28 @@ def run_job(job_id: str, home: str | None = None) -> list[str]:
             result = st(settings, db, when)
             done += [f"{line}: {_summary_json(summary)}" for line, summary in st.summaries(result)]
     except Exception as exc:
-        _finish_run(db, run_id, "failed", "\n".join(done + [f"{type(exc).__name__}: {exc}"]))
+        finish_run(db, run_id, "failed", "\n".join(done + [f"{type(exc).__name__}: {exc}"]))
         log.error("job %s failed: %s", job_id, exc)
         raise
     else:
-        _finish_run(db, run_id, "ok", "\n".join(done))
+        finish_run(db, run_id, "ok", "\n".join(done))
         log.info("job %s done", job_id)
     finally:
         db.conn.close()
     return done
 
 
-def _finish_run(db, run_id: int, status: str, summary: str) -> None:
+def start_run(db, job_id: str) -> int:
+    """Record a run of ``job_id`` as running now; returns its id for :func:`finish_run`."""
+    with db.conn:
+        return db.conn.execute(
+            "INSERT INTO job_runs (job_id, started_at, status) VALUES (?, ?, 'running')",
+            (job_id, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        ).lastrowid
+
+
+def finish_run(db, run_id: int, status: str, summary: str) -> None:
+    """Record how a run ended: ``status`` 'ok' or 'failed', and the stages' summary lines."""
     with db.conn:
         db.conn.execute(
             "UPDATE job_runs SET finished_at=?, status=?, summary=? WHERE id=?",

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from data.errors import ConfigError
-from data.reference import load_catalog, load_license_types
+from data.reference import CATALOG_FILE, load_catalog, load_license_types
 from data.synth import behaviour as bh
 from data.synth.catalogue import Catalogue, build_catalogue
 from data.synth.common import (
@@ -155,7 +155,7 @@ def generate_city(
     _write(_enterprise_frame(_rng(seed, 6), ent, ids), export / "enterprises", fmt)
     n_licences = _write(_licence_frame(lic, ids), export / "licenses", fmt)
     if fmt == "csv":
-        shutil.copyfile(Path(data_dir) / "catalog.csv", export / "catalog.csv")
+        shutil.copyfile(Path(data_dir) / CATALOG_FILE, export / CATALOG_FILE)
     else:
         _write(catalog_df, export / "catalog", fmt)
     report("registries", 3, 4)
