@@ -676,7 +676,9 @@ def _db_frame(spec: TableSpec, ok: pl.DataFrame, key: bytes) -> pl.DataFrame:
 def _hmac_sha256_hex(key: bytes):
     """``lambda msg: hmac.new(key, msg, sha256).hexdigest()``, 2.4x faster over a million short ids: the
     keyed inner and outer SHA-256 states (RFC 2104) are computed once and copied per message, where
-    ``hmac.digest`` re-derives them on every call."""
+    ``hmac.digest`` re-derives them on every call. The stdlib's own ``HMAC.copy()`` of a keyed object is the
+    same idea but 2.3x slower than this (200k ids: 0.56 s against 0.24 s), so the stdlib is the reference in
+    the tests, not the path."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = key.ljust(64, b"\0")
