@@ -352,9 +352,9 @@ def latest_batch(db: sqlite_utils.Database) -> dict | None:
 
 
 def list_batches(db: sqlite_utils.Database) -> list[dict]:
-    """Every profile batch recorded, published or not, oldest first."""
-    rows = db.conn.execute("SELECT batch_id, as_of, started_at, published_at FROM profile_batches ORDER BY batch_id")
-    return [{"batch_id": b, "as_of": a, "started_at": s, "published_at": p} for b, a, s, p in rows]
+    """Every profile batch recorded, published, failed (its process died) or neither (running), oldest first."""
+    rows = db.conn.execute("SELECT batch_id, as_of, started_at, published_at, failed_at FROM profile_batches ORDER BY batch_id")
+    return [{"batch_id": b, "as_of": a, "started_at": s, "published_at": p, "failed_at": f} for b, a, s, p, f in rows]
 
 
 def served_profiles_shape(conn) -> tuple[int, int, int]:

@@ -64,6 +64,16 @@ def query(db_path: Path, sql: str, *args) -> list[tuple]:
         conn.close()
 
 
+def batches(db_path: Path) -> list[tuple]:
+    from profiler import list_batches
+
+    db = open_db(db_path, migrate=False)
+    try:
+        return [(b["batch_id"], b["published_at"], b["failed_at"]) for b in list_batches(db)]
+    finally:
+        db.conn.close()
+
+
 def leftovers(home: Path) -> list[str]:
     """Temporary files and folders anywhere, and run locks of runs that are over."""
     return sorted(p.relative_to(home).as_posix() for p in home.rglob("*")
@@ -99,13 +109,13 @@ def test_profile_batch_killed_before_publishing(tmp_path):
         wait_for("the batch to fill its build table", lambda: query(
             db_path, "SELECT count(*) FROM sqlite_master WHERE name = 'profiles_build'") == [(1,)], proc)
         open_db(db_path).conn.close()  # a live batch is left alone
-        assert query(db_path, "SELECT batch_id, published_at, failed_at FROM profile_batches") == [(1, None, None)]
+        assert batches(db_path) == [(1, None, None)]
         assert tmp.exists()
     finally:
         kill(proc)
 
     open_db(db_path).conn.close()
-    (batch,) = query(db_path, "SELECT batch_id, published_at, failed_at FROM profile_batches")
+    (batch,) = batches(db_path)
     assert batch[:2] == (1, None) and batch[2] is not None
     assert leftovers(home) == []
 
@@ -133,7 +143,7 @@ def test_profile_copy_lagging_sqlite_after_a_kill_between_commit_and_rename(tmp_
     final.write_bytes(first)
 
     open_db(settings.db_path).conn.close()
-    assert query(settings.db_path, "SELECT max(batch_id) FROM profile_batches WHERE published_at IS NOT NULL") == [(2,)]
+    assert max(b for b, published, _ in batches(settings.db_path) if published) == 2
     assert pl.read_parquet(final)["batch_id"].unique().to_list() == [2]
     assert leftovers(home) == []
 
@@ -169,7 +179,13 @@ _TAGGER = textwrap.dedent(
 
 
 def tags_in_sqlite(db_path: Path) -> list[tuple]:
-    return sorted(query(db_path, "SELECT subject_id, code FROM tags"))
+    from taggers.store import read_tags
+
+    db = open_db(db_path, migrate=False)
+    try:
+        return sorted(read_tags(db).select("subject_id", "code").iter_rows())
+    finally:
+        db.conn.close()
 
 
 def tags_in_copy(home: Path) -> list[tuple]:
