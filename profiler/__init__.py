@@ -130,8 +130,10 @@ def _batch_run(batch_id: int) -> str:
     return f"profile-batch-{batch_id}"
 
 
-def _home(conn) -> Path:
-    return Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent
+def _home(conn) -> Path | None:
+    """The store's home (None for a store in memory, which no other process can open)."""
+    file = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(file).parent if file else None
 
 
 def new_batch(db: sqlite_utils.Database, as_of: date) -> int:
@@ -141,7 +143,8 @@ def new_batch(db: sqlite_utils.Database, as_of: date) -> int:
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         cur = db.conn.execute("INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now()))
-        _BATCH_LOCKS[cur.lastrowid] = RunLock(_home(db.conn), _batch_run(cur.lastrowid)).acquire()
+        if (home := _home(db.conn)) is not None:
+            _BATCH_LOCKS[cur.lastrowid] = RunLock(home, _batch_run(cur.lastrowid)).acquire()
         db.conn.execute("COMMIT")
     except BaseException:
         db.conn.execute("ROLLBACK")

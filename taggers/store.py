@@ -89,8 +89,8 @@ class TagBatchWriter:
         self._fills: list[Future] = []
         self._tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
         # Held until the Parquet copy is renamed in (or given up): see recover_dead_tag_batches.
-        self._run = None if parquet_path is None else RunLock(
-            _home(self.conn), f"{TAG_BATCH_RUN}{os.getpid()}-{id(self):x}").acquire()
+        home = None if parquet_path is None else _home(self.conn)
+        self._run = None if home is None else RunLock(home, f"{TAG_BATCH_RUN}{os.getpid()}-{id(self):x}").acquire()
         create_build_table(self.conn, "tags")
 
     def add(self, tags: pl.DataFrame) -> None:
@@ -130,6 +130,7 @@ class TagBatchWriter:
             raise
         if self._tmp is not None:
             os.replace(self._tmp, self.parquet_path)
+        if self._run is not None:
             self._run.release()
         drop_old_table(conn, "tags")
         return kept.height - late, self.offered - kept.height + late
@@ -143,14 +144,17 @@ class TagBatchWriter:
         self.conn.commit()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+        if self._run is not None:
             self._run.release()
 
 
 TAG_BATCH_RUN = "tag-batch-"
 
 
-def _home(conn) -> Path:
-    return Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent
+def _home(conn) -> Path | None:
+    """The store's home (None for a store in memory, which no other process can open)."""
+    file = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(file).parent if file else None
 
 
 def recover_dead_tag_batches(conn, home: Path) -> bool:
