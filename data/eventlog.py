@@ -189,8 +189,9 @@ def writer_lock(events_dir: Path, timeout: float | None = None):
 
 def remove_dead_writer_temps(conn, home: Path) -> list[Path]:
     """Delete the ``.tmp`` files (event files, id indexes) left in ``HOME/events`` by writers that died, if the
-    writer lock is free right now (found while holding it, they are leftovers; see :func:`writer_lock`); when
-    it is held, the next holder's :func:`tidy` or the next open of the store clears them."""
+    writer lock is free right now (found while holding it, they are leftovers; see :func:`writer_lock`). When a
+    live writer holds it, nothing is touched: a later open of the store (or a compaction's :func:`tidy`) clears
+    them."""
     events_dir = Path(home) / "events"
     lock = events_dir / ".writer.lock"
     if not lock.exists():
