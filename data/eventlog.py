@@ -187,6 +187,26 @@ def writer_lock(events_dir: Path, timeout: float | None = None):
         yield
 
 
+def remove_dead_writer_temps(conn, home: Path) -> list[Path]:
+    """Delete the ``.tmp`` files (event files, id indexes) left in ``HOME/events`` by writers that died, if the
+    writer lock is free right now (found while holding it, they are leftovers; see :func:`writer_lock`). When a
+    live writer holds it, nothing is touched: a later open of the store (or a compaction's :func:`tidy`) clears
+    them."""
+    events_dir = Path(home) / "events"
+    lock = events_dir / ".writer.lock"
+    if not lock.exists():
+        return []
+    removed = []
+    try:
+        with _flock(lock, 0):
+            for tmp in [*events_dir.glob(f"month=*/*{TMP_SUFFIX}"), *events_dir.glob(f"*{TMP_SUFFIX}")]:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    except EventLogBusy:
+        return []
+    return removed
+
+
 @contextmanager
 def ingest_lock(events_dir: Path):
     """One bulk ingest at a time. Only ingests write ``.pending`` files, so any found while holding this

@@ -34,7 +34,7 @@ from data.errors import StateError
 from data.eventlog import scan_events
 from data.registry import scan_table
 from data.settings import Settings
-from data.store import create_build_table, drop_old_table, swap_in_build_table
+from data.store import RunLock, create_build_table, dead_run, drop_old_table, swap_in_build_table
 
 # What another engine may import from this one (tests/test_layering.py holds every engine to it): these modules,
 # and in them the names that do not start with "_". The rest is this engine's own and may change without notice.
@@ -121,11 +121,78 @@ def compute_profiles(settings: Settings, as_of: date) -> pl.DataFrame:
     return plan.collect()
 
 
+# The run locks of this process's batches from :func:`new_batch` until :func:`publish_profiles` is over (see
+# data.store: a batch whose lock is free died, and :func:`recover_dead_batches` clears up after it).
+_BATCH_LOCKS: dict[int, RunLock] = {}
+
+
+def _batch_run(batch_id: int) -> str:
+    return f"profile-batch-{batch_id}"
+
+
+def _home(conn) -> Path | None:
+    """The store's home (None for a store in memory, which no other process can open)."""
+    file = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(file).parent if file else None
+
+
 def new_batch(db: sqlite_utils.Database, as_of: date) -> int:
-    """Record the start of a profile batch; its id stamps every row it publishes."""
-    cur = db.conn.execute("INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now()))
+    """Record the start of a profile batch; its id stamps every row it publishes. The batch's run lock is
+    held from before the record commits until :func:`publish_profiles` is over (or the process ends)."""
     db.conn.commit()
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        cur = db.conn.execute("INSERT INTO profile_batches (as_of, started_at) VALUES (?, ?)", (as_of.isoformat(), _now()))
+        if (home := _home(db.conn)) is not None:
+            _BATCH_LOCKS[cur.lastrowid] = RunLock(home, _batch_run(cur.lastrowid)).acquire()
+        db.conn.execute("COMMIT")
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
     return cur.lastrowid
+
+
+def end_batch(batch_id: int) -> None:
+    """Let go of a batch of this process that will not be published (the next open of the store fails it)."""
+    if (lock := _BATCH_LOCKS.pop(batch_id, None)) is not None:
+        lock.release()
+
+
+def recover_dead_batches(conn, home: Path) -> list[int]:
+    """Clear up after profile batches whose process died (their run lock is free); returns the batches failed.
+
+    A dead batch never published is marked failed (``failed_at``). Its Parquet temporary
+    (``profiles/.profiles.parquet.<batch>.tmp``) is deleted, except when SQLite serves that very batch: the
+    process died between the SQLite swap's COMMIT and the rename, and the temporary, written whole before the
+    COMMIT, is the Parquet copy of what SQLite serves, so it is renamed into place (cheaper than rebuilding the
+    copy, and the only way the copy can lag SQLite).
+    """
+    failed = []
+    for (batch_id,) in conn.execute(
+        "SELECT batch_id FROM profile_batches WHERE published_at IS NULL AND failed_at IS NULL"
+    ).fetchall():
+        with dead_run(home, _batch_run(batch_id)) as dead:
+            if dead and conn.execute(
+                "UPDATE profile_batches SET failed_at = ? WHERE batch_id = ? AND published_at IS NULL AND failed_at IS NULL",
+                (_now(), batch_id),
+            ).rowcount:
+                failed.append(batch_id)
+            conn.commit()
+    final = Path(home) / "profiles" / "profiles.parquet"
+    for tmp in sorted(final.parent.glob(f".{final.name}.*.tmp")):
+        batch = tmp.name.removeprefix(f".{final.name}.").removesuffix(".tmp")
+        if not batch.isdigit() or conn.execute(
+                "SELECT 1 FROM profile_batches WHERE batch_id = ?", (int(batch),)).fetchone() is None:
+            continue  # no batch of that number has started (its record commits before its temporary is written)
+        with dead_run(home, _batch_run(int(batch))) as dead:
+            if not dead:
+                continue
+            served = conn.execute("SELECT MAX(batch_id) FROM profile_batches WHERE published_at IS NOT NULL").fetchone()[0]
+            if served == int(batch):
+                os.replace(tmp, final)
+            else:
+                tmp.unlink(missing_ok=True)
+    return failed
 
 
 def publish_profiles(settings: Settings, conn, df: pl.DataFrame, batch_id: int, tick: StageClock | None = None) -> dict[str, int]:
@@ -137,6 +204,14 @@ def publish_profiles(settings: Settings, conn, df: pl.DataFrame, batch_id: int, 
     tick = tick or StageClock(None, PROFILE_STAGES)
     counts = dict(df.group_by("subject_type").len().iter_rows())
     tick("write")
+    try:
+        return _publish_profiles(settings, conn, df, batch_id, tick, counts)
+    finally:
+        end_batch(batch_id)
+
+
+def _publish_profiles(settings: Settings, conn, df: pl.DataFrame, batch_id: int, tick: StageClock,
+                      counts: dict[str, int]) -> dict[str, int]:
     final = profiles_path(settings)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{batch_id}.tmp")
@@ -192,7 +267,11 @@ def build_profiles(settings: Settings, db: sqlite_utils.Database, as_of: date, p
     tick = StageClock(progress, PROFILE_STAGES)
     batch_id = new_batch(db, as_of)
     tick("compute")
-    df = compute_profiles(settings, as_of)
+    try:
+        df = compute_profiles(settings, as_of)
+    except BaseException:
+        end_batch(batch_id)
+        raise
     counts = publish_profiles(settings, db.conn, df, batch_id, tick)
     tick.done()
     return profile_summary(settings, batch_id, as_of, counts, t0, tick)
@@ -276,9 +355,9 @@ def latest_batch(db: sqlite_utils.Database) -> dict | None:
 
 
 def list_batches(db: sqlite_utils.Database) -> list[dict]:
-    """Every profile batch recorded, published or not, oldest first."""
-    rows = db.conn.execute("SELECT batch_id, as_of, started_at, published_at FROM profile_batches ORDER BY batch_id")
-    return [{"batch_id": b, "as_of": a, "started_at": s, "published_at": p} for b, a, s, p in rows]
+    """Every profile batch recorded, published, failed (its process died) or neither (running), oldest first."""
+    rows = db.conn.execute("SELECT batch_id, as_of, started_at, published_at, failed_at FROM profile_batches ORDER BY batch_id")
+    return [{"batch_id": b, "as_of": a, "started_at": s, "published_at": p, "failed_at": f} for b, a, s, p, f in rows]
 
 
 def served_profiles_shape(conn) -> tuple[int, int, int]:

@@ -61,4 +61,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # A batch whose process died before publishing is marked failed by the next open of the store
+        # (profiler.recover_dead_batches) instead of staying "started" forever.
+        "profiler_0004_batch_failed_at",
+        """
+        ALTER TABLE profile_batches ADD COLUMN failed_at TEXT;
+        """,
+    ),
 ]

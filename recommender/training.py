@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time as _time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from recommender.ranker import (
 )
 from recommender.reasons import attach_reasons, reference_names
 from data.errors import NotFound, StateError
+from data.store import RunLock, dead_run
 
 MODEL_POINTER = "model_version"
 Progress = Callable[[str, int, int], None] | None
@@ -218,6 +220,33 @@ def train(settings, db, as_of: date, progress: Progress = None, *, events: pl.La
     version = _new_version(as_of)
     final = Path(settings.models_dir) / version
     tmp = Path(settings.models_dir) / f".{version}.tmp"
+    run = RunLock(settings.home, _training_run(version)).acquire()  # see remove_dead_model_temps
+    try:
+        _save_version(source, ranker, cfg, metrics, version, as_of, tmp, final)
+    finally:
+        run.release()
+    if promote_version:
+        promote(settings, db, version)
+    return TrainSummary(version, as_of.isoformat(), str(final), promote_version, metrics)
+
+
+def _training_run(version: str) -> str:
+    return f"train-{version}"
+
+
+def remove_dead_model_temps(conn, home: Path) -> list[Path]:
+    """Delete ``models/.<version>.tmp/`` folders of trainings whose process died (their run lock is free): a
+    version folder appears whole by rename or not at all, so nothing else of theirs is left."""
+    removed = []
+    for tmp in sorted((Path(home) / "models").glob(".*.tmp")):
+        with dead_run(home, _training_run(tmp.name.removeprefix(".").removesuffix(".tmp"))) as dead:
+            if dead and tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+    return removed
+
+
+def _save_version(source, ranker, cfg, metrics: dict, version: str, as_of: date, tmp: Path, final: Path) -> None:
     tmp.mkdir(parents=True, exist_ok=False)
     source.model.save(tmp / "implicit")
     pl.DataFrame({"subject_id": pl.Series(source.subject_ids, dtype=pl.String)}).write_parquet(tmp / "subjects.parquet")
@@ -229,9 +258,6 @@ def train(settings, db, as_of: date, progress: Progress = None, *, events: pl.La
          "model": cfg["model"]["name"], **metrics}, indent=2, ensure_ascii=False) + "\n")
     # A version directory appears whole or not at all.
     os.replace(tmp, final)
-    if promote_version:
-        promote(settings, db, version)
-    return TrainSummary(version, as_of.isoformat(), str(final), promote_version, metrics)
 
 
 _VERSION_RE = re.compile(r"^[0-9A-Za-z_.:-]+$")

@@ -294,7 +294,11 @@ def profile_and_tag(settings: Settings, db: sqlite_utils.Database, as_of: date,
     ptick = StageClock(progress, profiler.PROFILE_STAGES)
     batch_id = profiler.new_batch(db, as_of)
     ptick("compute")
-    df = profiler.compute_profiles(settings, as_of)
+    try:
+        df = profiler.compute_profiles(settings, as_of)
+    except BaseException:
+        profiler.end_batch(batch_id)
+        raise
     ptick.done()
     # The publisher's own clock times its stages; their CPU seconds are the whole process's, tagging included.
     pub_tick = StageClock(None, profiler.PROFILE_STAGES)

@@ -16,7 +16,7 @@ import polars as pl
 import sqlite_utils
 
 from data.errors import NotFound
-from data.store import create_build_table, drop_old_table, swap_in_build_table
+from data.store import RunLock, create_build_table, dead_run, drop_old_table, swap_in_build_table
 
 TAG_COLUMNS = (
     "subject_id",
@@ -88,6 +88,9 @@ class TagBatchWriter:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tag-writer")
         self._fills: list[Future] = []
         self._tmp = None if parquet_path is None else parquet_path.with_name(f".{parquet_path.name}.tmp")
+        # Held until the Parquet copy is renamed in (or given up): see recover_dead_tag_batches.
+        home = None if parquet_path is None else _home(self.conn)
+        self._run = None if home is None else RunLock(home, f"{TAG_BATCH_RUN}{os.getpid()}-{id(self):x}").acquire()
         create_build_table(self.conn, "tags")
 
     def add(self, tags: pl.DataFrame) -> None:
@@ -127,6 +130,8 @@ class TagBatchWriter:
             raise
         if self._tmp is not None:
             os.replace(self._tmp, self.parquet_path)
+        if self._run is not None:
+            self._run.release()
         drop_old_table(conn, "tags")
         return kept.height - late, self.offered - kept.height + late
 
@@ -139,6 +144,42 @@ class TagBatchWriter:
         self.conn.commit()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
+        if self._run is not None:
+            self._run.release()
+
+
+TAG_BATCH_RUN = "tag-batch-"
+
+
+def _home(conn) -> Path | None:
+    """The store's home (None for a store in memory, which no other process can open)."""
+    file = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(file).parent if file else None
+
+
+def recover_dead_tag_batches(conn, home: Path) -> bool:
+    """After a tag batch whose process died (its run lock is free) left the Parquet temporary
+    (``tags/.tags.parquet.tmp``), rewrite ``tags/tags.parquet`` from the ``tags`` table and delete the temporary;
+    returns whether it did.
+
+    Whether the dead batch's swap had committed cannot be told from the files (a tag batch has no id), and
+    after a COMMIT the copy lags SQLite; the rewrite from the table SQLite serves is right either way and
+    happens only after a kill.
+    """
+    final = Path(home) / "tags" / "tags.parquet"  # taggers.tags_parquet_path
+    tmp = final.with_name(f".{final.name}.tmp")
+    died = live = False
+    for lock in sorted((Path(home) / "run").glob(f"{TAG_BATCH_RUN}*.lock")):
+        with dead_run(home, lock.name.removesuffix(".lock")) as dead:
+            died, live = died or dead, live or not dead
+    if not died or live or not tmp.exists():
+        return False  # a live batch renames (or deletes) the temporary itself
+    frame = read_tags(sqlite_utils.Database(conn)).select(list(TAG_COLUMNS))
+    fresh = final.with_name(f".{final.name}.recovered.tmp")
+    frame.write_parquet(fresh, compression="zstd")
+    os.replace(fresh, final)
+    tmp.unlink(missing_ok=True)
+    return True
 
 
 def _fill_build_table(conn, rows: pl.DataFrame) -> None:

@@ -41,10 +41,14 @@ def areas() -> tuple[tuple[str, tuple[store.Migration, ...]], ...]:
 @lru_cache(maxsize=1)
 def recovery() -> tuple[store.Recovery, ...]:
     """Each area's clean-up after its runs that died (kill -9 included), run on every open of the store."""
-    from data import registry
-    from recommender import feeds
+    import profiler
+    from data import eventlog, registry
+    from recommender import feeds, training
+    from taggers import store as tag_store
 
-    return (registry.fail_dead_ingests, registry.remove_dead_snapshot_temps_at_open, feeds.drop_dead_builds)
+    return (registry.fail_dead_ingests, registry.remove_dead_snapshot_temps_at_open, feeds.drop_dead_builds,
+            profiler.recover_dead_batches, tag_store.recover_dead_tag_batches, training.remove_dead_model_temps,
+            eventlog.remove_dead_writer_temps)
 
 
 def all_migrations() -> list[store.Migration]:
