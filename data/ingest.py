@@ -1051,7 +1051,7 @@ def _load_events(
     into place. Anything going wrong before that deletes the pending files and rolls back, so a file
     that breaks half-way stores nothing.
 
-    While the file is read, this holds :func:`~yiwang.eventlog.ingest_lock` only, and no SQLite
+    While the file is read, this holds :func:`~data.eventlog.ingest_lock` only, and no SQLite
     transaction: API posts go on meanwhile (each waits at most for the commit: a re-check against what
     the API published, the quarantine insert, and renames)."""
     events_dir = Path(settings.events_dir)
