@@ -191,6 +191,7 @@ def _rewrite(path: Path, old: str, new: str) -> None:
     (",50,", ",fifty,", "column 'min_enterprise_age_years': expected a whole number"),
     (",50,", ",-1,", "column 'min_enterprise_age_years': cannot be negative"),
     ("SH-SWW-0016,老字号认定,", "SH-SWW-0016,老字号认证,", "name '老字号认证' is not the catalogue's name '老字号认定'"),
+    ("居民身份证首次申领,,17,,0,", "居民身份证首次申领,,,,0,", "column 'item_id': the row sets no condition"),
 ])
 def test_a_broken_conditions_file_is_refused_with_file_line_and_column(tmp_path, old, new, message):
     data = _copy_data(tmp_path)
