@@ -1,10 +1,10 @@
 """Reference data: the districts, and loaders for the files shipped under ``data/`` (service catalogue, licence
-types, tag taxonomy). Nothing else reads these files.
+types, tag taxonomy, item conditions). Nothing else reads these files.
 
 Each loader returns a typed ``pl.DataFrame`` (booleans as Boolean, ages and validities as Int64, empty cells as
 null) and raises :class:`data.errors.ContractError` naming the file, line (header = line 1) and column of the
 first problem, so an operator who edits a file by hand learns exactly what to fix. ``load_reference`` also checks
-the three files against each other (tag codes, licence types and renewal items that must exist elsewhere).
+the files against each other (tag codes, licence types and renewal items that must exist elsewhere).
 
 The files are small (a few thousand rows), so they are parsed with the ``csv`` module, which knows the physical line
 of every record even when a quoted field spans lines; all checks on the parsed columns are Polars expressions.
@@ -34,6 +34,7 @@ DISTRICTS: tuple[str, ...] = tuple(DISTRICT_NAMES_EN)
 CATALOG_FILE = "catalog.csv"
 LICENSE_TYPES_FILE = "license_types.csv"
 TAXONOMY_FILE = "tag_taxonomy.csv"
+ITEM_CONDITIONS_FILE = "item_conditions.csv"
 ITEM_NAMES_EN_FILE = "item_names_en.csv"  # item_id, name_zh, name_en: the catalogue's names are Chinese only
 
 # The catalogue file has exactly the columns of the registry snapshot, so ingest and batch jobs share one shape.
@@ -58,6 +59,20 @@ TAXONOMY_SCHEMA: dict[str, pl.DataType] = {
     # How a feed reason names the tag ("因为您近期登记结婚"); empty for sensitive tags, which reasons never name.
     "reason_zh": pl.String(),
     "reason_en": pl.String(),
+}
+
+# Eligibility the catalogue (and the city's export of it) does not carry, one row per item it applies to: ages
+# tighten the catalogue's own bounds; min_enterprise_age_years needs the enterprise's founded_on; own_interest_only
+# items are offered only to a subject whose own recent events touched that very item. ``basis`` says why (the rule
+# or the missing registry fact), so every condition is documented where it is kept.
+ITEM_CONDITIONS_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "name": pl.String(),
+    "min_age": pl.Int64(),
+    "max_age": pl.Int64(),
+    "min_enterprise_age_years": pl.Int64(),
+    "own_interest_only": pl.Boolean(),
+    "basis": pl.String(),
 }
 
 SUBJECT_TYPES = ("person", "enterprise")
@@ -86,6 +101,7 @@ _LICENSE_RULES = _Rules(
     required=("license_type", "name_zh", "name_en", "holder"),
     enums={"holder": SUBJECT_TYPES},
 )
+_ITEM_CONDITIONS_RULES = _Rules(key="item_id", required=("item_id", "name", "basis"), enums={})
 _TAXONOMY_RULES = _Rules(
     key="code",
     required=("code", "dimension", "name_zh", "name_en", "subject_type", "sensitive"),
@@ -137,13 +153,39 @@ def load_taxonomy(data_dir: Path | str) -> pl.DataFrame:
     return df.drop(_LINE)
 
 
+def load_item_conditions(data_dir: Path | str, catalog: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The eligibility conditions the catalogue lacks (``data/item_conditions.csv``), typed; with ``catalog``, every
+    row must name an item of it by its catalogue name (a condition on a renamed or removed item is an error, not a
+    silent no-op)."""
+    path = Path(data_dir) / ITEM_CONDITIONS_FILE
+    raw = _read_csv(path, ITEM_CONDITIONS_SCHEMA)
+    _check_common(path, raw, _ITEM_CONDITIONS_RULES)
+    df = _typed(path, raw, ITEM_CONDITIONS_SCHEMA)
+    for col in ("min_age", "max_age", "min_enterprise_age_years"):
+        _fail_first(path, df, col, pl.col(col) < 0, "cannot be negative")
+    _fail_first(path, df, "max_age", pl.col("min_age") > pl.col("max_age"), "max_age is below min_age")
+    _fail_first(path, df, "item_id",
+                pl.all_horizontal(pl.col(c).is_null() for c in ("min_age", "max_age", "min_enterprise_age_years"))
+                & ~pl.col("own_interest_only"), "the row sets no condition")
+    if catalog is not None:
+        known = df.join(catalog.select("item_id", catalog_name="name"), on="item_id", how="left")
+        _fail_first(path, known, "item_id", pl.col("catalog_name").is_null(), f"not in {CATALOG_FILE}")
+        bad = known.filter(pl.col("catalog_name").is_not_null() & (pl.col("name") != pl.col("catalog_name"))).head(1)
+        if bad.height:
+            line, name, catalog_name = bad.select(_LINE, "name", "catalog_name").row(0)
+            raise ContractError(f"{path}, line {line}: column 'name': name {name!r} is not the catalogue's name "
+                                f"{catalog_name!r} (check the item_id)")
+    return df.drop(_LINE)
+
+
 @dataclass(frozen=True)
 class Reference:
-    """The three reference tables, checked against each other."""
+    """The reference tables, checked against each other."""
 
     catalog: pl.DataFrame
     license_types: pl.DataFrame
     taxonomy: pl.DataFrame
+    item_conditions: pl.DataFrame
 
 
 def read_reference_table(data_dir: Path | str, file_name: str) -> pl.DataFrame | None:
@@ -159,9 +201,11 @@ def read_reference_table(data_dir: Path | str, file_name: str) -> pl.DataFrame |
 
 
 def load_reference(data_dir: Path | str) -> Reference:
-    """Load all three files and check that every code one file names exists in the file that defines it."""
+    """Load all the files and check that every code or item one file names exists in the file that defines it."""
     data_dir = Path(data_dir)
-    ref = Reference(load_catalog(data_dir), load_license_types(data_dir), load_taxonomy(data_dir))
+    catalog = load_catalog(data_dir)
+    ref = Reference(catalog, load_license_types(data_dir), load_taxonomy(data_dir),
+                    load_item_conditions(data_dir, catalog))
     problems = reference_problems(ref)
     if problems:
         raise ContractError(f"{data_dir}: reference files disagree: " + "; ".join(problems[:5]))

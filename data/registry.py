@@ -304,11 +304,12 @@ def registered_subject(conn: sqlite3.Connection, subject_id: str) -> dict | None
     r = conn.execute("SELECT birth_date, district, local_hukou FROM people WHERE person_id = ?", (subject_id,)).fetchone()
     if r:
         return {"kind": "person", "birth_date": r[0], "district": r[1], "local_hukou": bool(r[2]), "industry": None,
-                "subject_id": subject_id}
-    r = conn.execute("SELECT district, industry FROM enterprises WHERE enterprise_id = ?", (subject_id,)).fetchone()
+                "founded_on": None, "subject_id": subject_id}
+    r = conn.execute("SELECT district, industry, founded_on FROM enterprises WHERE enterprise_id = ?",
+                     (subject_id,)).fetchone()
     if r:
         return {"kind": "enterprise", "birth_date": None, "district": r[0], "local_hukou": None, "industry": r[1],
-                "subject_id": subject_id}
+                "founded_on": r[2], "subject_id": subject_id}
     return None
 
 

@@ -33,6 +33,7 @@ from data.reference import LICENSE_TYPES_FILE, read_reference_table
 from data.registry import scan_table
 
 from recommender.config import RecommenderConfig
+from recommender.filters import item_conditions, with_item_conditions
 from recommender.reasons import sensitive_codes
 
 KIND_CODE = {"person": 0, "enterprise": 1, "unknown": 2}
@@ -55,13 +56,16 @@ class World:
     """What is known at ``as_of`` (see module docstring); frames are eager and keyed by sidx / iidx."""
 
     as_of: date
-    subjects: pl.DataFrame      # sidx, subject_id, kind, age, age_band, district, local_hukou, industry
+    subjects: pl.DataFrame      # sidx, subject_id, kind, age, age_band, district, local_hukou, industry,
+                                # enterprise_age_years
     tags: pl.DataFrame          # sidx, code, dimension, confidence, valid_from
-    items: pl.DataFrame         # iidx, item_id, name, audience, category, ... , item_district, i_* features
+    items: pl.DataFrame         # iidx, item_id, name, audience, category, ... , item_district, i_* features,
+                                # min_enterprise_age_years, own_interest_only (data/item_conditions.csv)
     item_tags: pl.DataFrame     # iidx, code
     licenses: pl.DataFrame      # sidx, license_type, expires_on (latest licence per holder and type)
     inter: pl.DataFrame         # sidx, iidx, weight, recent_w, last_ts, n_pos, completed
     groups: pl.DataFrame        # sidx, gtype (district/band/crowd), gkey
+    interest: pl.DataFrame      # sidx, iidx: own-interest-only items the subject's own recent events touched
     meta: dict = field(default_factory=dict)
 
     @property
@@ -89,7 +93,7 @@ class World:
             keep = pl.col("sidx").is_in(sidx.implode())
         return replace(self, subjects=self.subjects.filter(keep), tags=self.tags.filter(keep),
                        licenses=self.licenses.filter(keep), inter=self.inter.filter(keep),
-                       groups=self.groups.filter(keep))
+                       groups=self.groups.filter(keep), interest=self.interest.filter(keep))
 
 
 # -- building the world ----------------------------------------------------------------------------
@@ -163,8 +167,10 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         enterprise_size_band(pl.col("employees")).alias("size"),
     )
     # Only what existed on as_of: a child born, a company founded or a licence issued later is not known yet.
-    people = people.filter(pl.col("birth_date").is_null() | (pl.col("birth_date") <= as_of))
-    ents = ents.filter(pl.col("founded_on").is_null() | (pl.col("founded_on") <= as_of)).drop("founded_on")
+    people = people.filter(pl.col("birth_date").is_null() | (pl.col("birth_date") <= as_of)).with_columns(
+        pl.lit(None, dtype=pl.Int32).alias("enterprise_age_years"))
+    ents = ents.filter(pl.col("founded_on").is_null() | (pl.col("founded_on") <= as_of)).with_columns(
+        age_years("founded_on", as_of).alias("enterprise_age_years")).drop("founded_on")
     registered = pl.concat([people, ents]).unique("subject_id", keep="first")
 
     end = cutoff(as_of)
@@ -177,7 +183,7 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
             pl.lit("unknown").alias("kind"), pl.lit(None, dtype=pl.Date).alias("birth_date"),
             pl.lit(None, dtype=pl.String).alias("district"), pl.lit(None, dtype=pl.Boolean).alias("local_hukou"),
             pl.lit(None, dtype=pl.String).alias("industry"), pl.lit(None, dtype=pl.String).alias("occupation"),
-            pl.lit(None, dtype=pl.String).alias("size"),
+            pl.lit(None, dtype=pl.String).alias("size"), pl.lit(None, dtype=pl.Int32).alias("enterprise_age_years"),
         )
     )
     subjects = (
@@ -194,7 +200,8 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         .collect()
     )
 
-    items = load_items(home)
+    # The conditions come after the i_* features: they decide eligibility only, never what the ranker learns.
+    items = with_item_conditions(load_items(home), item_conditions(settings.data_dir))
     item_tags = item_tag_frame(items)
     sid = subjects.select("subject_id", "sidx")
     iid = items.select("item_id", "iidx")
@@ -241,6 +248,13 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         .collect()
     )
 
+    # Interest in an own-interest-only item: any event of the subject's own on it within candidates.recent_days.
+    interest = (
+        inter.filter(pl.col("days_since") <= cfg["candidates"]["recent_days"])
+        .join(items.filter(pl.col("own_interest_only")).select("iidx"), on="iidx")
+        .select("sidx", "iidx")
+    )
+
     crowd_groups = tags.filter(pl.col("dimension").is_in(["crowd", "enterprise"])).select(
         "sidx", pl.lit("crowd").alias("gtype"), pl.col("code").alias("gkey")
     )
@@ -252,8 +266,9 @@ def build_world(settings, db, cfg: RecommenderConfig, as_of: date, events: pl.La
         crowd_groups,
     ])
     return World(as_of=as_of, subjects=subjects.drop("birth_date"), tags=tags, items=items, item_tags=item_tags,
-                 licenses=lic, inter=inter, groups=groups, meta={"renewal_items": renewal_items(settings.data_dir),
-                                                                 "sensitive": sensitive_codes(settings.data_dir)})
+                 licenses=lic, inter=inter, groups=groups, interest=interest,
+                 meta={"renewal_items": renewal_items(settings.data_dir),
+                       "sensitive": sensitive_codes(settings.data_dir)})
 
 
 def renewal_items(data_dir) -> dict[str, str]:

@@ -378,7 +378,7 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
     The subject's attributes and records are used here only to take out what they may not or need not use,
     never to order the list.
     """
-    from recommender.filters import eligibility_expr
+    from recommender.filters import eligibility_expr, item_conditions, with_item_conditions
     from data.eventlog import scan_events
 
     popular = stored_feed(conn, version, POPULAR_PREFIX + subject["kind"])
@@ -396,7 +396,12 @@ def _non_personalised(conn, settings, version: int, subject: dict, as_of: date, 
         "department": pl.String, "once_per_subject": pl.Int64,
     })
     age = age_on(date.fromisoformat(subject["birth_date"]), as_of) if subject["birth_date"] else None
-    df = df.with_columns(
+    founded = subject.get("founded_on")
+    enterprise_age = age_on(date.fromisoformat(founded), as_of) if founded else None
+    # Not personalised: the subject's own events never make an own-interest-only item eligible here.
+    df = with_item_conditions(df, item_conditions(settings.data_dir)).with_columns(
+        pl.lit(enterprise_age, dtype=pl.Int32).alias("enterprise_age_years"),
+        pl.lit(False).alias("own_interest"),
         pl.lit(subject["kind"]).alias("kind"), pl.lit(age, dtype=pl.Int32).alias("age"),
         pl.lit(subject["local_hukou"], dtype=pl.Boolean).alias("local_hukou"),
         pl.lit(subject["industry"], dtype=pl.String).alias("industry"),

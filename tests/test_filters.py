@@ -20,12 +20,20 @@ def _pairs(subject: dict, item: dict) -> pl.DataFrame:
         "audience": item.get("audience", "person"), "min_age": item.get("min_age"), "max_age": item.get("max_age"),
         "local_hukou_only": item.get("local_hukou_only", False), "industry_list": item.get("industry_list", []),
         "item_district": item.get("item_district"),
+        "enterprise_age_years": subject.get("enterprise_age_years"), "own_interest": subject.get("own_interest"),
+        "min_enterprise_age_years": item.get("min_enterprise_age_years"),
+        "own_interest_only": item.get("own_interest_only", False),
     }
     return pl.DataFrame([row], schema={
         "kind": pl.String, "age": pl.Int32, "local_hukou": pl.Boolean, "industry": pl.String, "district": pl.String,
         "audience": pl.String, "min_age": pl.Int64, "max_age": pl.Int64, "local_hukou_only": pl.Boolean,
         "industry_list": pl.List(pl.String), "item_district": pl.String,
+        "enterprise_age_years": pl.Int32, "own_interest": pl.Boolean, "min_enterprise_age_years": pl.Int64,
+        "own_interest_only": pl.Boolean,
     })
+
+
+OLD_BRAND_RULE = {"audience": "enterprise", "min_enterprise_age_years": 50}
 
 
 def ok(subject: dict, item: dict) -> bool:
@@ -51,6 +59,15 @@ def ok(subject: dict, item: dict) -> bool:
     ({"kind": "unknown"}, {"min_age": 60}, False),
     ({"kind": "unknown"}, {"local_hukou_only": True}, False),
     ({"kind": "unknown"}, {"audience": "enterprise", "industry_list": ["I"]}, False),
+    # conditions from data/item_conditions.csv: enterprise age, and interest shown by the subject's own events
+    ({"kind": "enterprise", "enterprise_age_years": 0}, OLD_BRAND_RULE, False),
+    ({"kind": "enterprise", "enterprise_age_years": 49}, OLD_BRAND_RULE, False),
+    ({"kind": "enterprise", "enterprise_age_years": 50}, OLD_BRAND_RULE, True),
+    ({"kind": "enterprise"}, OLD_BRAND_RULE, False),
+    ({"kind": "unknown"}, OLD_BRAND_RULE, False),
+    ({"kind": "person", "age": 30}, {"own_interest_only": True}, False),
+    ({"kind": "person", "age": 30, "own_interest": True}, {"own_interest_only": True}, True),
+    ({"kind": "unknown", "own_interest": True}, {"own_interest_only": True}, True),
 ])
 def test_eligibility_rules(subject, item, expected):
     assert ok(subject, item) is expected

@@ -261,7 +261,7 @@ def test_generator_reproduces_the_committed_files(tmp_path):
 
 @pytest.fixture
 def data_copy(tmp_path):
-    for name in ("catalog.csv", "license_types.csv", "tag_taxonomy.csv"):
+    for name in ("catalog.csv", "license_types.csv", "tag_taxonomy.csv", "item_conditions.csv"):
         shutil.copy(DATA / name, tmp_path / name)
     return tmp_path
 
