@@ -76,11 +76,14 @@ def test_jobs_persist_across_a_restart_and_a_missed_run_runs_once(ssettings, run
     assert set(jobs) == set(sched.JOBS)
     assert all(j.coalesce and j.max_instances == 1 and j.misfire_grace_time == 3600 for j in jobs.values())
     stored_next = {j.id: j.next_run_time for j in jobs.values()}
-    # The alerts job was due 3 times while the process was down (the last 10 s ago): simulate by moving it back.
-    # Paused first: a running scheduler would wake up on the change and run the job before the shutdown.
-    first.pause()
-    first.modify_job("alerts", next_run_time=datetime.now(timezone.utc) - timedelta(seconds=10))
     first.shutdown(wait=True)
+    # The alerts job was due 3 times while the process was down (the last 10 s ago): simulate by moving it back in
+    # the stored jobs through a scheduler that never processes them (started paused). Changing it on the running
+    # one raced with the processing its start had woken up: the job could run before the shutdown.
+    offline = sched.build_scheduler(ssettings)
+    offline.start(paused=True)
+    offline.modify_job("alerts", next_run_time=datetime.now(timezone.utc) - timedelta(seconds=10))
+    offline.shutdown(wait=True)
     assert runs(ssettings) == []
 
     second = running(ssettings)  # a new process would do exactly this: same file, new scheduler
