@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from testsupport.cli import run_in_process as _cli
 
 YIWANG = [str(Path(sys.executable).parent / "yiwang")]
 
@@ -20,20 +21,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the `yiwang` entry point in-process (exit codes included); quicker than a process per call."""
-    from yiwang.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["yiwang", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_keys_create_list_revoke(tmp_path, monkeypatch, capsys):

@@ -17,22 +17,9 @@ import pytest
 from cities import mini_city
 from data.registry import scan_table
 from taggers.store import read_tags
+from testsupport.cli import run_in_process as _cli
 
 YIWANG = [str(Path(sys.executable).parent / "yiwang")]
-
-
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """The `yiwang` entry point in-process, exit code included."""
-    from yiwang.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["yiwang", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command", [["keys", "list"], ["profile"], ["ingest", "/nonexistent-export"]])

@@ -19,34 +19,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
 from data.settings import load_settings
+from test_kill9_store import AS_OF, CLI, KEY, REPO_ROOT, env, wait_for  # shared crash-test set-up
 from yiwang.migrations import open_db
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "from yiwang.cli import main; main()"]
-AS_OF = "2026-11-20"
-KEY = "kill9-test-key"
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("YIWANG_")}
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), e.get("PYTHONPATH", "")])
-    e["YIWANG_ID_HASH_KEY"] = KEY
-    return e
-
-
-def wait_for(what, condition, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the process ended (rc {proc.returncode}) before {what}: {proc.stderr.read()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def kill(proc: subprocess.Popen) -> None:

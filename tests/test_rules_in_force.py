@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from notifier.rules import install_rules, list_snapshots
 from testsupport.registries import put_rows
 from data.settings import load_settings
 from yiwang.migrations import open_db
+from testsupport.cli import run_in_process as _cli
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"
 AS_OF = "2026-03-02"
@@ -40,19 +40,6 @@ DRAFT_RULE = """
     statutory: false
 """
 PEOPLE = [f"P{i:03d}" for i in range(1, 8)]
-
-
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from yiwang.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["yiwang", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
