@@ -31,14 +31,6 @@ HTTP_CODES = {
 }
 
 
-class ServiceUnavailable(YiwangError):
-    """The engine behind this endpoint is not installed or not ready in this deployment."""
-
-    exit_code = 5
-    http_status = 503
-    code = "unavailable"
-
-
 class PayloadTooLarge(YiwangError):
     """A request carries more than the configured limit (bytes or events)."""
 

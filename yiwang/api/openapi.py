@@ -48,7 +48,7 @@ EVERY_OPERATION = {
     "400": "Malformed HTTP, or a request body that stopped arriving before its Content-Length",
     "413": "The request body is larger than the configured limit",
     "500": "Unexpected failure (details only in the server log, by request id)",
-    "default": "Any other error (e.g. 409 nothing published yet, 503 engine not installed), in the same shape",
+    "default": "Any other error (e.g. 409 nothing published yet, 503 the event log stayed busy), in the same shape",
 }
 
 
