@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.reference import DISTRICT_NAMES_EN, LICENSE_TYPES_FILE, TAXONOMY_FILE, load_taxonomy, read_reference_table
+from data.reference import DISTRICT_NAMES_EN, LICENSE_TYPES_FILE, load_taxonomy, read_reference_table
 
 SOURCES = ("licence", "tag", "similar_item", "history", "similar_people", "popular")
 
@@ -26,13 +26,9 @@ def _reference_rows(data_dir: Path, file_name: str) -> list[dict]:
     return [] if table is None else [{k: v or "" for k, v in r.items()} for r in table.iter_rows(named=True)]
 
 
-def _sensitive(taxonomy: list[dict]) -> set[str]:
-    return {r["code"] for r in taxonomy if str(r.get("sensitive", "0")).strip() in ("1", "true", "True")}
-
-
 def sensitive_codes(data_dir: Path) -> set[str]:
     """Tag codes the taxonomy marks sensitive (hardship, disability): never named in a reason."""
-    return _sensitive(_reference_rows(data_dir, TAXONOMY_FILE))
+    return set(load_taxonomy(Path(data_dir)).filter(pl.col("sensitive"))["code"])
 
 
 def reference_names(data_dir: Path) -> dict[str, dict[str, tuple[str, str]]]:
